@@ -1,0 +1,34 @@
+# One-command set-up and runs. Every target bootstraps .venv idempotently (re-done when pyproject.toml changes).
+VENV    ?= .venv
+PYTHON  ?= python3
+TORCH   ?= torch==2.13.0
+# CPU-only wheels: used only when no torch is installed and none is available offline.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.textxfer-installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@# Install the CPU torch wheel first (a bare `torch` requirement can pull a multi-GB CUDA build):
+	@# a local/offline wheel when pip can find one, else the CPU-only index.
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --no-index "$(TORCH)" 2>/dev/null \
+		|| $(PY) -m pip install -q "$(TORCH)" --index-url $(TORCH_CPU_INDEX)
+	@$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/textxfer baseline --data sample_data/reviews.csv --output runs/demo-baseline
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) scripts/bench_baseline.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

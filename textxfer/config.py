@@ -1,0 +1,90 @@
+"""Configuration dataclasses ↔ command-line flags and config files, with one source of truth.
+
+Each field's ``metadata["help"]`` is its flag help; :func:`add_arguments` generates ``--field-name``
+flags from a dataclass and :func:`from_dict` builds one from a dict, rejecting unknown keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from textxfer.errors import TextxferError
+
+T = TypeVar("T")
+
+
+def _base_type(annotation: Any) -> Any:
+    """``int | None`` → ``int``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return annotation
+
+
+def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, _base_type(hints[f.name])) for f in dataclasses.fields(cls) if f.init]
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = ()) -> None:
+    """Add one ``--flag`` per field of dataclass ``cls`` (booleans become on/off switches).
+
+    Defaults are ``SUPPRESS``ed so that :func:`collect` can tell flags given from flags left alone
+    (a config file's value then wins over a default but loses to an explicit flag).
+    """
+    group = parser.add_argument_group(title)
+    for f, kind in _fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=kind if kind in (int, float) else str,
+                               default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text,
+                               choices=f.metadata.get("choices"))
+
+
+def collect(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` that were given on the command line."""
+    names = {f.name for f, _ in _fields(cls)}
+    return {k: v for k, v in vars(namespace).items() if k in names}
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming the known ones."""
+    known = {f.name for f, _ in _fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TextxferError(f"unknown {cls.__name__} option(s) {unknown}; known options: {sorted(known)}")
+    return cls(**data)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Read a JSON (or, with PyYAML installed, YAML) config file into a flat dict."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TextxferError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        if file.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # json and yaml raise different types
+        raise TextxferError(f"{path}: not a valid config file ({exc})") from None
+    if not isinstance(data, dict):
+        raise TextxferError(f"{path}: a config file must hold one mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -1,0 +1,79 @@
+"""``LabelSet``: the one ordered mapping between label values and class ids, shared by all pipelines."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from textxfer.errors import TextxferError
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Ordered label names and their kind (``"str"`` or ``"int"``).
+
+    Order is deterministic: integers ascending, strings in code-point order. Labels are handled as
+    their string form internally; :meth:`value` returns the original type for users.
+    """
+
+    names: tuple[str, ...]
+    kind: str = "str"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("str", "int"):
+            raise TextxferError(f"label kind must be 'str' or 'int', got {self.kind!r}")
+        if len(set(self.names)) != len(self.names):
+            raise TextxferError(f"duplicate label names in {list(self.names)}")
+        if len(self.names) < 2:
+            raise TextxferError(
+                f"need at least 2 classes to train a classifier, found {list(self.names)}; "
+                "check --label-column"
+            )
+
+    @classmethod
+    def from_labels(cls, labels: Iterable[str]) -> "LabelSet":
+        """Build from the (string) labels of a training set; all-integer labels sort numerically."""
+        distinct = set(labels)
+        if distinct and all(_is_int(name) for name in distinct):
+            return cls(tuple(str(v) for v in sorted(int(n) for n in distinct)), "int")
+        return cls(tuple(sorted(distinct)), "str")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Label name → class id."""
+        return {name: i for i, name in enumerate(self.names)}
+
+    def encode(self, labels: Sequence[str]) -> list[int]:
+        """Class ids for label names; unknown names raise a :class:`TextxferError`."""
+        index = self.index
+        unknown = Counter(label for label in labels if label not in index)
+        if unknown:
+            raise TextxferError(
+                f"labels not in the model's label set {list(self.names)}: {dict(unknown)}"
+            )
+        return [index[label] for label in labels]
+
+    def value(self, name: str) -> str | int:
+        """The user-facing value of a label name (an ``int`` for integer label sets)."""
+        return int(name) if self.kind == "int" else name
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"names": list(self.names), "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LabelSet":
+        """Inverse of :meth:`to_dict`."""
+        try:
+            return cls(tuple(str(n) for n in data["names"]), data.get("kind", "str"))
+        except (KeyError, TypeError) as exc:
+            raise TextxferError(f"malformed label set {data!r}: {exc}") from None
+
+
+def _is_int(text: str) -> bool:
+    stripped = text.strip()
+    return stripped.lstrip("-").isdigit() and stripped == str(int(stripped))

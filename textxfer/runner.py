@@ -1,0 +1,72 @@
+"""Train one classifier on prepared data, score it with the shared scorer, and write the run folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from textxfer.data import DataOptions, PreparedData, load_data
+from textxfer.metrics import format_table, score
+from textxfer.runs import atomic_output_dir
+from textxfer.splits import write_split_file
+
+EVALUATION_SPLITS = ("validation", "test")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its folder, metrics per split, and the report written beside them."""
+
+    output: Path
+    metrics: dict[str, dict]
+    report: dict
+
+
+def evaluate_classifier(classifier, data: PreparedData) -> dict[str, dict]:
+    """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits."""
+    results = {}
+    for name in EVALUATION_SPLITS:
+        dataset = getattr(data, name)
+        if len(dataset):
+            predicted = classifier.predict_proba(dataset.texts).argmax(axis=1)
+            results[name] = score(data.labels.encode(dataset.labels), predicted, data.labels)
+    return results
+
+
+def run(classifier, options: DataOptions, output: str | Path, progress: bool = True, log=print) -> RunResult:
+    """Load data, fit ``classifier``, score it, and write model + split + metrics + report atomically.
+
+    ``output`` appears only when everything succeeded; an earlier folder there is replaced only then.
+    """
+    data = load_data(options)
+    log(f"data: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test rows, "
+        f"labels {list(data.labels.names)}")
+    for note in data.notes:
+        log(f"note: {note}")
+    started = time.perf_counter()
+    classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
+    fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    metrics = evaluate_classifier(classifier, data)
+    evaluated = sum(m["n"] for m in metrics.values())
+    predict_seconds = time.perf_counter() - started
+    report = {
+        "data": {"notes": data.notes, "counts": data.counts},
+        "fit": getattr(classifier, "fit_stats_", {}),
+        "evaluation_inputs": {name: classifier.input_report(getattr(data, name).texts)
+                              for name in metrics} if hasattr(classifier, "input_report") else {},
+        "timing": {"fit_seconds": round(fit_seconds, 3), "evaluate_seconds": round(predict_seconds, 3),
+                   "predict_texts_per_second": round(evaluated / predict_seconds, 1) if predict_seconds else None},
+    }
+    data_info = {"fingerprints": {name: entry["sha256"] for name, entry in data.split_record["splits"].items()},
+                 "sources": {name: entry["source"] for name, entry in data.split_record["splits"].items()},
+                 "counts": data.counts, "split_method": data.split_record["method"]}
+    with atomic_output_dir(output) as staging:
+        classifier.write(staging, data_info)
+        write_split_file(staging / "split.json", data.split_record)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
+        (staging / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    log(format_table(metrics))
+    return RunResult(Path(output), metrics, report)

@@ -1,0 +1,100 @@
+"""Seeded, stratified train/validation/test assignment and the ``split.json`` record of it."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from textxfer.errors import TextxferError
+
+SPLITS = ("train", "validation", "test")
+SPLIT_FORMAT_VERSION = 1
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
+    "test": "test", "testing": "test", "eval": "test",
+}
+
+
+def stratified_split(
+    texts: Sequence[str], labels: Sequence[str], validation_size: float, test_size: float, seed: int
+) -> list[str]:
+    """Assign each item to ``train``/``validation``/``test``; returns one split name per item.
+
+    Identical texts form one group and always land in the same split, so the automatic split has no
+    leakage. Groups are shuffled per label (the label of a group's first item) with ``seed``; each
+    label gives ``round(n * size)`` items to test, then validation, the rest to train, so a class with
+    very few items keeps them in train.
+    """
+    if not 0 <= validation_size < 1 or not 0 <= test_size < 1 or validation_size + test_size >= 1:
+        raise TextxferError(
+            f"split sizes must be in [0, 1) and sum below 1, got validation {validation_size}, test {test_size}"
+        )
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, text in enumerate(texts):
+        groups[text].append(i)
+    by_label: dict[str, list[list[int]]] = defaultdict(list)
+    for members in groups.values():
+        by_label[labels[members[0]]].append(members)
+    rng = random.Random(seed)
+    assignment = ["train"] * len(texts)
+    for label in sorted(by_label):
+        label_groups = by_label[label]
+        rng.shuffle(label_groups)
+        total = sum(len(g) for g in label_groups)
+        quotas = [("test", int(total * test_size + 0.5)), ("validation", int(total * validation_size + 0.5))]
+        position = 0
+        for split, quota in quotas:
+            taken = 0
+            # Never take the last group: every label keeps at least one training example.
+            while taken < quota and position < len(label_groups) - 1:
+                for i in label_groups[position]:
+                    assignment[i] = split
+                taken += len(label_groups[position])
+                position += 1
+    return assignment
+
+
+def canonical_split_name(value: object, origin: str, row: int, column: str) -> str:
+    """Map a split-column value such as ``dev`` or ``TRAIN`` to train/validation/test."""
+    name = SPLIT_ALIASES.get(str(value).strip().lower()) if value is not None else None
+    if name is None:
+        raise TextxferError(
+            f"{origin}: row {row}, column {column!r}: unknown split {value!r}; "
+            f"use one of {sorted(SPLIT_ALIASES)}"
+        )
+    return name
+
+
+def write_split_file(path: Path, record: dict) -> None:
+    """Write ``split.json`` (the record built by :mod:`textxfer.data`)."""
+    path.write_text(json.dumps({"format_version": SPLIT_FORMAT_VERSION, **record}, indent=1), encoding="utf-8")
+
+
+def read_split_file(path: str | Path) -> dict:
+    """Read and sanity-check a ``split.json``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "split.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TextxferError(f"{path}: no such split file; pass the split.json of an earlier run") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TextxferError(f"{path}: not a valid split.json ({exc})") from None
+    version = record.get("format_version") if isinstance(record, dict) else None
+    if not isinstance(version, int) or version > SPLIT_FORMAT_VERSION:
+        raise TextxferError(
+            f"{path}: split format version {version!r} is not supported (this textxfer reads up to "
+            f"{SPLIT_FORMAT_VERSION}); upgrade textxfer or re-create the split"
+        )
+    splits = record.get("splits")
+    if not isinstance(splits, dict) or "train" not in splits:
+        raise TextxferError(f"{path}: malformed split.json: no 'splits.train' entry")
+    for name, entry in splits.items():
+        if name not in SPLITS or not isinstance(entry, dict) or not isinstance(entry.get("rows"), list):
+            raise TextxferError(f"{path}: malformed split.json entry {name!r}")
+    return record
