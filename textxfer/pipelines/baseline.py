@@ -213,7 +213,11 @@ class BaselineClassifier:
             raise
         except Exception as exc:  # skops raises assorted errors for corrupt files
             raise TextxferError(f"{forest_path}: cannot read the forest ({exc}); re-train or restore the folder") from None
-        if list(getattr(model.forest_, "classes_", [])) != list(range(len(model.labels))):
+        from sklearn.ensemble import RandomForestClassifier
+
+        if not isinstance(model.forest_, RandomForestClassifier):
+            raise TextxferError(f"{forest_path}: holds a {type(model.forest_).__name__}, not a RandomForestClassifier")
+        if list(model.forest_.classes_) != list(range(len(model.labels))):
             raise TextxferError(f"{forest_path}: the forest's classes do not match the manifest's labels")
         return model
 

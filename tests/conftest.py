@@ -1,0 +1,60 @@
+"""Shared tiny fixtures: a small synthetic Chinese review CSV and fast baseline settings."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+POSITIVE = ["很好", "干净", "舒服", "满意", "推荐", "喜欢", "方便", "热情", "漂亮", "划算"]
+NEGATIVE = ["很差", "脏", "吵", "失望", "糟糕", "难吃", "破旧", "冷淡", "贵", "后悔"]
+NEUTRAL = ["酒店", "房间", "服务", "早餐", "位置", "前台", "价格", "这次", "我们", "觉得"]
+
+
+def make_rows(n: int = 240, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` distinct synthetic reviews; each label's words separate it from the other label."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        label = "positive" if len(rows) % 2 == 0 else "negative"
+        words = POSITIVE if label == "positive" else NEGATIVE
+        tokens = rng.sample(NEUTRAL, 3) + rng.sample(words, 2) + [rng.choice(NEUTRAL)]
+        rng.shuffle(tokens)
+        text = "，".join(tokens) + f"。{len(rows)}"
+        if text not in seen:
+            seen.add(text)
+            rows.append((text, label))
+    return rows
+
+
+def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
+    """Write rows with a header as CSV/TSV."""
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def rows() -> list[tuple[str, str]]:
+    return make_rows()
+
+
+@pytest.fixture
+def reviews_csv(tmp_path: Path, rows) -> Path:
+    return write_csv(tmp_path / "reviews.csv", rows)
+
+
+@pytest.fixture
+def fast_config():
+    """Baseline settings small enough for a test to train in about a second."""
+    from textxfer.pipelines.baseline import BaselineConfig
+
+    return BaselineConfig(vector_size=16, epochs=5, min_count=1, n_estimators=20, n_jobs=1)

@@ -1,0 +1,61 @@
+"""The command line end to end, in subprocesses, on the small fixture."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+FAST = ["--vector-size", "16", "--epochs", "5", "--min-count", "1", "--n-estimators", "20", "--n-jobs", "1"]
+
+
+def textxfer(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "textxfer.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_baseline_end_to_end_and_split_reuse(tmp_path, reviews_csv):
+    out = tmp_path / "run1"
+    result = textxfer("baseline", "--data", reviews_csv, "--output", out, "--no-progress", *FAST)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 24 and metrics["test"]["accuracy"] >= 0.9
+    assert "accuracy" in result.stdout and "test" in result.stdout
+    again = textxfer("baseline", "--split", out / "split.json", "--output", tmp_path / "run2", "--no-progress", *FAST)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "run2" / "split.json").read_text())["splits"] == \
+        json.loads((out / "split.json").read_text())["splits"]
+
+
+def test_config_file_and_flags(tmp_path, reviews_csv):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"data": str(reviews_csv), "n_estimators": 7, "vector_size": 12, "epochs": 2,
+                                  "min_count": 1, "n_jobs": 1}))
+    result = textxfer("baseline", "--config", config, "--vector-size", "10", "--output", tmp_path / "r", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "r" / "textxfer.json").read_text())
+    assert manifest["config"]["n_estimators"] == 7 and manifest["config"]["vector_size"] == 10
+    config.write_text(json.dumps({"data": str(reviews_csv), "n_trees": 7}))
+    bad = textxfer("baseline", "--config", config, "--output", tmp_path / "r2")
+    assert bad.returncode == 2 and "unknown option(s) ['n_trees']" in bad.stderr
+
+
+def test_errors_are_one_line_without_traceback(tmp_path, reviews_csv):
+    result = textxfer("baseline", "--data", reviews_csv, "--label-column", "sentiment", "--output", tmp_path / "x")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("textxfer: error:") and "'sentiment'" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_and_baseline_do_not_import_torch(tmp_path, reviews_csv):
+    code = (
+        "import sys; from textxfer.cli import main; "
+        f"main(['baseline', '--data', {str(reviews_csv)!r}, '--output', {str(tmp_path / 'o')!r}, '--no-progress', "
+        + ", ".join(repr(a) for a in FAST) + "]); "
+        "from textxfer import classifier; classifier.load(" + repr(str(tmp_path / "o")) + "); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

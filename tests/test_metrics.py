@@ -1,0 +1,23 @@
+from textxfer.labels import LabelSet
+from textxfer.metrics import format_table, score
+
+
+def test_scores_match_a_hand_worked_case():
+    labels = LabelSet(("a", "b", "c"))
+    # true:  a a a b b c ; predicted: a a b b c c
+    result = score([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], labels)
+    assert result["accuracy"] == 4 / 6
+    assert result["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    # a: P=1, R=2/3, F1=0.8; b: P=1/2, R=1/2, F1=0.5; c: P=1/2, R=1, F1=2/3
+    assert abs(result["per_class"]["a"]["f1"] - 0.8) < 1e-9
+    assert abs(result["per_class"]["b"]["f1"] - 0.5) < 1e-9
+    assert abs(result["per_class"]["c"]["f1"] - 2 / 3) < 1e-9
+    assert abs(result["macro_f1"] - (0.8 + 0.5 + 2 / 3) / 3) < 1e-9
+    assert abs(result["weighted_f1"] - (3 * 0.8 + 2 * 0.5 + 2 / 3) / 6) < 1e-9
+    assert result["per_class"]["a"]["support"] == 3
+
+
+def test_absent_class_scores_zero_not_error():
+    result = score([0, 0], [0, 0], LabelSet(("x", "y")))
+    assert result["per_class"]["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert "validation" in format_table({"validation": result})
