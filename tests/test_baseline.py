@@ -10,7 +10,7 @@ import pytest
 from textxfer import classifier
 from textxfer.data import DataOptions, TextDataset, load_data
 from textxfer.errors import TextxferError
-from textxfer.pipelines.baseline import BaselineClassifier, BaselineConfig, word_weights
+from textxfer.pipelines.baseline import BaselineClassifier, BaselineConfig, word_statistics, word_weights
 from textxfer.runner import run
 
 
@@ -55,22 +55,27 @@ def test_predict_api_returns_predictions(tmp_path, fitted):
     assert [p.label for p in batch] == ["negative", "positive"]
 
 
-@pytest.mark.parametrize("weighting", ["mean", "tfidf", "nb-tfidf"])
+@pytest.mark.parametrize("weighting", ["mean", "tfidf", "nb", "nb-tfidf"])
 def test_weightings_change_the_text_vectors(data, fast_config, weighting):
-    reference = BaselineClassifier(fast_config).fit(data.train)  # default: nb-tfidf
+    reference = BaselineClassifier(fast_config).fit(data.train)  # default: nb
     fast_config.weighting = weighting
     model = BaselineClassifier(fast_config).fit(data.train)
     probabilities = model.predict_proba(data.test.texts)
     assert np.allclose(probabilities.sum(axis=1), 1)
     same_vectors = np.allclose(model.features(data.test.texts)[0], reference.features(data.test.texts)[0])
-    assert same_vectors == (weighting == "nb-tfidf")
+    assert same_vectors == (weighting == "nb")
 
 
 def test_nb_weights_favour_label_words():
     tokens = [["好", "房间"], ["好", "房间"], ["差", "房间"], ["差", "房间"]]
-    weights = word_weights(["好", "差", "房间"], tokens, np.array([1, 1, 0, 0]), 2, "nb-tfidf")
-    assert weights[0] > weights[2] and weights[1] > weights[2]
-    assert np.array_equal(word_weights(["a"], [["a"]], np.array([0]), 2, "mean"), [1.0])
+    idf, log_ratio = word_statistics(["好", "差", "房间"], tokens, np.array([1, 1, 0, 0]), 2)
+    # class 1 ("好" texts): 好 has a positive ratio, 差 a negative one, 房间 is neutral
+    assert log_ratio[1, 0] > 0 > log_ratio[1, 1]
+    assert abs(log_ratio[1, 2]) < min(abs(log_ratio[1, 0]), abs(log_ratio[1, 1]))
+    for weighting in ("nb", "nb-tfidf"):
+        weights = word_weights(idf, log_ratio, weighting)
+        assert weights[0] > weights[2] and weights[1] > weights[2]
+    assert np.array_equal(word_weights(idf, log_ratio, "mean"), [1.0, 1.0, 1.0])
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -86,7 +91,9 @@ def test_pretrained_vectors(tmp_path, data, fast_config, binary):
     keyed.save_word2vec_format(str(path), binary=binary)
     fast_config.vectors = str(path)
     model = BaselineClassifier(fast_config).fit(data.train)
-    assert model.vectors_.dim == 8 and len(model.vectors_.vocab) == len(vocab)
+    # 8 pretrained dimensions + one log-count-ratio dimension per label
+    assert model.vectors_.dim == 8 + len(data.labels) and len(model.vectors_.vocab) == len(vocab)
+    assert np.allclose(model.vectors_.vectors[:, :8], keyed[model.vectors_.vocab])
     assert np.mean(np.array(model.predict(data.test.texts)) == np.array(data.test.labels)) >= 0.8
 
 

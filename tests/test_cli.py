@@ -25,6 +25,8 @@ def test_baseline_end_to_end_and_split_reuse(tmp_path, reviews_csv):
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "run2" / "split.json").read_text())["splits"] == \
         json.loads((out / "split.json").read_text())["splits"]
+    # one worker + the same seed: the same model in another process, so the same metrics
+    assert json.loads((tmp_path / "run2" / "metrics.json").read_text()) == metrics
 
 
 def test_config_file_and_flags(tmp_path, reviews_csv):

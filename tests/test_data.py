@@ -202,3 +202,10 @@ def test_missing_file_and_no_data(tmp_path):
 
 def test_bigger_fixture_rows_are_distinct():
     assert len({t for t, _ in make_rows(500, seed=3)}) == 500
+
+
+def test_hub_name_offline_gives_an_actionable_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(TextxferError, match=r"nobody/no-such-dataset: not a local file or folder, and loading it as a Hugging Face hub dataset failed"):
+        load_data(DataOptions(data="nobody/no-such-dataset"))

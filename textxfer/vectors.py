@@ -4,6 +4,7 @@ turn tokenized texts into weighted averages of their word vectors."""
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -79,8 +80,12 @@ class WordVectors:
 
 
 def train_word2vec(sentences: list[list[str]], vector_size: int, window: int, min_count: int, epochs: int,
-                   sg: bool, negative: int, workers: int, seed: int, progress: bool) -> tuple[list[str], np.ndarray]:
-    """Train gensim ``Word2Vec`` and return its vocabulary and vectors, with an epoch progress bar."""
+                   sg: bool, negative: int, sample: float, workers: int, seed: int, progress: bool,
+                   exclude: frozenset[str] = frozenset()) -> tuple[list[str], np.ndarray]:
+    """Train gensim ``Word2Vec``; return its vocabulary and vectors (minus ``exclude``d helper tokens).
+
+    Shows an epoch progress bar when ``progress`` is set.
+    """
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
 
@@ -99,10 +104,18 @@ def train_word2vec(sentences: list[list[str]], vector_size: int, window: int, mi
     if not any(sentences):
         raise TextxferError("the training texts produced no tokens; check --text-column and --tokenizer")
     model = Word2Vec(sentences, vector_size=vector_size, window=window, min_count=min_count, epochs=epochs,
-                     sg=int(sg), negative=negative, workers=workers, seed=seed, callbacks=[EpochBar()])
-    if not model.wv.index_to_key:
+                     sg=int(sg), negative=negative, sample=sample, workers=workers, seed=seed,
+                     hashfxn=_stable_hash, callbacks=[EpochBar()])
+    keep = [i for i, word in enumerate(model.wv.index_to_key) if word not in exclude]
+    if not keep:
         raise TextxferError(f"no word occurs at least --min-count={min_count} times in the training texts; lower --min-count")
-    return list(model.wv.index_to_key), model.wv.vectors.astype(np.float32)
+    return [model.wv.index_to_key[i] for i in keep], model.wv.vectors[keep].astype(np.float32)
+
+
+def _stable_hash(text: str) -> int:
+    """gensim seeds each word's initial vector with ``hashfxn(word + seed)``; Python's own ``hash`` is
+    randomised per process, so use a stable one to make single-worker training reproducible."""
+    return zlib.crc32(text.encode("utf-8"))
 
 
 def read_pretrained(path: str) -> tuple[list[str], np.ndarray]:

@@ -19,7 +19,7 @@ from textxfer.text import TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize
 from textxfer.vectors import WordVectors, read_pretrained, train_word2vec
 
 FOREST_FILE = "forest.skops"
-WEIGHTINGS = ("mean", "tfidf", "nb-tfidf")
+WEIGHTINGS = ("mean", "tfidf", "nb", "nb-tfidf")
 # The only non-default type a RandomForestClassifier file may contain; anything else is refused.
 TRUSTED_FOREST_TYPES = ("sklearn.tree._tree.Tree",)
 FOREST_PROGRESS_CHUNKS = 10
@@ -35,13 +35,16 @@ class BaselineConfig:
     vector_size: int = field(default=100, metadata={"help": "word2vec dimensions"})
     window: int = field(default=5, metadata={"help": "word2vec context window"})
     min_count: int = field(default=2, metadata={"help": "ignore words rarer than this in word2vec training"})
-    epochs: int = field(default=10, metadata={"help": "word2vec training epochs"})
-    sg: bool = field(default=False, metadata={"help": "skip-gram instead of CBOW"})
+    epochs: int = field(default=5, metadata={"help": "word2vec training epochs"})
+    sg: bool = field(default=True, metadata={"help": "skip-gram (--no-sg: CBOW)"})
     negative: int = field(default=5, metadata={"help": "word2vec negative samples"})
-    weighting: str = field(default="nb-tfidf", metadata={"help": "how word vectors are averaged: mean | tfidf | nb-tfidf (idf × how strongly a word separates the training labels)", "choices": WEIGHTINGS})
-    n_estimators: int = field(default=300, metadata={"help": "number of trees"})
+    sample: float = field(default=0.0, metadata={"help": "word2vec down-sampling of frequent words (0: off)"})
+    label_tokens: int = field(default=3, metadata={"help": "insert each training text's label as a token every N words of its word2vec sentence, so the vectors absorb the labels (0: off; prediction texts carry no label tokens)"})
+    label_dimensions: bool = field(default=True, metadata={"help": "append each word's per-label log-count ratios (from the training split) to its vector before averaging"})
+    weighting: str = field(default="nb", metadata={"help": "how word vectors are averaged: mean | tfidf | nb-tfidf (idf × how strongly a word separates the training labels)", "choices": WEIGHTINGS})
+    n_estimators: int = field(default=100, metadata={"help": "number of trees"})
     max_depth: int | None = field(default=None, metadata={"help": "maximum tree depth (none: unlimited)"})
-    min_samples_leaf: int = field(default=1, metadata={"help": "minimum samples per leaf"})
+    min_samples_leaf: int = field(default=3, metadata={"help": "minimum samples per leaf"})
     max_features: str = field(default="sqrt", metadata={"help": "features tried per split: sqrt | log2 | a fraction such as 0.3"})
     class_weight: str | None = field(default=None, metadata={"help": "none | balanced | balanced_subsample"})
     n_jobs: int = field(default=-1, metadata={"help": "parallel jobs for word2vec and the forest (-1: all cores)"})
@@ -56,6 +59,8 @@ class BaselineConfig:
             self.class_weight = None
         if self.class_weight not in (None, "balanced", "balanced_subsample"):
             raise TextxferError(f"class_weight must be none, balanced or balanced_subsample, got {self.class_weight!r}")
+        if self.label_tokens < 0 or self.sample < 0:
+            raise TextxferError("label_tokens and sample must not be negative")
         for name in ("vector_size", "window", "min_count", "epochs", "n_estimators", "min_samples_leaf"):
             if getattr(self, name) < 1:
                 raise TextxferError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -95,12 +100,18 @@ class BaselineClassifier:
         if cfg.vectors:
             vocab, matrix = read_pretrained(cfg.vectors)
         else:
-            corpus = tokens + self._corpus_tokens(progress)
+            markers = [label_token(name) for name in self.labels.names]
+            sentences = ([with_label_tokens(t, markers[i], cfg.label_tokens) for t, i in zip(tokens, self.labels.encode(train.labels))]
+                         if cfg.label_tokens else tokens)
+            corpus = sentences + self._corpus_tokens(progress)
             vocab, matrix = train_word2vec(corpus, cfg.vector_size, cfg.window, cfg.min_count, cfg.epochs, cfg.sg,
-                                           cfg.negative, _workers(cfg.n_jobs), cfg.seed, progress)
+                                           cfg.negative, cfg.sample, _workers(cfg.n_jobs), cfg.seed, progress,
+                                           exclude=frozenset(markers))
         y = np.asarray(self.labels.encode(train.labels))
-        weights = word_weights(vocab, tokens, y, len(self.labels), cfg.weighting)
-        self.vectors_ = WordVectors(vocab, matrix, weights)
+        idf, log_ratio = word_statistics(vocab, tokens, y, len(self.labels))
+        if cfg.label_dimensions:
+            matrix = np.hstack([matrix, log_ratio.T.astype(np.float32)])
+        self.vectors_ = WordVectors(vocab, matrix, word_weights(idf, log_ratio, cfg.weighting))
         features, empty = self.vectors_.embed(tokens)
         self.forest_ = self._fit_forest(features, y, progress)
         self.fit_stats_ = {"train_texts": len(train), "vocabulary": len(vocab),
@@ -222,17 +233,29 @@ class BaselineClassifier:
         return model
 
 
-def word_weights(vocab: list[str], tokens: list[list[str]], y: np.ndarray, n_classes: int, weighting: str) -> np.ndarray:
-    """One averaging weight per vocabulary word, computed on the training split only.
+def label_token(name: str) -> str:
+    """The helper token that stands for label ``name`` in word2vec training sentences."""
+    return f"__textxfer_label__{name}__"
 
-    ``mean``: 1. ``tfidf``: smoothed idf, ``log((1 + N) / (1 + df)) + 1``. ``nb-tfidf``: idf times
-    ``0.1 + |log-count ratio|`` — the largest absolute difference between the smoothed log frequency
-    of the word in one class and in all others, as in NB-SVM (Wang & Manning, 2012) — so words that
-    separate the labels dominate the average while neutral words still count a little.
+
+def with_label_tokens(tokens: list[str], marker: str, every: int) -> list[str]:
+    """``tokens`` with ``marker`` before every ``every``-th token and at the end."""
+    out = []
+    for position, token in enumerate(tokens):
+        if position % every == 0:
+            out.append(marker)
+        out.append(token)
+    out.append(marker)
+    return out
+
+
+def word_statistics(vocab: list[str], tokens: list[list[str]], y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training-split statistics per vocabulary word: smoothed idf ``[V]`` and log-count ratios ``[K, V]``.
+
+    idf is ``log((1 + N) / (1 + df)) + 1``. The log-count ratio of a word for class k is the smoothed log
+    share of class-k documents containing it minus the same for all other classes (NB-SVM, Wang &
+    Manning 2012): positive for words typical of k, negative for words typical of the rest.
     """
-    weights = np.ones(len(vocab), dtype=np.float32)
-    if weighting == "mean":
-        return weights
     index = {word: i for i, word in enumerate(vocab)}
     document_frequency = np.zeros(len(vocab))
     class_counts = np.zeros((n_classes, len(vocab)))
@@ -240,13 +263,20 @@ def word_weights(vocab: list[str], tokens: list[list[str]], y: np.ndarray, n_cla
         ids = [index[t] for t in set(text_tokens) if t in index]
         document_frequency[ids] += 1
         class_counts[label, ids] += 1
-    weights = np.log((1 + len(tokens)) / (1 + document_frequency)) + 1
-    if weighting == "nb-tfidf":
-        smoothed = class_counts + 1
-        log_share = np.log(smoothed / smoothed.sum(axis=1, keepdims=True))
-        others = np.log((smoothed.sum(axis=0) - smoothed + 1) / (smoothed.sum() - smoothed.sum(axis=1, keepdims=True) + 1))
-        weights = weights * (0.1 + np.abs(log_share - others).max(axis=0))
-    return weights.astype(np.float32)
+    idf = np.log((1 + len(tokens)) / (1 + document_frequency)) + 1
+    smoothed = class_counts + 1
+    others = smoothed.sum(axis=0) - smoothed + 1
+    log_ratio = (np.log(smoothed / smoothed.sum(axis=1, keepdims=True))
+                 - np.log(others / others.sum(axis=1, keepdims=True)))
+    return idf, log_ratio
+
+
+def word_weights(idf: np.ndarray, log_ratio: np.ndarray, weighting: str) -> np.ndarray:
+    """One averaging weight per word: ``mean`` 1; ``tfidf`` idf; ``nb`` the largest absolute log-count
+    ratio; ``nb-tfidf`` idf × (0.1 + that) — label-separating words dominate, neutral ones still count."""
+    discrimination = np.abs(log_ratio).max(axis=0)
+    weights = {"mean": np.ones_like(idf), "tfidf": idf, "nb": discrimination, "nb-tfidf": idf * (0.1 + discrimination)}
+    return weights[weighting].astype(np.float32)
 
 
 def _workers(n_jobs: int) -> int:
