@@ -68,5 +68,9 @@ def run(classifier, options: DataOptions, output: str | Path, progress: bool = T
         write_split_file(staging / "split.json", data.split_record)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
         (staging / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    log(format_table(metrics))
+    if metrics:
+        log(format_table(metrics))
+    else:
+        log("note: validation and test are empty (too few rows per label to hold any out), so nothing was "
+            "scored; add data or pass --validation/--test files")
     return RunResult(Path(output), metrics, report)
