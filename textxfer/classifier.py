@@ -28,6 +28,10 @@ def load(path: str | Path):
         from textxfer.pipelines.baseline import BaselineClassifier
 
         return BaselineClassifier.load(path)
+    if manifest["kind"] == "finetune":
+        from textxfer.pipelines.finetune import FinetuneClassifier
+
+        return FinetuneClassifier.load(path)
     raise TextxferError(f"{path}: models of kind {manifest['kind']!r} cannot be loaded by this version of textxfer")
 
 

@@ -6,6 +6,7 @@ Heavy libraries are imported inside the command functions, so ``textxfer --help`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import metadata
 
@@ -54,9 +55,45 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a BERT/RoBERTa-family encoder and evaluate it."""
+    from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig, remove_checkpoints
+    from textxfer.runner import is_main_process, run
+    from textxfer.runs import default_run_dir
+
+    data, config = _options(args, FinetuneConfig)
+    if args.output is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TextxferError("pass --output when training with several processes (they must agree on one folder)")
+    output = args.output or default_run_dir("finetune")
+    if config.checkpoint_dir is None:
+        config.checkpoint_dir = f"{output}.checkpoints"
+    result = run(FinetuneClassifier(config), data, output, progress=not args.no_progress,
+                 log=print if is_main_process() else (lambda *_: None))
+    if is_main_process():
+        remove_checkpoints(config.checkpoint_dir)
+        print(f"saved to {result.output} (model, tokenizer, split.json, metrics.json, report.json)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the bundled offline encoders."""
+    from textxfer.bundled import list_bundled
+
+    rows = [("name", "installed", "ready", "size", "languages", "path")]
+    for item in list_bundled():
+        size = f"{item['size_bytes'] / 2**20:.0f} MiB" if item.get("size_bytes") else "-"
+        rows.append((item["name"], "yes" if item["installed"] else "no", "yes" if item["ready"] else "no",
+                     size, str(item.get("languages", "")), str(item.get("path") or "-")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     from textxfer.pipelines.baseline import BaselineConfig
+    from textxfer.pipelines.finetune import FinetuneConfig
 
     parser = argparse.ArgumentParser(prog="textxfer", description="Text classification by transfer learning.")
     parser.add_argument("--version", action="version", version=f"textxfer {_version()}")
@@ -66,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(baseline)
     add_arguments(baseline, BaselineConfig, "baseline", skip=("seed",))
     baseline.set_defaults(handler=cmd_baseline)
+    finetune = commands.add_parser("finetune", help="fine-tune a BERT/RoBERTa-family encoder + evaluate",
+                                   description=cmd_finetune.__doc__)
+    _add_common(finetune)
+    add_arguments(finetune, FinetuneConfig, "fine-tuning", skip=("seed",))
+    finetune.set_defaults(handler=cmd_finetune)
+    models = commands.add_parser("models", help="list the bundled offline encoders", description=cmd_models.__doc__)
+    models.set_defaults(handler=cmd_models)
     return parser
 
 

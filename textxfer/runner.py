@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,11 @@ def evaluate_classifier(classifier, data: PreparedData) -> dict[str, dict]:
     return results
 
 
+def is_main_process() -> bool:
+    """False in the non-zero ranks of a torchrun / accelerate launch: only rank 0 writes output."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run(classifier, options: DataOptions, output: str | Path, progress: bool = True, log=print) -> RunResult:
     """Load data, fit ``classifier``, score it, and write model + split + metrics + report atomically.
 
@@ -63,11 +69,12 @@ def run(classifier, options: DataOptions, output: str | Path, progress: bool = T
     data_info = {"fingerprints": {name: entry["sha256"] for name, entry in data.split_record["splits"].items()},
                  "sources": {name: entry["source"] for name, entry in data.split_record["splits"].items()},
                  "counts": data.counts, "split_method": data.split_record["method"]}
-    with atomic_output_dir(output) as staging:
-        classifier.write(staging, data_info)
-        write_split_file(staging / "split.json", data.split_record)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
-        (staging / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    if is_main_process():
+        with atomic_output_dir(output) as staging:
+            classifier.write(staging, data_info)
+            write_split_file(staging / "split.json", data.split_record)
+            (staging / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
+            (staging / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     if metrics:
         log(format_table(metrics))
     else:

@@ -1,0 +1,237 @@
+"""The fine-tuning pipeline on a tiny random BERT built locally (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import write_csv
+from textxfer import classifier
+from textxfer.data import DataOptions, TextDataset, load_data
+from textxfer.errors import TextxferError
+from textxfer.labels import LabelSet
+from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
+from textxfer.runner import run
+
+
+@pytest.fixture(scope="module")
+def fixture_data(tmp_path_factory):
+    from conftest import make_rows
+
+    path = write_csv(tmp_path_factory.mktemp("ft") / "reviews.csv", make_rows())
+    return path, load_data(DataOptions(data=str(path)))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, fixture_data, tiny_bert):
+    """One full CLI-equivalent run through the shared runner, reused by several tests."""
+    path, _ = fixture_data
+    folder = tmp_path_factory.mktemp("runs") / "tiny"
+    config = FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=5, learning_rate=3e-3, batch_size=8,
+                            eval_batch_size=32, logging_steps=1000, early_stopping=0, warmup=0.0)
+    result = run(FinetuneClassifier(config), DataOptions(data=str(path)), folder, progress=False, log=lambda *_: None)
+    return folder, result
+
+
+def accuracy(model, dataset: TextDataset) -> float:
+    return float(np.mean([p == t for p, t in zip(model.predict(dataset.texts), dataset.labels)]))
+
+
+def test_contract_and_metrics_recomputed_from_the_saved_model(trained_run, fixture_data):
+    folder, result = trained_run
+    _, data = fixture_data
+    names = {p.name for p in folder.iterdir()}
+    assert {"textxfer.json", "model.safetensors", "config.json", "split.json", "metrics.json", "trainer_log.json"} <= names
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in names)
+    loaded = classifier.load(folder)
+    assert isinstance(loaded, FinetuneClassifier)
+    manifest = json.loads((folder / "textxfer.json").read_text())
+    assert manifest["kind"] == "finetune" and manifest["labels"]["names"] == ["negative", "positive"]
+    # Predictions line up with the input rows: recompute test metrics from the saved model and split.
+    split = json.loads((folder / "split.json").read_text())
+    assert split["splits"]["test"]["rows"] == data.test.rows
+    from textxfer.metrics import score
+
+    predicted = loaded.predict_proba(data.test.texts).argmax(axis=1)
+    recomputed = score(data.labels.encode(data.test.labels), predicted, data.labels)
+    assert recomputed == json.loads((folder / "metrics.json").read_text())["test"]
+    assert recomputed["accuracy"] >= 0.9
+    # Order independence: reversed input gives reversed output.
+    forward = loaded.predict_proba(data.test.texts)
+    backward = loaded.predict_proba(data.test.texts[::-1])
+    assert np.allclose(forward, backward[::-1], atol=1e-6)
+    assert np.allclose(forward.sum(axis=1), 1)
+
+
+def test_save_load_gives_identical_probabilities(tmp_path, fixture_data, tiny_config):
+    _, data = fixture_data
+    model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
+    texts = data.test.texts + ["", "完全陌生的内容" * 40]
+    before = model.predict_proba(texts)
+    model.save(tmp_path / "m")
+    after = classifier.load(tmp_path / "m").predict_proba(texts)
+    assert np.array_equal(before, after)
+    assert classifier.predict("房间很好，干净，推荐", model=tmp_path / "m").label in ("positive", "negative")
+
+
+def test_label_mapping_survives_a_different_label_order(fixture_data, tiny_config):
+    _, data = fixture_data
+    rename = {"positive": "a-good", "negative": "b-bad"}  # sorts the other way round
+    renamed = {name: TextDataset(d.texts, [rename[l] for l in d.labels], d.rows, d.origin)
+               for name, d in data.splits().items()}
+    model = FinetuneClassifier(tiny_config).fit(renamed["train"], renamed["validation"])
+    assert model.labels.names == ("a-good", "b-bad")
+    assert {int(k): v for k, v in model.model_.config.id2label.items()} == {0: "a-good", 1: "b-bad"}
+    assert accuracy(model, renamed["test"]) >= 0.9
+
+
+def test_strategies_freeze_exactly_what_they_should(tiny_bert):
+    from transformers import AutoModelForSequenceClassification
+
+    from textxfer.strategies import apply_strategy, parameter_groups, unfreeze_top_layers
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
+    trainable = lambda: {n for n, p in model.named_parameters() if p.requires_grad}  # noqa: E731
+    everything = {n for n, _ in model.named_parameters()}
+    apply_strategy(model, "full")
+    assert trainable() == everything
+    apply_strategy(model, "freeze-embeddings")
+    assert trainable() == {n for n in everything if ".embeddings." not in n}
+    apply_strategy(model, "head-only")
+    assert trainable() == {"classifier.weight", "classifier.bias"}
+    apply_strategy(model, "gradual-unfreeze")
+    assert trainable() == {"classifier.weight", "classifier.bias", "bert.pooler.dense.weight", "bert.pooler.dense.bias"}
+    unfreeze_top_layers(model, 1)
+    assert {n for n in trainable() if ".layer." in n} == {n for n in everything if ".layer.1." in n}
+    unfreeze_top_layers(model, 3)
+    assert trainable() == everything
+    groups = parameter_groups(model, 1e-3, 0.01, 0.5)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert rate[id(named["classifier.weight"])] == 1e-3
+    assert rate[id(named["bert.encoder.layer.1.attention.self.query.weight"])] == 5e-4
+    assert rate[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 2.5e-4
+    assert rate[id(named["bert.embeddings.word_embeddings.weight"])] == 1.25e-4
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay[id(named["bert.encoder.layer.0.output.LayerNorm.weight"])] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(everything)
+
+
+@pytest.mark.parametrize("strategy", ["head-only", "freeze-embeddings", "gradual-unfreeze"])
+def test_frozen_parts_do_not_change(fixture_data, tiny_config, strategy):
+    import torch
+
+    _, data = fixture_data
+    tiny_config.strategy = strategy
+    tiny_config.epochs = 2
+    tiny_config.eval_strategy = "no"  # keep the last weights, not the best checkpoint's
+    model = FinetuneClassifier(tiny_config)
+    from textxfer.models import load_for_training
+
+    _, reference, _ = load_for_training(tiny_config.model, data.labels)
+    model.fit(data.train, data.validation, labels=data.labels)
+    after = dict(model.model_.named_parameters())
+    before = dict(reference.named_parameters())
+    changed = {n for n in after if n in before and not n.startswith("classifier")
+               and not torch.equal(after[n].detach(), before[n].detach())}
+    if strategy == "head-only":
+        assert changed == set()
+    elif strategy == "freeze-embeddings":
+        assert changed and not any(".embeddings." in n for n in changed)
+    else:  # gradual-unfreeze over 2 epochs: the top layer opens in epoch 2, the embeddings stay frozen
+        assert any(".layer.1." in n for n in changed) and not any(".embeddings." in n for n in changed)
+    assert not torch.equal(after["classifier.weight"].detach(), before["classifier.weight"].detach())
+
+
+def test_head_only_runs_the_encoder_once_per_text(fixture_data, tiny_config):
+    _, data = fixture_data
+    tiny_config.strategy = "head-only"
+    tiny_config.epochs = 6
+    model = FinetuneClassifier(tiny_config)
+    calls = []
+    from textxfer import training
+
+    original = training.classifier_inputs
+    training.classifier_inputs = lambda clf, texts: calls.append(len(texts)) or original(clf, texts)
+    try:
+        model.fit(data.train, data.validation, labels=data.labels)
+    finally:
+        training.classifier_inputs = original
+    assert calls == [len(data.train), len(data.validation)]
+
+
+def test_class_weighted_loss_and_layer_decay_train(fixture_data, tiny_config):
+    _, data = fixture_data
+    tiny_config.class_weighted = True
+    tiny_config.layer_lr_decay = 0.8
+    model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
+    assert accuracy(model, data.test) >= 0.8
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, fixture_data, tiny_config):
+    _, data = fixture_data
+    tiny_config.checkpoint_dir = str(tmp_path / "ckpt")
+    tiny_config.epochs = 1
+    first = FinetuneClassifier(tiny_config).fit(data.train, labels=data.labels)
+    steps_per_epoch = first.fit_stats_["steps"]
+    assert any(p.name.startswith("checkpoint-") for p in (tmp_path / "ckpt").iterdir())
+    tiny_config.epochs = 2
+    tiny_config.resume = True
+    second = FinetuneClassifier(tiny_config).fit(data.train, labels=data.labels)
+    assert second.fit_stats_["resumed_from"].endswith(f"checkpoint-{steps_per_epoch}")
+    assert second.fit_stats_["steps"] == 2 * steps_per_epoch
+    tiny_config.checkpoint_dir = str(tmp_path / "empty")
+    with pytest.raises(TextxferError, match="no checkpoint"):
+        FinetuneClassifier(tiny_config).fit(data.train, labels=data.labels)
+
+
+def test_head_tail_keeps_both_ends(tiny_bert):
+    from transformers import AutoTokenizer
+
+    from textxfer.encoding import choose_max_length, encode
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    text = "酒" * 30 + "房" * 30 + "好" * 30
+    ids = encode(tokenizer, [text], 22, "head-tail")["input_ids"][0]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert len(ids) == 22 and tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    assert tokens[1:6] == ["酒"] * 5 and tokens[6:21] == ["好"] * 15  # a quarter head, the rest tail
+    truncated = tokenizer.convert_ids_to_tokens(encode(tokenizer, [text], 22, "truncate")["input_ids"][0])
+    assert truncated[1:21] == ["酒"] * 20
+    chosen, stats = choose_max_length(tokenizer, type("C", (), {"max_position_embeddings": 64})(),
+                                      ["好" * n for n in range(1, 101)], None)
+    assert chosen == 64 and stats["share_truncated"] > 0  # the 99th percentile (101 tokens) is capped at 64
+
+
+def test_unknown_hub_id_offline_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from textxfer.models import load_for_training
+
+    with pytest.raises(TextxferError) as error:
+        load_for_training("nobody/no-such-model-xyz", LabelSet(("a", "b")))
+    message = str(error.value)
+    assert "cannot load 'nobody/no-such-model-xyz'" in message and "bundled encoder" in message
+    assert "\n" not in message
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="torchrun missing")
+def test_two_process_distributed_training(tmp_path, fixture_data, tiny_bert):
+    path, _ = fixture_data
+    output = tmp_path / "ddp"
+    command = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2",
+               "--standalone", "-m", "textxfer.cli", "finetune", "--data", str(path), "--model", str(tiny_bert),
+               "--strategy", "full", "--epochs", "5", "--learning-rate", "3e-3", "--batch-size", "4",
+               "--warmup", "0", "--early-stopping", "0", "--output", str(output), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((output / "report.json").read_text())
+    assert report["fit"]["world_size"] == 2
+    assert json.loads((output / "metrics.json").read_text())["test"]["accuracy"] >= 0.8
+    assert not (tmp_path / "ddp.checkpoints").exists()

@@ -1,0 +1,84 @@
+"""Turn texts into model inputs: the max-length choice and the long-text policy (truncate / head-tail)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from textxfer.errors import TextxferError
+
+LONG_TEXT_POLICIES = ("truncate", "head-tail")
+HEAD_SHARE = 0.25  # head-tail keeps the first quarter and the last three quarters of the budget
+LENGTH_SAMPLE = 4000  # texts measured to choose --max-length automatically
+MIN_AUTO_LENGTH = 16
+
+
+def model_max_length(tokenizer, config) -> int:
+    """The longest input the model accepts (position embeddings, or the tokenizer's own limit)."""
+    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    usable = [int(v) for v in limits if isinstance(v, int) and 0 < v < 1_000_000]
+    limit = min(usable) if usable else 512
+    # RoBERTa-style position ids start after the padding index; their table is 2 longer than usable.
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") and limit == getattr(config, "max_position_embeddings", -1):
+        limit -= 2
+    return limit
+
+
+def token_lengths(tokenizer, texts: Sequence[str]) -> np.ndarray:
+    """Token counts including special tokens, for at most ``LENGTH_SAMPLE`` evenly spaced texts."""
+    step = max(1, math.ceil(len(texts) / LENGTH_SAMPLE))
+    sample = list(texts[::step])
+    encoded = tokenizer(sample, add_special_tokens=True, truncation=False)["input_ids"]
+    return np.array([len(ids) for ids in encoded])
+
+
+def choose_max_length(tokenizer, config, texts: Sequence[str], requested: int | None) -> tuple[int, dict]:
+    """``requested`` if given, else the 99th percentile of training token lengths, capped at the model's
+    limit. Also returns how many training texts are longer than the choice (truncated)."""
+    limit = model_max_length(tokenizer, config)
+    lengths = token_lengths(tokenizer, texts)
+    if requested is not None:
+        if requested < 4:
+            raise TextxferError(f"--max-length must be at least 4, got {requested}")
+        chosen = min(requested, limit)
+    else:
+        chosen = int(min(limit, max(MIN_AUTO_LENGTH, np.percentile(lengths, 99)))) if len(lengths) else limit
+    longer = float((lengths > chosen).mean()) if len(lengths) else 0.0
+    return chosen, {"max_length": chosen, "model_limit": limit, "p99_tokens": int(np.percentile(lengths, 99)) if len(lengths) else 0,
+                    "share_truncated": round(longer, 4)}
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int, policy: str) -> dict[str, list[list[int]]]:
+    """Token ids (with special tokens) no longer than ``max_length``, by ``policy``.
+
+    ``truncate`` keeps the beginning. ``head-tail`` keeps the first quarter and the last three quarters
+    of the token budget: in reviews the verdict is often at the end (Sun et al., 2019, "How to Fine-Tune
+    BERT for Text Classification?", found head+tail best for long texts).
+    """
+    if policy not in LONG_TEXT_POLICIES:
+        raise TextxferError(f"unknown long-text policy {policy!r}; choose one of {list(LONG_TEXT_POLICIES)}")
+    texts = [t if isinstance(t, str) else str(t) for t in texts]
+    if policy == "truncate":
+        return dict(tokenizer(texts, truncation=True, max_length=max_length))
+    prefix, suffix = special_tokens_around(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    head_budget = int(budget * HEAD_SHARE)
+    ids_list = []
+    for ids in tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]:
+        if len(ids) > budget:
+            ids = ids[:head_budget] + ids[len(ids) - (budget - head_budget):]
+        ids_list.append(prefix + ids + suffix)
+    return {"input_ids": ids_list, "attention_mask": [[1] * len(ids) for ids in ids_list]}
+
+
+def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a single text (e.g. [CLS] / [SEP])."""
+    probe = "a"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[:start], full[start + len(plain):]
+    raise TextxferError("cannot tell where this tokenizer puts its special tokens; use --long-text truncate")

@@ -1,0 +1,187 @@
+"""Fine-tune a BERT/RoBERTa-family encoder for classification on the Hugging Face ``Trainer``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from textxfer.data import TextDataset
+from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode
+from textxfer.errors import TextxferError
+from textxfer.labels import LabelSet
+from textxfer.manifest import build_manifest, read_manifest, write_manifest
+from textxfer.runs import atomic_output_dir
+from textxfer.strategies import STRATEGIES
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAINER_LOG = "trainer_log.json"
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of the fine-tuning pipeline (the usual ``TrainingArguments`` plus transfer options)."""
+
+    model: str = field(default="multilingual-e5-small", metadata={"help": "hub id, local folder, or a bundled encoder (see `textxfer models`)"})
+    strategy: str = field(default="freeze-embeddings", metadata={"help": "full | freeze-embeddings | head-only | gradual-unfreeze", "choices": STRATEGIES})
+    layer_lr_decay: float = field(default=1.0, metadata={"help": "learning rate × this per layer below the top (1: same rate everywhere)"})
+    max_length: int | None = field(default=None, metadata={"help": "max tokens per text (default: 99th percentile of training texts, capped at the model's limit)"})
+    long_text: str = field(default="head-tail", metadata={"help": "truncate (keep the start) | head-tail (keep start and end)", "choices": LONG_TEXT_POLICIES})
+    epochs: float = field(default=2.0, metadata={"help": "training epochs"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
+    batch_size: int = field(default=16, metadata={"help": "training batch size per device"})
+    eval_batch_size: int = field(default=64, metadata={"help": "evaluation / prediction batch size"})
+    gradient_accumulation: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    warmup: float = field(default=0.06, metadata={"help": "warm-up: a ratio of all steps if < 1, else a step count"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases / norms)"})
+    class_weighted: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
+    eval_strategy: str = field(default="epoch", metadata={"help": "when to evaluate and save: epoch | steps | no", "choices": ("epoch", "steps", "no")})
+    eval_steps: int = field(default=200, metadata={"help": "evaluate/save every N steps with --eval-strategy steps"})
+    early_stopping: int = field(default=2, metadata={"help": "stop after N evaluations without validation macro-F1 gain (0: off); the best model is kept"})
+    logging_steps: int = field(default=50, metadata={"help": "log the training loss every N steps"})
+    group_by_length: bool = field(default=True, metadata={"help": "batch texts of similar length together (less padding)"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16", "choices": PRECISIONS})
+    max_train_samples: int | None = field(default=None, metadata={"help": "train on a stratified subset of this many texts (CPU budgets)"})
+    checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (default: <output>.checkpoints)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in the checkpoint folder"})
+    seed: int = field(default=42, metadata={"help": "random seed"})
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise TextxferError(f"unknown strategy {self.strategy!r}; choose one of {list(STRATEGIES)}")
+        if self.long_text not in LONG_TEXT_POLICIES:
+            raise TextxferError(f"unknown long-text policy {self.long_text!r}; choose one of {list(LONG_TEXT_POLICIES)}")
+        if self.precision not in PRECISIONS:
+            raise TextxferError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise TextxferError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
+        for name in ("batch_size", "eval_batch_size", "gradient_accumulation"):
+            if getattr(self, name) < 1:
+                raise TextxferError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise TextxferError("set --epochs > 0 or --max-steps > 0")
+
+
+class FinetuneClassifier:
+    """A transformer classifier following the shared ``Classifier`` contract."""
+
+    kind = "finetune"
+
+    def __init__(self, config: FinetuneConfig | None = None) -> None:
+        self.config = config or FinetuneConfig()
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, train: TextDataset, validation: TextDataset | None = None, labels: LabelSet | None = None,
+            progress: bool = False) -> "FinetuneClassifier":
+        """Fine-tune on ``train``; ``validation`` drives early stopping and best-model selection."""
+        from textxfer.models import load_for_training
+        from textxfer.training import train_model
+
+        cfg = self.config
+        self.labels = labels or LabelSet.from_labels(train.labels)
+        train = _subset(train, cfg.max_train_samples, cfg.seed)
+        self.tokenizer_, self.model_, self.source_ = load_for_training(cfg.model, self.labels)
+        self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, train.texts, cfg.max_length)
+        has_validation = validation is not None and len(validation) > 0
+        self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
+        self.fit_stats_ = {"train_texts": len(train), "base_model": self.source_, **length_stats, **train_stats}
+        return self
+
+    def encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
+        """Model inputs for ``texts`` under this model's max length and long-text policy."""
+        return encode(self.tokenizer_, texts, self.max_length_, self.config.long_text)
+
+    # -- inference ------------------------------------------------------------------------------
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities (columns in ``labels`` order), batched by length, in input order."""
+        import torch
+        from transformers import DataCollatorWithPadding
+
+        self._check_fitted()
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)))
+        features = self.encode(texts)
+        order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
+        collator = DataCollatorWithPadding(self.tokenizer_)
+        model = self.model_.eval()
+        device = next(model.parameters()).device
+        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.config.eval_batch_size):
+                rows = order[start:start + self.config.eval_batch_size]
+                batch = collator([{k: v[i] for k, v in features.items()} for i in rows])
+                logits = model(**{k: t.to(device) for k, t in batch.items()}).logits.float()
+                probabilities[rows] = torch.softmax(logits, dim=-1).cpu().numpy()
+        return probabilities
+
+    def predict(self, texts: Sequence[str]) -> list[str | int]:
+        """The most probable label per text."""
+        ids = self.predict_proba(texts).argmax(axis=1)
+        return [self.labels.value(self.labels.names[i]) for i in ids]
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise TextxferError("this FinetuneClassifier is not trained yet: call fit() or load()")
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, folder: str | Path, data_info: dict | None = None) -> None:
+        """Write the model to ``folder`` atomically (an earlier model there survives a failure)."""
+        with atomic_output_dir(folder) as staging:
+            self.write(staging, data_info)
+
+    def write(self, folder: Path, data_info: dict | None = None) -> None:
+        """Write weights (safetensors), tokenizer, trainer log and manifest into an empty ``folder``."""
+        self._check_fitted()
+        self.model_.save_pretrained(folder)
+        self.tokenizer_.save_pretrained(folder)
+        (folder / TRAINER_LOG).write_text(json.dumps(getattr(self, "log_history_", []), indent=1), encoding="utf-8")
+        files = {"config": "config.json", "weights": "model.safetensors", "trainer_log": TRAINER_LOG}
+        if (folder / "tokenizer.json").exists():
+            files["tokenizer"] = "tokenizer.json"
+        config = {**asdict(self.config), "resolved_max_length": self.max_length_, "base_model": self.source_}
+        write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "FinetuneClassifier":
+        """Load a saved fine-tuned model (safetensors weights only)."""
+        from textxfer.config import from_dict
+        from textxfer.models import load_saved
+
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if manifest["kind"] != cls.kind:
+            raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not a fine-tuned one; use textxfer.classifier.load")
+        config = dict(manifest["config"])
+        max_length, source = config.pop("resolved_max_length", None), config.pop("base_model", None)
+        model = cls(from_dict(FinetuneConfig, config))
+        model.labels = LabelSet.from_dict(manifest["labels"])
+        model.tokenizer_, model.model_ = load_saved(folder, model.labels)
+        model.max_length_ = int(max_length or 512)
+        model.source_ = source
+        return model
+
+
+def _subset(dataset: TextDataset, size: int | None, seed: int) -> TextDataset:
+    """A stratified, seeded subset of ``size`` texts (all of them when ``size`` is None or larger)."""
+    if size is None or size >= len(dataset):
+        return dataset
+    from textxfer.splits import stratified_split
+
+    keep_share = size / len(dataset)
+    assignment = stratified_split(dataset.texts, dataset.labels, 0.0, 1 - keep_share, seed)
+    rows = [i for i, split in enumerate(assignment) if split == "train"]
+    return TextDataset([dataset.texts[i] for i in rows], [dataset.labels[i] for i in rows],
+                       [dataset.rows[i] for i in rows], dataset.origin)
+
+
+def remove_checkpoints(folder: str | Path | None) -> None:
+    """Delete a checkpoint folder once its run has been saved."""
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

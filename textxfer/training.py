@@ -1,0 +1,199 @@
+"""Glue between textxfer's fine-tuning config and the Hugging Face ``Trainer`` (no hand-rolled loop)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from textxfer.data import TextDataset
+from textxfer.errors import TextxferError
+from textxfer.metrics import score
+from textxfer.strategies import apply_strategy, gradual_unfreeze_callback, parameter_groups
+
+
+def device_settings(precision: str) -> dict:
+    """``TrainingArguments`` for the device: mixed precision on GPU (bf16 where supported, else fp16)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision in ("bf16", "fp16") and not cuda:
+        raise TextxferError(f"--precision {precision} needs a GPU; use --precision fp32 (or auto) on CPU")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda,
+            **({"ddp_backend": "gloo"} if distributed and not cuda else {}), "_precision": precision}
+
+
+def _dataset(features: dict, labels: list[int]):
+    import datasets
+
+    return datasets.Dataset.from_dict({**features, "labels": labels})
+
+
+def _compute_metrics(label_set):
+    def compute(evaluation) -> dict[str, float]:
+        logits = evaluation.predictions[0] if isinstance(evaluation.predictions, tuple) else evaluation.predictions
+        # label_ids come back in the same (possibly length-grouped) order as the predictions.
+        result = score(np.asarray(evaluation.label_ids), np.asarray(logits).argmax(axis=-1), label_set)
+        return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
+
+    return compute
+
+
+def _class_weighted_loss(labels: list[int], num_labels: int):
+    """Cross-entropy weighted by inverse class frequency (``compute_loss_func`` of the Trainer)."""
+    import torch
+
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    weights = torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+
+    def loss(outputs, targets, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        return torch.nn.functional.cross_entropy(logits.view(-1, num_labels).float(), targets.view(-1),
+                                                 weight=weights.to(logits.device))
+
+    return loss
+
+
+def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, device: dict, grouping: bool):
+    from transformers import TrainingArguments
+
+    evaluating = has_validation and cfg.eval_strategy != "no"
+    strategy = cfg.eval_strategy if evaluating else ("steps" if cfg.eval_strategy == "steps" else "epoch")
+    warmup = cfg.warmup if cfg.warmup < 1 else int(cfg.warmup)
+    return TrainingArguments(
+        output_dir=output_dir, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=warmup,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
+        eval_strategy=strategy if evaluating else "no", save_strategy=strategy, eval_steps=cfg.eval_steps,
+        save_steps=cfg.eval_steps, save_total_limit=2,
+        load_best_model_at_end=evaluating, metric_for_best_model="macro_f1" if evaluating else None,
+        greater_is_better=True, logging_strategy="steps", logging_steps=cfg.logging_steps, report_to="none",
+        seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=not progress, dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if grouping else "random",
+        **{k: v for k, v in device.items() if not k.startswith("_")},
+    )
+
+
+def _last_checkpoint(folder: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(folder) if Path(folder).is_dir() else None
+
+
+def train_model(classifier, train: TextDataset, validation: TextDataset | None, progress: bool):
+    """Train ``classifier.model_`` in place with the ``Trainer``; returns ``(log_history, stats)``."""
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, default_data_collator
+
+    cfg, model, labels = classifier.config, classifier.model_, classifier.labels
+    apply_strategy(model, cfg.strategy)
+    device = device_settings(cfg.precision)
+    y_train = labels.encode(train.labels)
+    y_validation = labels.encode(validation.labels) if validation is not None else []
+    if cfg.strategy == "head-only":
+        # Feature extraction: the frozen encoder runs once per text; the head then trains on cached features.
+        trained = HeadOnly(model, cfg.class_weighted and _class_weighted_loss(y_train, len(labels)))
+        train_set = _dataset({"features": classifier_inputs(classifier, train.texts)}, y_train)
+        validation_set = (_dataset({"features": classifier_inputs(classifier, validation.texts)}, y_validation)
+                          if validation is not None else None)
+        collator, grouping = default_data_collator, False
+    else:
+        trained = model
+        train_set = _dataset(classifier.encode(train.texts), y_train)
+        validation_set = _dataset(classifier.encode(validation.texts), y_validation) if validation is not None else None
+        collator, grouping = DataCollatorWithPadding(classifier.tokenizer_), cfg.group_by_length
+    temporary = None
+    output_dir = cfg.checkpoint_dir
+    if output_dir is None:
+        temporary = tempfile.TemporaryDirectory(prefix="textxfer-checkpoints-")
+        output_dir = temporary.name
+    resume_from = _last_checkpoint(output_dir) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        raise TextxferError(f"--resume: no checkpoint in {output_dir}; start without --resume")
+    arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping)
+    if cfg.strategy == "head-only":
+        groups = [{"params": list(trained.parameters()), "weight_decay": cfg.weight_decay}]
+    else:
+        groups = parameter_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    callbacks = []
+    if validation_set is not None and cfg.eval_strategy != "no" and cfg.early_stopping > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping))
+    if cfg.strategy == "gradual-unfreeze":
+        callbacks.append(gradual_unfreeze_callback(model, cfg.epochs))
+    loss = _class_weighted_loss(y_train, len(labels)) if cfg.class_weighted and cfg.strategy != "head-only" else None
+    trainer = Trainer(model=trained, args=arguments, data_collator=collator, train_dataset=train_set,
+                      eval_dataset=validation_set, processing_class=classifier.tokenizer_ if trained is model else None,
+                      compute_metrics=_compute_metrics(labels), compute_loss_func=loss, callbacks=callbacks,
+                      optimizers=(optimizer, None))
+    try:
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        if temporary is not None:
+            temporary.cleanup()
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    stats = {
+        "strategy": cfg.strategy, "precision": device["_precision"], "device": str(next(model.parameters()).device),
+        "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "best_validation_macro_f1": trainer.state.best_metric, "trainable_parameters_at_end": trainable,
+        "resumed_from": resume_from,
+    }
+    return trainer.state.log_history, stats
+
+
+def classifier_inputs(classifier, texts: list[str]) -> np.ndarray:
+    """What the frozen model feeds its classifier head for each text (computed once, for head-only)."""
+    import torch
+
+    captured: list[torch.Tensor] = []
+
+    def keep(module, inputs):
+        features = inputs[0]
+        captured.append((features[:, :1] if features.ndim == 3 else features).detach().float().cpu())
+
+    handle = _head_module(classifier.model_).register_forward_pre_hook(keep)
+    try:
+        classifier.predict_proba(texts)
+    finally:
+        handle.remove()
+    order = np.argsort([len(ids) for ids in classifier.encode(texts)["input_ids"]], kind="stable")
+    stacked = torch.cat(captured).numpy()
+    features = np.empty_like(stacked)
+    features[order] = stacked  # predict_proba ran in length order; restore input order
+    return features
+
+
+def _head_module(model):
+    head = getattr(model, "classifier", None)
+    if head is None:
+        raise TextxferError(f"{type(model).__name__}: no `classifier` head found; --strategy head-only needs one")
+    return head
+
+
+def HeadOnly(model, loss_function):  # noqa: N802 - a factory that builds an nn.Module lazily (torch import)
+    """An ``nn.Module`` wrapping ``model``'s classifier head: ``forward(features, labels)``."""
+    import torch
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class _HeadOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = _head_module(model)
+
+        def forward(self, features, labels=None):
+            logits = self.head(features)
+            loss = None
+            if labels is not None:
+                loss = (loss_function({"logits": logits}, labels) if loss_function
+                        else torch.nn.functional.cross_entropy(logits.float(), labels))
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    return _HeadOnly()
