@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -26,11 +27,26 @@ def model_max_length(tokenizer, config) -> int:
     return limit
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' "sequence longer than the maximum" warning: untruncated lengths are wanted
+    here and cut to ``max_length`` afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def token_lengths(tokenizer, texts: Sequence[str]) -> np.ndarray:
     """Token counts including special tokens, for at most ``LENGTH_SAMPLE`` evenly spaced texts."""
     step = max(1, math.ceil(len(texts) / LENGTH_SAMPLE))
     sample = list(texts[::step])
-    encoded = tokenizer(sample, add_special_tokens=True, truncation=False)["input_ids"]
+    with _quiet_transformers():
+        encoded = tokenizer(sample, add_special_tokens=True, truncation=False)["input_ids"]
     return np.array([len(ids) for ids in encoded])
 
 
@@ -66,7 +82,9 @@ def encode(tokenizer, texts: Sequence[str], max_length: int, policy: str) -> dic
     budget = max_length - len(prefix) - len(suffix)
     head_budget = int(budget * HEAD_SHARE)
     ids_list = []
-    for ids in tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]:
+    with _quiet_transformers():
+        untruncated = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+    for ids in untruncated:
         if len(ids) > budget:
             ids = ids[:head_budget] + ids[len(ids) - (budget - head_budget):]
         ids_list.append(prefix + ids + suffix)
