@@ -24,20 +24,6 @@ def fitted(data, fast_config):
     return BaselineClassifier(fast_config).fit(data.train, labels=data.labels)
 
 
-def test_contract_fit_predict_save_load(tmp_path, data, fitted):
-    probabilities = fitted.predict_proba(data.test.texts)
-    assert probabilities.shape == (24, 2)
-    assert np.allclose(probabilities.sum(axis=1), 1)
-    predicted = fitted.predict(data.test.texts)
-    accuracy = np.mean([p == t for p, t in zip(predicted, data.test.labels)])
-    assert accuracy >= 0.9  # the fixture's label words separate the classes
-    fitted.save(tmp_path / "model")
-    loaded = classifier.load(tmp_path / "model")
-    assert isinstance(loaded, BaselineClassifier)
-    assert np.array_equal(loaded.predict_proba(data.test.texts), probabilities)
-    assert loaded.labels == fitted.labels
-
-
 def test_texts_without_known_words_get_finite_probabilities(fitted):
     texts = ["", "zzz qqq", "🙂🙂", "完全陌生的内容"]
     probabilities = fitted.predict_proba(texts)
@@ -114,11 +100,6 @@ def test_config_rejects_bad_values():
         BaselineConfig(weighting="max")
     with pytest.raises(TextxferError, match="max_features"):
         BaselineConfig(max_features="most")
-
-
-def test_unfitted_model_says_so():
-    with pytest.raises(TextxferError, match="not trained"):
-        BaselineClassifier().predict(["x"])
 
 
 def test_run_writes_every_artifact(tmp_path, reviews_csv, fast_config):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -67,17 +68,6 @@ def test_contract_and_metrics_recomputed_from_the_saved_model(trained_run, fixtu
     backward = loaded.predict_proba(data.test.texts[::-1])
     assert np.allclose(forward, backward[::-1], atol=1e-6)
     assert np.allclose(forward.sum(axis=1), 1)
-
-
-def test_save_load_gives_identical_probabilities(tmp_path, fixture_data, tiny_config):
-    _, data = fixture_data
-    model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
-    texts = data.test.texts + ["", "完全陌生的内容" * 40]
-    before = model.predict_proba(texts)
-    model.save(tmp_path / "m")
-    after = classifier.load(tmp_path / "m").predict_proba(texts)
-    assert np.array_equal(before, after)
-    assert classifier.predict("房间很好，干净，推荐", model=tmp_path / "m").label in ("positive", "negative")
 
 
 def test_label_mapping_survives_a_different_label_order(fixture_data, tiny_config):
@@ -229,8 +219,15 @@ def test_two_process_distributed_training(tmp_path, fixture_data, tiny_bert):
                "--strategy", "full", "--epochs", "5", "--learning-rate", "3e-3", "--batch-size", "4",
                "--warmup", "0", "--early-stopping", "0", "--output", str(output), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # A new process group, so a hung rendezvous can be killed with all its workers.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("the 2-process run did not finish within 300 s")
+    assert process.returncode == 0, stderr[-3000:]
     report = json.loads((output / "report.json").read_text())
     assert report["fit"]["world_size"] == 2
     assert json.loads((output / "metrics.json").read_text())["test"]["accuracy"] >= 0.8
