@@ -14,7 +14,7 @@ from textxfer.errors import TextxferError
 from textxfer.imports import skops_io
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
-from textxfer.runs import atomic_output_dir
+from textxfer.pipelines.base import ClassifierBase
 from textxfer.text import TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize
 from textxfer.vectors import WordVectors, read_pretrained, train_word2vec
 
@@ -77,10 +77,11 @@ class BaselineConfig:
         return int(value) if value >= 1 and value.is_integer() else value
 
 
-class BaselineClassifier:
+class BaselineClassifier(ClassifierBase):
     """word2vec-average + RandomForest, following the shared ``Classifier`` contract."""
 
     kind = "baseline"
+    fitted_attribute = "forest_"
 
     def __init__(self, config: BaselineConfig | None = None) -> None:
         self.config = config or BaselineConfig()
@@ -166,24 +167,13 @@ class BaselineClassifier:
             return np.zeros((0, len(self.labels)))
         return self.forest_.predict_proba(features)
 
-    def predict(self, texts: Sequence[str]) -> list[str | int]:
-        """The most probable label per text."""
-        ids = self.predict_proba(texts).argmax(axis=1)
-        return [self.labels.value(self.labels.names[i]) for i in ids]
 
     def input_report(self, texts: Sequence[str]) -> dict[str, int]:
         """Figures about inputs worth reporting: texts with no word known to the vectors."""
         return {"texts_without_known_words": self.features(texts)[1]}
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "forest_"):
-            raise TextxferError("this BaselineClassifier is not trained yet: call fit() or load()")
 
     # -- persistence ----------------------------------------------------------------------------
-    def save(self, folder: str | Path, data_info: dict | None = None) -> None:
-        """Write the model to ``folder`` atomically (an earlier model there survives a failure)."""
-        with atomic_output_dir(folder) as staging:
-            self.write(staging, data_info)
 
     def write(self, folder: Path, data_info: dict | None = None) -> None:
         """Write the model files and manifest into an existing, empty ``folder``."""

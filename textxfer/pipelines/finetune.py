@@ -15,7 +15,7 @@ from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
-from textxfer.runs import atomic_output_dir
+from textxfer.pipelines.base import ClassifierBase
 from textxfer.strategies import STRATEGIES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -67,10 +67,11 @@ class FinetuneConfig:
             raise TextxferError("set --epochs > 0 or --max-steps > 0")
 
 
-class FinetuneClassifier:
+class FinetuneClassifier(ClassifierBase):
     """A transformer classifier following the shared ``Classifier`` contract."""
 
     kind = "finetune"
+    fitted_attribute = "model_"
 
     def __init__(self, config: FinetuneConfig | None = None) -> None:
         self.config = config or FinetuneConfig()
@@ -121,20 +122,9 @@ class FinetuneClassifier:
                 probabilities[rows] = torch.softmax(logits, dim=-1).cpu().numpy()
         return probabilities
 
-    def predict(self, texts: Sequence[str]) -> list[str | int]:
-        """The most probable label per text."""
-        ids = self.predict_proba(texts).argmax(axis=1)
-        return [self.labels.value(self.labels.names[i]) for i in ids]
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise TextxferError("this FinetuneClassifier is not trained yet: call fit() or load()")
 
     # -- persistence ----------------------------------------------------------------------------
-    def save(self, folder: str | Path, data_info: dict | None = None) -> None:
-        """Write the model to ``folder`` atomically (an earlier model there survives a failure)."""
-        with atomic_output_dir(folder) as staging:
-            self.write(staging, data_info)
 
     def write(self, folder: Path, data_info: dict | None = None) -> None:
         """Write weights (safetensors), tokenizer, trainer log and manifest into an empty ``folder``."""
