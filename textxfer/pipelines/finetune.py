@@ -118,7 +118,7 @@ class FinetuneClassifier(ClassifierBase):
             for start in range(0, len(order), self.config.eval_batch_size):
                 rows = order[start:start + self.config.eval_batch_size]
                 batch = collator([{k: v[i] for k, v in features.items()} for i in rows])
-                logits = model(**{k: t.to(device) for k, t in batch.items()}).logits.float()
+                logits = model(**{k: t.to(device) for k, t in batch.items()}).logits.double()
                 probabilities[rows] = torch.softmax(logits, dim=-1).cpu().numpy()
         return probabilities
 
