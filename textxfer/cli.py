@@ -10,7 +10,7 @@ import os
 import sys
 from importlib import metadata
 
-from textxfer.config import add_arguments, collect, from_dict, read_config_file
+from textxfer.config import add_arguments, collect, field_names, from_dict, read_config_file
 from textxfer.data import DataOptions
 from textxfer.errors import TextxferError
 
@@ -25,11 +25,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, config_cls: type) -> tuple[DataOptions, object]:
     """Data options and pipeline config from defaults < config file < command-line flags."""
-    from textxfer.config import _fields
-
     given = read_config_file(args.config) if args.config else {}
-    data_names = {f.name for f, _ in _fields(DataOptions)}
-    config_names = {f.name for f, _ in _fields(config_cls)}
+    data_names = field_names(DataOptions)
+    config_names = field_names(config_cls)
     unknown = sorted(set(given) - data_names - config_names)
     if unknown:
         raise TextxferError(f"{args.config}: unknown option(s) {unknown}")

@@ -32,6 +32,11 @@ def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
     return [(f, _base_type(hints[f.name])) for f in dataclasses.fields(cls) if f.init]
 
 
+def field_names(cls: type) -> set[str]:
+    """The names of the settable fields of dataclass ``cls``."""
+    return {f.name for f, _ in _fields(cls)}
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = ()) -> None:
     """Add one ``--flag`` per field of dataclass ``cls`` (booleans become on/off switches).
 
@@ -56,13 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: 
 
 def collect(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The fields of ``cls`` that were given on the command line."""
-    names = {f.name for f, _ in _fields(cls)}
+    names = field_names(cls)
     return {k: v for k, v in vars(namespace).items() if k in names}
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys are an error naming the known ones."""
-    known = {f.name for f, _ in _fields(cls)}
+    known = field_names(cls)
     unknown = sorted(set(data) - known)
     if unknown:
         raise TextxferError(f"unknown {cls.__name__} option(s) {unknown}; known options: {sorted(known)}")

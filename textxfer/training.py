@@ -153,21 +153,24 @@ def classifier_inputs(classifier, texts: list[str]) -> np.ndarray:
     """What the frozen model feeds its classifier head for each text (computed once, for head-only)."""
     import torch
 
-    captured: list[torch.Tensor] = []
+    captured: list[np.ndarray] = []
 
     def keep(module, inputs):
         features = inputs[0]
-        captured.append((features[:, :1] if features.ndim == 3 else features).detach().float().cpu())
+        captured.append((features[:, :1] if features.ndim == 3 else features).detach().float().cpu().numpy())
 
-    handle = _head_module(classifier.model_).register_forward_pre_hook(keep)
+    model = classifier.model_.eval()
+    handle = _head_module(model).register_forward_pre_hook(keep)
+    features = None
     try:
-        classifier.predict_proba(texts)
+        with torch.inference_mode():
+            for rows, batch in classifier.batches(texts):
+                model(**batch)
+                if features is None:
+                    features = np.empty((len(texts), *captured[-1].shape[1:]), dtype=np.float32)
+                features[rows] = captured.pop()
     finally:
         handle.remove()
-    order = np.argsort([len(ids) for ids in classifier.encode(texts)["input_ids"]], kind="stable")
-    stacked = torch.cat(captured).numpy()
-    features = np.empty_like(stacked)
-    features[order] = stacked  # predict_proba ran in length order; restore input order
     return features
 
 

@@ -101,26 +101,32 @@ class FinetuneClassifier(ClassifierBase):
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities (columns in ``labels`` order), batched by length, in input order."""
         import torch
-        from transformers import DataCollatorWithPadding
 
         self._check_fitted()
         if isinstance(texts, str):
             texts = [texts]
+        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
         if len(texts) == 0:
-            return np.zeros((0, len(self.labels)))
+            return probabilities
+        model = self.model_.eval()
+        with torch.inference_mode():
+            for rows, batch in self.batches(texts):
+                logits = model(**batch).logits.double()
+                probabilities[rows] = torch.softmax(logits, dim=-1).cpu().numpy()
+        return probabilities
+
+    def batches(self, texts: Sequence[str]):
+        """Yield ``(row indices, padded model inputs on the model's device)``, shortest texts first."""
+        from transformers import DataCollatorWithPadding
+
         features = self.encode(texts)
         order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
         collator = DataCollatorWithPadding(self.tokenizer_)
-        model = self.model_.eval()
-        device = next(model.parameters()).device
-        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.config.eval_batch_size):
-                rows = order[start:start + self.config.eval_batch_size]
-                batch = collator([{k: v[i] for k, v in features.items()} for i in rows])
-                logits = model(**{k: t.to(device) for k, t in batch.items()}).logits.double()
-                probabilities[rows] = torch.softmax(logits, dim=-1).cpu().numpy()
-        return probabilities
+        device = next(self.model_.parameters()).device
+        for start in range(0, len(order), self.config.eval_batch_size):
+            rows = order[start:start + self.config.eval_batch_size]
+            batch = collator([{k: v[i] for k, v in features.items()} for i in rows])
+            yield rows, {k: t.to(device) for k, t in batch.items()}
 
 
 
