@@ -85,3 +85,29 @@ def tiny_config(tiny_bert):
 
     return FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=5, learning_rate=3e-3, batch_size=8,
                           eval_batch_size=32, logging_steps=1000, early_stopping=0, warmup=0.0)
+
+
+@pytest.fixture(scope="session")
+def sample_csv(tmp_path_factory) -> Path:
+    """The fixture reviews as one CSV shared by the whole session (read-only)."""
+    return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", make_rows())
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory, sample_csv, tiny_bert) -> dict[str, Path]:
+    """Run folders of both pipelines trained once on ``sample_csv``: ``{"baseline": ..., "finetune": ...}``."""
+    from textxfer.data import DataOptions
+    from textxfer.pipelines.baseline import BaselineClassifier, BaselineConfig
+    from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
+    from textxfer.runner import run
+
+    root = tmp_path_factory.mktemp("trained")
+    options = DataOptions(data=str(sample_csv))
+    baseline = BaselineConfig(vector_size=16, epochs=5, min_count=1, n_estimators=20, n_jobs=1)
+    finetune = FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=5, learning_rate=3e-3, batch_size=8,
+                              eval_batch_size=32, logging_steps=1000, early_stopping=0, warmup=0.0,
+                              checkpoint_dir=str(root / "checkpoints"))
+    quiet = lambda *_: None  # noqa: E731
+    run(BaselineClassifier(baseline), options, root / "baseline", progress=False, log=quiet)
+    run(FinetuneClassifier(finetune), options, root / "finetune", progress=False, log=quiet)
+    return {"baseline": root / "baseline", "finetune": root / "finetune"}

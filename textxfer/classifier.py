@@ -1,7 +1,12 @@
-"""Use any trained textxfer model from Python: ``load(path)`` and ``predict(texts, model=...)``."""
+"""Use any trained textxfer model from Python: ``load(path)`` and ``predict(texts, model=...)``.
+
+``predict`` accepts a model folder (loaded once, then cached) or a loaded classifier; it is safe to
+call from several threads.
+"""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -10,6 +15,7 @@ from textxfer.errors import TextxferError
 from textxfer.manifest import read_manifest
 
 _CACHE: dict[Path, object] = {}
+_CACHE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -32,25 +38,53 @@ def load(path: str | Path):
         from textxfer.pipelines.finetune import FinetuneClassifier
 
         return FinetuneClassifier.load(path)
+    if manifest["kind"] == "onnx":
+        from textxfer.pipelines.onnx import OnnxClassifier
+
+        return OnnxClassifier.load(path)
     raise TextxferError(f"{path}: models of kind {manifest['kind']!r} cannot be loaded by this version of textxfer")
 
 
-def predict(texts: str | Sequence[str], model) -> Prediction | list[Prediction]:
-    """Predict one text (returns a :class:`Prediction`) or a list of texts (returns a list).
-
-    ``model`` is a folder path (loaded once, then cached) or an already loaded classifier.
-    """
-    if isinstance(model, (str, Path)):
-        key = Path(model).resolve()
+def cached(path: str | Path):
+    """The classifier in folder ``path``, loaded on first use and then kept in memory."""
+    key = Path(path).resolve()
+    with _CACHE_LOCK:  # one load per folder even when threads ask at the same time
         if key not in _CACHE:
             _CACHE[key] = load(key)
-        model = _CACHE[key]
-    single = isinstance(texts, str)
-    batch = [texts] if single else list(texts)
-    probabilities = model.predict_proba(batch)
+        return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Forget every cached model (e.g. after retraining into the same folder)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def to_predictions(model, probabilities) -> list[Prediction]:
+    """:class:`Prediction` objects from a probability matrix whose columns follow ``model.labels``."""
     values = [model.labels.value(name) for name in model.labels.names]
     results = []
     for row in probabilities:
         best = int(row.argmax())
         results.append(Prediction(values[best], float(row[best]), {v: float(p) for v, p in zip(values, row)}))
+    return results
+
+
+def predict(texts: str | Sequence[str], model) -> Prediction | list[Prediction]:
+    """Predict one text (returns a :class:`Prediction`) or a list of texts (returns a list).
+
+    ``model`` is a folder path or an already loaded classifier. Texts are batched by length; an empty
+    text gets the model's prediction for no evidence, and a text longer than the model's limit is
+    shortened by the model's long-text policy.
+    """
+    if isinstance(model, (str, Path)):
+        model = cached(model)
+    if not hasattr(model, "predict_proba") or not hasattr(model, "labels"):
+        raise TextxferError(f"model must be a model folder or a loaded textxfer classifier, got {type(model).__name__}")
+    single = isinstance(texts, str)
+    batch = [texts] if single else list(texts)
+    if not all(isinstance(t, str) for t in batch):
+        bad = next(t for t in batch if not isinstance(t, str))
+        raise TextxferError(f"texts must be strings; got {type(bad).__name__} {bad!r:.60}")
+    results = to_predictions(model, model.predict_proba(batch))
     return results[0] if single else results

@@ -73,6 +73,64 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train (or load) both pipelines on one split, score them alike, and write a comparison report."""
+    from textxfer.compare import compare
+    from textxfer.pipelines.baseline import BaselineConfig
+    from textxfer.pipelines.finetune import FinetuneConfig
+    from textxfer.runs import default_run_dir
+
+    given = read_config_file(args.config) if args.config else {}
+    sections = {"baseline": BaselineConfig, "finetune": FinetuneConfig}
+    data_names = field_names(DataOptions)
+    unknown = sorted(set(given) - data_names - set(sections))
+    if unknown:
+        raise TextxferError(f"{args.config}: unknown option(s) {unknown}; put pipeline options under "
+                            "'baseline' or 'finetune'")
+    data = from_dict(DataOptions, {k: v for k, v in given.items() if k in data_names} | collect(args, DataOptions))
+    configs = {}
+    for name, cls in sections.items():
+        section = given.get(name) or {}
+        if not isinstance(section, dict):
+            raise TextxferError(f"{args.config}: '{name}' must be a mapping of {name} options")
+        configs[name] = from_dict(cls, {"seed": data.seed, **section, **collect(args, cls, prefix=name)})
+    output = args.output or default_run_dir("compare")
+    models = {"baseline": args.baseline_run, "finetune": args.finetune_run}
+    compare(data, output, configs, models, progress=not args.no_progress)
+    print(f"report: {output}/comparison.md (plus comparison.json, PNG plots, disagreements.csv)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict texts given on the command line, or every row of a CSV/TSV/JSONL file (or stdin)."""
+    from textxfer import classifier
+
+    if bool(args.texts) == bool(args.input):
+        raise TextxferError("give texts to predict, or --input FILE (use --input - for stdin), not both")
+    model = classifier.load(args.model)
+    if args.batch_size and hasattr(model.config, "eval_batch_size"):
+        model.config.eval_batch_size = args.batch_size
+    if args.texts:
+        for text, result in zip(args.texts, classifier.predict(list(args.texts), model=model)):
+            print(f"{result.label}\t{result.score:.4f}\t{text}")
+        return 0
+    from textxfer.predict_files import ProcessGroup, predict_file
+
+    group = ProcessGroup()
+    try:
+        summary = predict_file(model, args.input, args.output, text_column=args.text_column,
+                               chunk_size=args.chunk_size, input_format=args.input_format,
+                               output_format=args.output_format, encoding=args.encoding,
+                               progress=not args.no_progress, rank=group.rank, world_size=group.world_size,
+                               barrier=group.barrier)
+    finally:
+        group.close()
+    if group.rank == 0 and summary["output"] != "-":
+        empty = f"; {summary['empty_texts']} empty texts" if summary["empty_texts"] else ""
+        print(f"wrote {summary['output']}{empty}", file=sys.stderr)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List the bundled offline encoders."""
     from textxfer.bundled import list_bundled
@@ -106,6 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(finetune)
     add_arguments(finetune, FinetuneConfig, "fine-tuning", skip=("seed",))
     finetune.set_defaults(handler=cmd_finetune)
+    compare = commands.add_parser("compare", help="both pipelines on one split: tables, plots, significance",
+                                  description=cmd_compare.__doc__)
+    _add_common(compare)
+    compare.add_argument("--baseline-run", help="a trained baseline run folder to score instead of training one")
+    compare.add_argument("--finetune-run", help="a fine-tuned (or exported) run folder to score instead of training one")
+    add_arguments(compare, BaselineConfig, "baseline (--baseline-*)", skip=("seed",), prefix="baseline")
+    add_arguments(compare, FinetuneConfig, "fine-tuning (--finetune-*)", skip=("seed",), prefix="finetune")
+    compare.set_defaults(handler=cmd_compare)
+    predict = commands.add_parser("predict", help="predict texts or a CSV/TSV/JSONL file with a trained model",
+                                  description=cmd_predict.__doc__)
+    predict.add_argument("texts", nargs="*", help="texts to predict (printed as label, score, text)")
+    predict.add_argument("--model", required=True, help="a trained model folder (baseline, finetune or exported)")
+    predict.add_argument("--input", help="CSV/TSV/JSONL file to predict; - reads stdin")
+    predict.add_argument("--output", help="CSV/TSV/JSONL file to write (default: stdout in the input's format); "
+                                          "every input column is kept, label/score/probabilities are added")
+    predict.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    predict.add_argument("--input-format", choices=("csv", "tsv", "jsonl"), help="input format (default: from the extension; csv for stdin)")
+    predict.add_argument("--output-format", choices=("csv", "tsv", "jsonl"), help="output format (default: from the extension)")
+    predict.add_argument("--chunk-size", type=int, default=2048, help="rows read and predicted at a time (bounds memory)")
+    predict.add_argument("--batch-size", type=int, help="texts per model batch (default: the model's eval batch size)")
+    predict.add_argument("--encoding", default="utf-8", help="text encoding of the input")
+    predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    predict.set_defaults(handler=cmd_predict)
     models = commands.add_parser("models", help="list the bundled offline encoders", description=cmd_models.__doc__)
     models.set_defaults(handler=cmd_models)
     return parser

@@ -37,32 +37,37 @@ def field_names(cls: type) -> set[str]:
     return {f.name for f, _ in _fields(cls)}
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = ()) -> None:
+def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = (),
+                  prefix: str = "") -> None:
     """Add one ``--flag`` per field of dataclass ``cls`` (booleans become on/off switches).
 
     Defaults are ``SUPPRESS``ed so that :func:`collect` can tell flags given from flags left alone
-    (a config file's value then wins over a default but loses to an explicit flag).
+    (a config file's value then wins over a default but loses to an explicit flag). With ``prefix``
+    (e.g. ``"finetune"``) the flags are ``--finetune-epochs`` and so on, for commands that configure
+    two pipelines whose option names overlap.
     """
     group = parser.add_argument_group(title)
     for f, kind in _fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        dest = f"{prefix}__{f.name}" if prefix else f.name
+        flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, type=kind if kind in (int, float) else str,
+            group.add_argument(flag, dest=dest, type=kind if kind in (int, float) else str,
                                default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text,
                                choices=f.metadata.get("choices"))
 
 
-def collect(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields of ``cls`` that were given on the command line."""
+def collect(namespace: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    """The fields of ``cls`` that were given on the command line (added with the same ``prefix``)."""
     names = field_names(cls)
-    return {k: v for k, v in vars(namespace).items() if k in names}
+    start = f"{prefix}__" if prefix else ""
+    return {k[len(start):]: v for k, v in vars(namespace).items() if k.startswith(start) and k[len(start):] in names}
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:

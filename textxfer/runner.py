@@ -47,10 +47,20 @@ def run(classifier, options: DataOptions, output: str | Path, progress: bool = T
     ``output`` appears only when everything succeeded; an earlier folder there is replaced only then.
     """
     data = load_data(options)
+    describe_data(data, log)
+    return run_prepared(classifier, data, output, progress, log)
+
+
+def describe_data(data: PreparedData, log=print) -> None:
+    """Log the split sizes, the labels and every hygiene note."""
     log(f"data: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test rows, "
         f"labels {list(data.labels.names)}")
     for note in data.notes:
         log(f"note: {note}")
+
+
+def run_prepared(classifier, data: PreparedData, output: str | Path, progress: bool = True, log=print) -> RunResult:
+    """:func:`run` on data that is already loaded and split (so several classifiers share one split)."""
     started = time.perf_counter()
     classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
     fit_seconds = time.perf_counter() - started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -75,6 +76,8 @@ class FinetuneClassifier(ClassifierBase):
 
     def __init__(self, config: FinetuneConfig | None = None) -> None:
         self.config = config or FinetuneConfig()
+        # A fast tokenizer's truncation settings are shared state: one thread tokenizes at a time.
+        self._tokenizer_lock = threading.Lock()
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, train: TextDataset, validation: TextDataset | None = None, labels: LabelSet | None = None,
@@ -95,7 +98,8 @@ class FinetuneClassifier(ClassifierBase):
 
     def encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
         """Model inputs for ``texts`` under this model's max length and long-text policy."""
-        return encode(self.tokenizer_, texts, self.max_length_, self.config.long_text)
+        with self._tokenizer_lock:
+            return encode(self.tokenizer_, texts, self.max_length_, self.config.long_text)
 
     # -- inference ------------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -127,8 +131,6 @@ class FinetuneClassifier(ClassifierBase):
             rows = order[start:start + self.config.eval_batch_size]
             batch = collator([{k: v[i] for k, v in features.items()} for i in rows])
             yield rows, {k: t.to(device) for k, t in batch.items()}
-
-
 
     # -- persistence ----------------------------------------------------------------------------
 
