@@ -108,8 +108,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if bool(args.texts) == bool(args.input):
         raise TextxferError("give texts to predict, or --input FILE (use --input - for stdin), not both")
     model = classifier.load(args.model)
-    if args.batch_size and hasattr(model.config, "eval_batch_size"):
-        model.config.eval_batch_size = args.batch_size
+    if args.batch_size:
+        model.predict_batch_size = args.batch_size  # used by transformer models; the baseline has no batches
     if args.texts:
         for text, result in zip(args.texts, classifier.predict(list(args.texts), model=model)):
             print(f"{result.label}\t{result.score:.4f}\t{text}")
@@ -128,6 +128,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if group.rank == 0 and summary["output"] != "-":
         empty = f"; {summary['empty_texts']} empty texts" if summary["empty_texts"] else ""
         print(f"wrote {summary['output']}{empty}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a fine-tuned model to ONNX Runtime (optionally int8-quantized) for fast CPU inference."""
+    from textxfer.export import export_onnx
+
+    output = export_onnx(args.model, args.output, quantize=args.quantize, opset=args.opset, log=print)
+    print(f"saved to {output} (model.onnx, tokenizer, config.json, textxfer.json); "
+          f"use it like any model folder: textxfer predict --model {output} ...")
     return 0
 
 
@@ -183,10 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input-format", choices=("csv", "tsv", "jsonl"), help="input format (default: from the extension; csv for stdin)")
     predict.add_argument("--output-format", choices=("csv", "tsv", "jsonl"), help="output format (default: from the extension)")
     predict.add_argument("--chunk-size", type=int, default=2048, help="rows read and predicted at a time (bounds memory)")
-    predict.add_argument("--batch-size", type=int, help="texts per model batch (default: the model's eval batch size)")
+    predict.add_argument("--batch-size", type=int, help="texts per forward pass of a transformer model (default: 16 on CPU, the model's eval batch size on GPU)")
     predict.add_argument("--encoding", default="utf-8", help="text encoding of the input")
     predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     predict.set_defaults(handler=cmd_predict)
+    export = commands.add_parser("export", help="export a fine-tuned model to ONNX for fast CPU inference",
+                                 description=cmd_export.__doc__)
+    export.add_argument("--model", required=True, help="fine-tuned run folder to export")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
+    export.add_argument("--quantize", choices=("int8",),
+                        help="int8 weights (dynamic quantization): about 4x smaller and faster on CPU, slightly less exact")
+    export.add_argument("--output", help="folder to write (default: <model>-onnx, or <model>-onnx-int8); "
+                                         "replaced only when the export succeeds")
+    export.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's, currently 20)")
+    export.set_defaults(handler=cmd_export)
     models = commands.add_parser("models", help="list the bundled offline encoders", description=cmd_models.__doc__)
     models.set_defaults(handler=cmd_models)
     return parser

@@ -60,7 +60,7 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
         predicted = probabilities.argmax(axis=1)
         references = np.asarray(data.labels.encode(data.test.labels))
         entries[name] = {
-            "description": DESCRIPTIONS.get(model.kind, model.kind), "kind": model.kind, "folder": str(folder),
+            "description": _description(model), "kind": model.kind, "folder": str(folder),
             "metrics": score(references, predicted, data.labels), "train_seconds": train_seconds,
             "predict_texts_per_second": per_second, "size_bytes": model_size(folder),
             "predictions": predicted, "probabilities": probabilities,
@@ -134,6 +134,12 @@ def _load_checked(folder: Path, data: PreparedData):
     if list(model.labels.names) != list(data.labels.names):
         raise TextxferError(f"{folder}: labels {list(model.labels.names)} differ from the data's {list(data.labels.names)}")
     return model
+
+
+def _description(model) -> str:
+    """A short human name: the pipeline, and the base encoder of a fine-tuned model."""
+    base = getattr(model, "source_", None) or getattr(model, "config_", {}).get("base_model")
+    return f"{DESCRIPTIONS.get(model.kind, model.kind)}: {base}" if base else DESCRIPTIONS.get(model.kind, model.kind)
 
 
 def _recorded_fit_seconds(folder: Path) -> float | None:

@@ -100,3 +100,42 @@ def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
         if full[start:start + len(plain)] == plain:
             return full[:start], full[start + len(plain):]
     raise TextxferError("cannot tell where this tokenizer puts its special tokens; use --long-text truncate")
+
+
+# Texts per forward pass when predicting on a CPU. Measured with a fine-tuned multilingual-e5-small on
+# 600 sample test texts, 2 cores: 4 → 23.6, 8 → 26.9, 16 → 26.8, 32 → 23.7, 64 → ~14 texts/s (larger
+# batches spill out of cache; CPU inference is compute-bound, so batching buys little beyond this).
+CPU_PREDICT_BATCH = 16
+
+
+def predict_batch_size(requested: int | None, on_gpu: bool, gpu_default: int) -> int:
+    """``requested`` if given, else ``gpu_default`` on a GPU and :data:`CPU_PREDICT_BATCH` on a CPU."""
+    if requested is not None:
+        if requested < 1:
+            raise TextxferError(f"batch size must be at least 1, got {requested}")
+        return requested
+    return gpu_default if on_gpu else CPU_PREDICT_BATCH
+
+
+def padded_batches(tokenizer, features: dict[str, list[list[int]]], batch_size: int,
+                   return_tensors: str = "np") -> Iterator[tuple[np.ndarray, dict]]:
+    """Yield ``(row indices, padded batch)`` over encoded ``features``, shortest texts first.
+
+    Sorting by length keeps padding small; the row indices let callers put results back in input
+    order. Padding follows the tokenizer (``DataCollatorWithPadding``); ``return_tensors`` is ``"pt"``
+    for PyTorch models and ``"np"`` for ONNX Runtime, so both runtimes see exactly the same batches.
+    """
+    from transformers import DataCollatorWithPadding
+
+    order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
+    collator = DataCollatorWithPadding(tokenizer, return_tensors=return_tensors)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield rows, collator([{k: v[i] for k, v in features.items()} for i in rows])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (so each row sums to 1 within float64 rounding)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
@@ -61,21 +63,29 @@ def load_saved(folder: Path, labels: LabelSet):
     """``(tokenizer, model)`` from a saved run folder; the label maps must match the manifest."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar on every load is noise for a saved model
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True,
-                                                                   use_safetensors=True)
+        with quiet_progress():  # a "Loading weights" bar on every load is noise for a saved model
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True,
+                                                                       use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise TextxferError(f"{folder}: cannot load the fine-tuned model ({str(exc).splitlines()[0]})") from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     if id2label != dict(enumerate(labels.names)):
         raise TextxferError(f"{folder}: the model's id2label {id2label} does not match the manifest's labels "
                             f"{list(labels.names)}; the folder is inconsistent")
     return tokenizer, model
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide transformers' own progress bars (loading / writing weights) inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

@@ -18,6 +18,8 @@ class ClassifierBase:
 
     kind = ""
     fitted_attribute = ""
+    # Texts per forward pass for models that batch (None: the model's default for its device).
+    predict_batch_size: int | None = None
 
     def predict_proba(self, texts: Sequence[str]):  # pragma: no cover - implemented by subclasses
         raise NotImplementedError

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from textxfer.data import TextDataset
-from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode
+from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, padded_batches, predict_batch_size
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
@@ -121,15 +121,9 @@ class FinetuneClassifier(ClassifierBase):
 
     def batches(self, texts: Sequence[str]):
         """Yield ``(row indices, padded model inputs on the model's device)``, shortest texts first."""
-        from transformers import DataCollatorWithPadding
-
-        features = self.encode(texts)
-        order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
-        collator = DataCollatorWithPadding(self.tokenizer_)
         device = next(self.model_.parameters()).device
-        for start in range(0, len(order), self.config.eval_batch_size):
-            rows = order[start:start + self.config.eval_batch_size]
-            batch = collator([{k: v[i] for k, v in features.items()} for i in rows])
+        size = predict_batch_size(self.predict_batch_size, device.type == "cuda", self.config.eval_batch_size)
+        for rows, batch in padded_batches(self.tokenizer_, self.encode(texts), size, "pt"):
             yield rows, {k: t.to(device) for k, t in batch.items()}
 
     # -- persistence ----------------------------------------------------------------------------
@@ -137,8 +131,11 @@ class FinetuneClassifier(ClassifierBase):
     def write(self, folder: Path, data_info: dict | None = None) -> None:
         """Write weights (safetensors), tokenizer, trainer log and manifest into an empty ``folder``."""
         self._check_fitted()
-        self.model_.save_pretrained(folder)
-        self.tokenizer_.save_pretrained(folder)
+        from textxfer.models import quiet_progress
+
+        with quiet_progress():
+            self.model_.save_pretrained(folder)
+            self.tokenizer_.save_pretrained(folder)
         (folder / TRAINER_LOG).write_text(json.dumps(getattr(self, "log_history_", []), indent=1), encoding="utf-8")
         files = {"config": "config.json", "weights": "model.safetensors", "trainer_log": TRAINER_LOG}
         if (folder / "tokenizer.json").exists():

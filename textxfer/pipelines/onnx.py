@@ -1,0 +1,162 @@
+"""Run an exported fine-tuned model (``textxfer export --format onnx``) on ONNX Runtime.
+
+The folder holds ``model.onnx``, the source model's tokenizer and ``config.json``, and a manifest of
+kind ``"onnx"`` whose config is the source model's config plus export details. Inputs are built
+exactly as :class:`~textxfer.pipelines.finetune.FinetuneClassifier` builds them (same max length,
+long-text policy and length-ordered batches), so probabilities match the PyTorch model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from textxfer.encoding import encode, padded_batches, predict_batch_size, softmax
+from textxfer.errors import TextxferError
+from textxfer.labels import LabelSet
+from textxfer.manifest import build_manifest, read_manifest, write_manifest
+from textxfer.pipelines.base import ClassifierBase
+
+WEIGHTS = "model.onnx"
+EXTRA_HINT = "pip install 'textxfer[onnx]'"
+_NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def require_packages(*names: str) -> None:
+    """Raise a one-line error naming the ``textxfer[onnx]`` extra if any of ``names`` is missing."""
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        raise TextxferError(f"ONNX export needs extra packages: {EXTRA_HINT} (missing: {', '.join(missing)})")
+
+
+def create_session(path: Path):
+    """An ``onnxruntime.InferenceSession`` on CUDA when available, else CPU, with full graph optimizations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: ORT warns about harmless things (unused initializers...)
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+        raise TextxferError(f"{path}: ONNX Runtime cannot load the model ({str(exc).splitlines()[0][:200]}); "
+                            "export it again with `textxfer export`") from None
+
+
+class OnnxClassifier(ClassifierBase):
+    """An exported classifier: predict-only, same ``Classifier`` contract as the other pipelines."""
+
+    kind = "onnx"
+    fitted_attribute = "session_"
+
+    def fit(self, *args, **kwargs) -> "OnnxClassifier":
+        """Exported models are inference-only."""
+        raise TextxferError("an exported ONNX model cannot be trained; fine-tune the source model and export again")
+
+    # -- inference ------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
+        """Model inputs for ``texts`` under the source model's max length and long-text policy."""
+        return encode(self.tokenizer_, texts, self.max_length_, self.long_text_)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities (columns in ``labels`` order), batched by length, in input order."""
+        self._check_fitted()
+        if isinstance(texts, str):
+            texts = [texts]
+        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        if len(texts) == 0:
+            return probabilities
+        for rows, batch in self.batches(texts):
+            logits = self.session_.run([self.output_name_], batch)[0]
+            probabilities[rows] = softmax(logits)
+        return probabilities
+
+    def batches(self, texts: Sequence[str]):
+        """Yield ``(row indices, ONNX Runtime feed)``, shortest texts first; only the graph's inputs are fed."""
+        on_gpu = self.session_.get_providers()[0] == "CUDAExecutionProvider"
+        size = predict_batch_size(self.predict_batch_size, on_gpu, self.batch_size_)
+        for rows, batch in padded_batches(self.tokenizer_, self.encode(texts), size, "np"):
+            feed = {}
+            for name, dtype in self.inputs_.items():
+                if name in batch:
+                    feed[name] = np.asarray(batch[name], dtype=dtype)
+                elif name == "token_type_ids":  # what the PyTorch model uses when none are given
+                    feed[name] = np.zeros(batch["input_ids"].shape, dtype=dtype)
+                else:
+                    raise TextxferError(f"{self.folder_ / WEIGHTS}: the graph needs input {name!r}, which the "
+                                        "tokenizer does not produce; export the model again")
+            yield rows, feed
+
+    # -- persistence ----------------------------------------------------------------------------
+    def write(self, folder: Path, data_info: dict | None = None) -> None:
+        """Copy the ONNX graph, tokenizer and config, and write the manifest into an empty ``folder``.
+
+        Without ``data_info`` the loaded manifest's data record is kept (the model is unchanged).
+        """
+        self._check_fitted()
+        for name in self.files_.values():
+            if name != self.files_.get("tokenizer"):
+                shutil.copy2(self.folder_ / name, folder / name)
+        self.tokenizer_.save_pretrained(folder)
+        files = dict(self.files_)
+        if "tokenizer" in files and not (folder / files["tokenizer"]).exists():
+            del files["tokenizer"]
+        data = data_info if data_info is not None else self.data_
+        write_manifest(folder, build_manifest(self.kind, self.labels, self.config_, data, files))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "OnnxClassifier":
+        """Load an exported folder (``textxfer export``); needs ``onnxruntime``."""
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if manifest["kind"] != cls.kind:
+            raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not an ONNX export; "
+                                "use textxfer.classifier.load")
+        try:
+            require_packages("onnxruntime")
+        except TextxferError:
+            raise TextxferError(f"{folder}: running an ONNX model needs extra packages: {EXTRA_HINT}") from None
+        from transformers import AutoTokenizer
+
+        model = cls()
+        model.folder_ = folder
+        model.labels = LabelSet.from_dict(manifest["labels"])
+        model.config_ = dict(manifest["config"])
+        model.data_ = manifest.get("data") or {}
+        model.files_ = dict(manifest["files"])
+        model.max_length_ = int(model.config_.get("resolved_max_length") or 512)
+        model.long_text_ = model.config_.get("long_text", "head-tail")
+        model.batch_size_ = int(model.config_.get("eval_batch_size") or 64)
+        _check_label_maps(folder, model.files_.get("config"), model.labels)
+        try:
+            model.tokenizer_ = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise TextxferError(f"{folder}: cannot load the tokenizer ({str(exc).splitlines()[0]}); "
+                                "export the model again") from None
+        session = create_session(folder / model.files_.get("weights", WEIGHTS))
+        model.inputs_ = {i.name: _NUMPY_TYPES.get(i.type, np.int64) for i in session.get_inputs()}
+        outputs = [o.name for o in session.get_outputs()]
+        model.output_name_ = "logits" if "logits" in outputs else outputs[0]
+        model.session_ = session
+        return model
+
+
+def _check_label_maps(folder: Path, config_name: str | None, labels: LabelSet) -> None:
+    """The copied ``config.json``'s id2label must agree with the manifest's labels."""
+    if not config_name:
+        return
+    try:
+        id2label = json.loads((folder / config_name).read_text(encoding="utf-8")).get("id2label") or {}
+        id2label = {int(k): v for k, v in id2label.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise TextxferError(f"{folder / config_name}: unreadable ({exc}); export the model again") from None
+    if id2label and id2label != dict(enumerate(labels.names)):
+        raise TextxferError(f"{folder}: config.json's id2label {id2label} does not match the manifest's labels "
+                            f"{list(labels.names)}; the folder is inconsistent")
