@@ -141,6 +141,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a trained model over HTTP: POST /predict, GET /health, GET /model, a web page at /, docs at /docs."""
+    from textxfer.serving import ServeSettings, serve
+
+    for name in ("max_batch_size", "max_texts", "max_text_chars", "workers"):
+        if getattr(args, name) < 1:
+            raise TextxferError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    settings = ServeSettings(model=args.model, max_batch_size=args.max_batch_size, batch_window_ms=args.batch_window_ms,
+                             batching=not args.no_batching, max_texts=args.max_texts, max_text_chars=args.max_text_chars)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"textxfer: note: listening on {args.host}, reachable from other machines; there is no authentication",
+              file=sys.stderr)
+    serve(settings, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List the bundled offline encoders."""
     from textxfer.bundled import list_bundled
@@ -207,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
                                          "replaced only when the export succeeds")
     export.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's, currently 20)")
     export.set_defaults(handler=cmd_export)
+    server = commands.add_parser("serve", help="serve a trained model over HTTP (API + web page)",
+                                 description=cmd_serve.__doc__)
+    server.add_argument("--model", required=True, help="a trained model folder (baseline, finetune or exported)")
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    server.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    server.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")
+    server.add_argument("--max-batch-size", type=int, default=32, help="most texts predicted together across requests")
+    server.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    server.add_argument("--no-batching", action="store_true", help="predict every request on its own")
+    server.add_argument("--max-texts", type=int, default=64, help="most texts in one request (more: 413)")
+    server.add_argument("--max-text-chars", type=int, default=10_000, help="longest text in characters (longer: 413)")
+    server.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    server.set_defaults(handler=cmd_serve)
     models = commands.add_parser("models", help="list the bundled offline encoders", description=cmd_models.__doc__)
     models.set_defaults(handler=cmd_models)
     return parser

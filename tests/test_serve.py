@@ -1,0 +1,166 @@
+"""``textxfer serve`` over real HTTP on a loopback port, with a tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from textxfer import classifier
+
+from conftest import make_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_server(model: Path, *extra: str):
+    """A ``textxfer serve`` subprocess; yields ``(base_url, process)`` once /health answers."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "textxfer.cli", "serve", "--model", str(model), "--port", str(port),
+                                "--log-level", "warning", *extra], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited early: {process.stdout.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("server did not start within 120 s")
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(trained_models):
+    with running_server(trained_models["finetune"], "--max-texts", "8", "--max-text-chars", "500") as (url, _):
+        yield url
+
+
+TEXTS = [text for text, _ in make_rows(20, seed=3)] + ["", "🙂 مرحبا e\u0301 \u202e"]
+
+
+def test_predict_matches_the_python_api(server, trained_models):
+    expected = classifier.predict(TEXTS[:8], model=trained_models["finetune"])
+    response = httpx.post(f"{server}/predict", json={"texts": TEXTS[:8]})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["label"] for p in predictions] == [e.label for e in expected]
+    for got, want in zip(predictions, expected):
+        assert list(got["probabilities"]) == [str(k) for k in want.probabilities]
+        assert list(got["probabilities"].values()) == pytest.approx(list(want.probabilities.values()), abs=1e-6)
+        assert got["score"] == pytest.approx(want.score, abs=1e-6)
+        assert abs(sum(got["probabilities"].values()) - 1) < 1e-6
+    one = httpx.post(f"{server}/predict", json={"text": TEXTS[0]}).json()["predictions"]
+    assert len(one) == 1 and one[0]["label"] == expected[0].label
+
+
+def test_health_model_and_docs(server):
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    info = httpx.get(f"{server}/model").json()
+    assert info["kind"] == "finetune" and info["labels"] == ["negative", "positive"]
+    assert 0 <= info["metrics"]["test"]["accuracy"] <= 1
+    assert httpx.get(f"{server}/docs").status_code == 200
+    schema = httpx.get(f"{server}/openapi.json").json()
+    assert "/predict" in schema["paths"] and "texts" in json.dumps(schema["paths"]["/predict"])
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and 'id="predict"' in page.text
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", b'{"texts": ["a",', 422, "not valid JSON"),
+    ("not an object", b'["a", "b"]', 422, "JSON object"),
+    ("texts not a list", json.dumps({"texts": "abc"}).encode(), 422, "texts"),
+    ("a number in texts", json.dumps({"texts": ["ok", 5]}).encode(), 422, "texts.1"),
+    ("text not a string", json.dumps({"text": 5}).encode(), 422, "text"),
+    ("null texts", json.dumps({"texts": None}).encode(), 422, "exactly one"),
+    ("both fields", json.dumps({"texts": ["a"], "text": "b"}).encode(), 422, "exactly one"),
+    ("unknown field", json.dumps({"texts": ["a"], "lang": "zh"}).encode(), 422, "lang"),
+    ("empty list", json.dumps({"texts": []}).encode(), 422, "empty"),
+    ("too many texts", json.dumps({"texts": ["a"] * 9}).encode(), 413, "limit is 8"),
+    ("too long text", json.dumps({"texts": ["x" * 501]}).encode(), 413, "limit is 500"),
+    ("body too large", json.dumps({"texts": ["x" * 3_000_000]}).encode(), 413, "bytes"),
+    ("not UTF-8", b'{"texts": ["\xff\xfe"]}', 422, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,message", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, name, body, status, message):
+    response = httpx.post(f"{server}/predict", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert message in error and "\n" not in error
+    assert httpx.post(f"{server}/predict", json={"text": "还行"}).status_code == 200
+
+
+def test_wrong_method_and_path_are_json_errors(server):
+    assert httpx.get(f"{server}/predict").status_code == 405
+    missing = httpx.get(f"{server}/nope")
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_concurrent_requests_get_the_sequential_answers(server):
+    sequential = [httpx.post(f"{server}/predict", json={"text": t}).json()["predictions"][0] for t in TEXTS]
+    with httpx.Client() as client, ThreadPoolExecutor(16) as pool:
+        concurrent = list(pool.map(lambda t: client.post(f"{server}/predict", json={"text": t}).json()["predictions"][0],
+                                   TEXTS * 4))
+    for i, got in enumerate(concurrent):
+        want = sequential[i % len(TEXTS)]
+        assert got["label"] == want["label"]
+        assert list(got["probabilities"].values()) == pytest.approx(list(want["probabilities"].values()), abs=1e-6)
+    assert httpx.get(f"{server}/health").json()["largest_batch"] > 1  # requests really were batched together
+
+
+def test_sigterm_lets_in_flight_requests_finish(trained_models):
+    # A long batch window keeps the request waiting inside the server when SIGTERM arrives.
+    with running_server(trained_models["baseline"], "--batch-window-ms", "1500") as (url, process):
+        result = {}
+
+        def call():
+            result["response"] = httpx.post(f"{url}/predict", json={"texts": ["很好", "很差"]}, timeout=60)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        caller.join(timeout=60)
+        assert result["response"].status_code == 200
+        assert len(result["response"].json()["predictions"]) == 2
+        # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
+def test_bad_model_folder_is_one_line(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "textxfer.cli", "serve", "--model", str(tmp_path / "none"),
+                                "--port", str(free_port())], capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1].startswith("textxfer: error:") and "no such model folder" in completed.stderr
