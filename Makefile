@@ -7,7 +7,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.textxfer-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,18 @@ DEMO_FLAGS ?= --finetune-max-train-samples 2000 --finetune-epochs 1
 demo: $(STAMP)
 	$(VENV)/bin/textxfer compare --data sample_data/reviews.csv --output runs/demo $(DEMO_FLAGS)
 
-test: $(STAMP)
+# Best effort: Debian's Chromium for tests/test_serve_browser.py (as root with apt-get only; never fails).
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "browser: installing Chromium with apt-get for the browser test"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+		|| echo "browser: could not install Chromium (apt-get install chromium); the browser test will be skipped"; \
+	else echo "browser: no Chromium and no root apt-get to install it; the browser test will be skipped"; fi
+
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
 bench: $(STAMP)

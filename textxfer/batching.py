@@ -38,6 +38,7 @@ class MicroBatcher:
         self.enabled = enabled
         self.stats = {"batches": 0, "texts": 0, "largest_batch": 0}
         self._queue: asyncio.Queue[_Pending] | None = None
+        self._carried: _Pending | None = None
         self._worker: asyncio.Task | None = None
         # One thread: the model computes one batch at a time (torch parallelises inside the batch).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textxfer-predict")
@@ -69,8 +70,11 @@ class MicroBatcher:
     async def _collect(self) -> list[_Pending]:
         """The next batch: the first waiting request plus whatever arrives within the window."""
         queue = self._queue
-        batch = [await queue.get()]
-        size = len(batch[0].texts)
+        if self._carried is not None:  # the request that did not fit into the previous batch
+            batch, self._carried = [self._carried], None
+        else:
+            batch = [await queue.get()]
+        size = len(batch[0].texts)  # one request larger than the batch size is still predicted whole
         deadline = time.perf_counter() + self.window
         while size < self.max_batch_size:
             if not queue.empty():
@@ -83,6 +87,9 @@ class MicroBatcher:
                     item = await asyncio.wait_for(queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
+            if size + len(item.texts) > self.max_batch_size:
+                self._carried = item  # starts the next batch; never split a request
+                break
             batch.append(item)
             size += len(item.texts)
         return batch

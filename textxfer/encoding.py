@@ -117,20 +117,46 @@ def predict_batch_size(requested: int | None, on_gpu: bool, gpu_default: int) ->
     return gpu_default if on_gpu else CPU_PREDICT_BATCH
 
 
+# Prediction batches on a CPU also stop growing once padding would exceed this share of real tokens:
+# CPU inference is compute-bound, so padded positions cost as much as real ones. 16 random reviews
+# padded to their longest ran at 11 texts/s against 19 one at a time (fine-tuned e5-small, 2 cores).
+CPU_MAX_PADDING = 0.25
+
+
+def length_groups(lengths: Sequence[int], batch_size: int, max_padding: float | None = None) -> list[np.ndarray]:
+    """Row indices in batches of at most ``batch_size``, shortest texts first.
+
+    With ``max_padding``, a batch is also closed before a text whose length would make the padded
+    size (count × longest) exceed ``(1 + max_padding)`` × the real tokens.
+    """
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    groups, current, tokens = [], [], 0
+    for row in order:
+        length = int(lengths[row])
+        if current and (len(current) == batch_size or (
+                max_padding is not None and (len(current) + 1) * length > (1 + max_padding) * (tokens + length))):
+            groups.append(np.asarray(current))
+            current, tokens = [], 0
+        current.append(int(row))
+        tokens += length
+    if current:
+        groups.append(np.asarray(current))
+    return groups
+
+
 def padded_batches(tokenizer, features: dict[str, list[list[int]]], batch_size: int,
-                   return_tensors: str = "np") -> Iterator[tuple[np.ndarray, dict]]:
+                   return_tensors: str = "np", max_padding: float | None = None) -> Iterator[tuple[np.ndarray, dict]]:
     """Yield ``(row indices, padded batch)`` over encoded ``features``, shortest texts first.
 
-    Sorting by length keeps padding small; the row indices let callers put results back in input
-    order. Padding follows the tokenizer (``DataCollatorWithPadding``); ``return_tensors`` is ``"pt"``
-    for PyTorch models and ``"np"`` for ONNX Runtime, so both runtimes see exactly the same batches.
+    Sorting by length keeps padding small (``max_padding``: see :func:`length_groups`); the row
+    indices let callers put results back in input order. Padding follows the tokenizer
+    (``DataCollatorWithPadding``); ``return_tensors`` is ``"pt"`` for PyTorch models and ``"np"`` for
+    ONNX Runtime, so both runtimes see exactly the same batches.
     """
     from transformers import DataCollatorWithPadding
 
-    order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
     collator = DataCollatorWithPadding(tokenizer, return_tensors=return_tensors)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in length_groups([len(ids) for ids in features["input_ids"]], batch_size, max_padding):
         yield rows, collator([{k: v[i] for k, v in features.items()} for i in rows])
 
 

@@ -38,7 +38,11 @@ class ServeSettings:
     batching: bool = True
     max_texts: int = 64
     max_text_chars: int = 10_000
-    max_body_bytes: int = 2_000_000
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Room for the largest allowed request even with every character JSON-escaped (``\\uXXXX``)."""
+        return self.max_texts * self.max_text_chars * 6 + 65_536
 
 
 class PredictRequest(BaseModel):

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 
 from textxfer.data import TextDataset
-from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, padded_batches, predict_batch_size
+from textxfer.encoding import (CPU_MAX_PADDING, LONG_TEXT_POLICIES, choose_max_length, encode, padded_batches,
+                               predict_batch_size)
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
@@ -122,8 +123,10 @@ class FinetuneClassifier(ClassifierBase):
     def batches(self, texts: Sequence[str]):
         """Yield ``(row indices, padded model inputs on the model's device)``, shortest texts first."""
         device = next(self.model_.parameters()).device
-        size = predict_batch_size(self.predict_batch_size, device.type == "cuda", self.config.eval_batch_size)
-        for rows, batch in padded_batches(self.tokenizer_, self.encode(texts), size, "pt"):
+        on_gpu = device.type == "cuda"
+        size = predict_batch_size(self.predict_batch_size, on_gpu, self.config.eval_batch_size)
+        padding = None if on_gpu else CPU_MAX_PADDING
+        for rows, batch in padded_batches(self.tokenizer_, self.encode(texts), size, "pt", padding):
             yield rows, {k: t.to(device) for k, t in batch.items()}
 
     # -- persistence ----------------------------------------------------------------------------

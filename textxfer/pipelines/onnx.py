@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from textxfer.encoding import encode, padded_batches, predict_batch_size, softmax
+from textxfer.encoding import CPU_MAX_PADDING, encode, padded_batches, predict_batch_size, softmax
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
@@ -82,7 +82,8 @@ class OnnxClassifier(ClassifierBase):
         """Yield ``(row indices, ONNX Runtime feed)``, shortest texts first; only the graph's inputs are fed."""
         on_gpu = self.session_.get_providers()[0] == "CUDAExecutionProvider"
         size = predict_batch_size(self.predict_batch_size, on_gpu, self.batch_size_)
-        for rows, batch in padded_batches(self.tokenizer_, self.encode(texts), size, "np"):
+        padding = None if on_gpu else CPU_MAX_PADDING
+        for rows, batch in padded_batches(self.tokenizer_, self.encode(texts), size, "np", padding):
             feed = {}
             for name, dtype in self.inputs_.items():
                 if name in batch:
