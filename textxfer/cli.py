@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from importlib import metadata
 
 from textxfer.config import add_arguments, collect, field_names, from_dict, read_config_file
@@ -57,7 +58,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune a BERT/RoBERTa-family encoder and evaluate it."""
     from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig, remove_checkpoints
     from textxfer.runner import is_main_process, run
-    from textxfer.runs import default_run_dir
+    from textxfer.runs import check_writable, default_run_dir
 
     data, config = _options(args, FinetuneConfig)
     if args.output is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -65,6 +66,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     output = args.output or default_run_dir("finetune")
     if config.checkpoint_dir is None:
         config.checkpoint_dir = f"{output}.checkpoints"
+    if is_main_process():
+        check_writable(Path(config.checkpoint_dir) / "probe")
     result = run(FinetuneClassifier(config), data, output, progress=not args.no_progress,
                  log=print if is_main_process() else (lambda *_: None))
     if is_main_process():
@@ -257,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"textxfer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("textxfer: interrupted; nothing was written to the output folder", file=sys.stderr)
+        resume = " (checkpoints are kept: re-run the same command with --resume to continue)" \
+            if args.command == "finetune" else ""
+        print(f"textxfer: interrupted; the output folder was not changed{resume}", file=sys.stderr)
         return 130
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from textxfer.data import DataOptions, PreparedData, load_data
 from textxfer.metrics import format_table, score
-from textxfer.runs import atomic_output_dir
+from textxfer.runs import atomic_output_dir, check_writable
 from textxfer.splits import write_split_file
 
 EVALUATION_SPLITS = ("validation", "test")
@@ -46,6 +46,8 @@ def run(classifier, options: DataOptions, output: str | Path, progress: bool = T
 
     ``output`` appears only when everything succeeded; an earlier folder there is replaced only then.
     """
+    if is_main_process():
+        check_writable(output)  # an unwritable or full destination fails now, not after training
     data = load_data(options)
     describe_data(data, log)
     return run_prepared(classifier, data, output, progress, log)
@@ -61,6 +63,8 @@ def describe_data(data: PreparedData, log=print) -> None:
 
 def run_prepared(classifier, data: PreparedData, output: str | Path, progress: bool = True, log=print) -> RunResult:
     """:func:`run` on data that is already loaded and split (so several classifiers share one split)."""
+    if is_main_process():
+        check_writable(output)
     started = time.perf_counter()
     classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
     fit_seconds = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -18,6 +19,63 @@ def default_run_dir(kind: str) -> Path:
     return Path("runs") / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def check_writable(target: str | Path) -> None:
+    """Fail now, with a one-line error, if the folder ``target`` could not be written later.
+
+    Called before long work (training) so that an unwritable or full destination is found in
+    seconds, not after an hour; :func:`atomic_output_dir` still guards the real write.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise TextxferError(f"{target}: exists and is not a folder; choose another --output")
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent) as probe:
+            probe.write(b"textxfer write check")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise TextxferError(f"{parent}: cannot write the output folder here ({exc.strerror or exc}); "
+                            "choose another --output or free some space") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(target: Path) -> list[str]:
+    """Tidy up after a run that was killed while writing ``target``; returns what was done.
+
+    - a staging folder (``.<name>.tmp-<pid>-*``) whose process is gone is deleted;
+    - if the kill came between moving the earlier folder aside and renaming the new one into place,
+      the earlier folder (``.<name>.old-<pid>-*/<name>``) is put back.
+    """
+    parent = target.parent if str(target.parent) else Path(".")
+    done = []
+    if not parent.is_dir():
+        return done
+    for kind in ("tmp", "old"):
+        for path in sorted(parent.glob(f".{target.name}.{kind}-*")):
+            pid = path.name[len(f".{target.name}.{kind}-"):].split("-", 1)[0]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            kept = path / target.name
+            if kind == "old" and kept.is_dir() and not target.exists():
+                os.replace(kept, target)
+                done.append(f"restored {target} (an earlier run was killed while replacing it)")
+            shutil.rmtree(path, ignore_errors=True)
+            if kind == "tmp":
+                done.append(f"removed {path.name} (left by a killed run)")
+    return done
+
+
 @contextmanager
 def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``target``; on success it replaces ``target``.
@@ -30,19 +88,26 @@ def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     if target.exists() and not target.is_dir():
         raise TextxferError(f"{target}: exists and is not a folder; choose another --output")
     parent = target.parent if str(target.parent) else Path(".")
+    recover(target)
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=parent))
     except OSError as exc:
         raise TextxferError(f"{parent}: cannot write the output folder here ({exc.strerror}); choose another --output") from None
     try:
         yield staging
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise TextxferError(f"{target}: writing failed ({exc.strerror}); nothing was replaced — free space or "
+                                "choose another --output and re-run") from None
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     previous = None
     if target.exists():
-        previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
+        previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=parent))
         os.replace(target, previous / target.name)
     os.replace(staging, target)
     if previous is not None:

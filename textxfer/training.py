@@ -81,9 +81,20 @@ def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, devic
 
 
 def _last_checkpoint(folder: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint in ``folder``: one whose trainer state was written.
 
-    return get_last_checkpoint(folder) if Path(folder).is_dir() else None
+    ``Trainer`` writes ``trainer_state.json`` after the weights and optimizer state, so a checkpoint
+    without it was cut off mid-save (a killed run) and is skipped in favour of the one before.
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not Path(folder).is_dir():
+        return None
+    found = [p for p in Path(folder).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if (path / "trainer_state.json").is_file():
+            return str(path)
+    return None
 
 
 def train_model(classifier, train: TextDataset, validation: TextDataset | None, progress: bool):
