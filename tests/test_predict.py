@@ -57,14 +57,16 @@ def test_predict_rejects_non_text_with_a_clear_error(model_dir):
         classifier.predict("x", model=model_dir / "missing")
 
 
-def test_threads_get_the_same_answers(trained_models, texts):
-    model = classifier.load(trained_models["finetune"])
-    expected = model.predict_proba(texts)
-    results, errors = [None] * 8, []
+def test_eight_threads_get_the_sequential_answers(model_dir, texts):
+    classifier.clear_cache()
+    expected = [classifier.predict(texts[i::3], model=model_dir) for i in range(3)]
+    classifier.clear_cache()  # the threads also race to load the model: it must be loaded once
+    results, errors, loaded = [None] * 8, [], []
 
     def work(i):
         try:
-            results[i] = model.predict_proba(texts)
+            results[i] = classifier.predict(texts[i % 3::3], model=model_dir)
+            loaded.append(id(classifier.cached(model_dir)))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -73,8 +75,11 @@ def test_threads_get_the_same_answers(trained_models, texts):
         t.start()
     for t in threads:
         t.join()
-    assert not errors
-    assert all(np.allclose(r, expected, atol=1e-12) for r in results)
+    assert not errors and len(set(loaded)) == 1
+    for i, got in enumerate(results):
+        want = expected[i % 3]
+        assert [p.label for p in got] == [p.label for p in want]
+        assert [p.score for p in got] == pytest.approx([p.score for p in want], abs=1e-9)
 
 
 def test_cli_texts(model_dir, capsys):
