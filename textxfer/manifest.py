@@ -76,10 +76,16 @@ def read_manifest(folder: str | Path) -> dict:
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise TextxferError(f"{path}: corrupt manifest ('files' must map roles to file names)")
+    if not isinstance(manifest.get("config", {}), dict) or not isinstance(manifest.get("data") or {}, dict):
+        raise TextxferError(f"{path}: corrupt manifest ('config' and 'data' must be JSON objects)")
+    base = folder.resolve()
     for name in files.values():
-        if Path(name).name != name or name in ("", ".", ".."):
+        if (Path(name).name != name or name in ("", ".", "..") or "\\" in name or "\0" in name
+                or Path(name).is_absolute()):
             raise TextxferError(f"{path}: file name {name!r} points outside the model folder; refusing to load")
         if not (folder / name).exists():
             raise TextxferError(f"{folder}: {name} listed in the manifest is missing; re-train or restore the folder")
+        if base not in (folder / name).resolve().parents:
+            raise TextxferError(f"{path}: {name} is a link to a file outside the model folder; refusing to load")
     LabelSet.from_dict(manifest.get("labels") or {})
     return manifest

@@ -52,6 +52,8 @@ class FinetuneConfig:
     checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (default: <output>.checkpoints)"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in the checkpoint folder"})
     seed: int = field(default=42, metadata={"help": "random seed"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "run Python code shipped with a hub model (auto_map in config.json); only for models you trust"})
+    allow_pickle_weights: bool = field(default=False, metadata={"help": "load .bin/.pt pickle weights of a base model (can run code); default: safetensors only"})
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -90,7 +92,8 @@ class FinetuneClassifier(ClassifierBase):
         cfg = self.config
         self.labels = labels or LabelSet.from_labels(train.labels)
         train = _subset(train, cfg.max_train_samples, cfg.seed)
-        self.tokenizer_, self.model_, self.source_ = load_for_training(cfg.model, self.labels)
+        self.tokenizer_, self.model_, self.source_ = load_for_training(
+            cfg.model, self.labels, trust_remote_code=cfg.trust_remote_code, allow_pickle_weights=cfg.allow_pickle_weights)
         self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, train.texts, cfg.max_length)
         has_validation = validation is not None and len(validation) > 0
         self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)

@@ -121,7 +121,7 @@ class OnnxClassifier(ClassifierBase):
             raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not an ONNX export; "
                                 "use textxfer.classifier.load")
         try:
-            require_packages("onnxruntime")
+            require_packages("onnxruntime", "onnx")
         except TextxferError:
             raise TextxferError(f"{folder}: running an ONNX model needs extra packages: {EXTRA_HINT}") from None
         from transformers import AutoTokenizer
@@ -136,17 +136,73 @@ class OnnxClassifier(ClassifierBase):
         model.long_text_ = model.config_.get("long_text", "head-tail")
         model.batch_size_ = int(model.config_.get("eval_batch_size") or 64)
         _check_label_maps(folder, model.files_.get("config"), model.labels)
+        from textxfer.models import check_untrusted_model
+
+        # No weights are read through transformers here, so only the remote-code part of the check applies.
+        check_untrusted_model(str(folder), trust_remote_code=False, allow_pickle_weights=True, local=True,
+                              saved=True)
         try:
-            model.tokenizer_ = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            model.tokenizer_ = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
+                                                             trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise TextxferError(f"{folder}: cannot load the tokenizer ({str(exc).splitlines()[0]}); "
                                 "export the model again") from None
-        session = create_session(folder / model.files_.get("weights", WEIGHTS))
+        weights = folder / model.files_.get("weights", WEIGHTS)
+        check_external_data(weights)
+        session = create_session(weights)
         model.inputs_ = {i.name: _NUMPY_TYPES.get(i.type, np.int64) for i in session.get_inputs()}
         outputs = [o.name for o in session.get_outputs()]
         model.output_name_ = "logits" if "logits" in outputs else outputs[0]
         model.session_ = session
         return model
+
+
+def _graph_tensors(graph):
+    """Every tensor stored in ``graph`` and its subgraphs (initializers, sparse ones, constant attributes)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _graph_tensors(attribute.g)
+            for sub in attribute.graphs:
+                yield from _graph_tensors(sub)
+            for sparse in attribute.sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
+
+
+def check_external_data(path: Path) -> None:
+    """Refuse a graph whose external-data files lie outside its folder (absolute, ``..``, or a symlink out).
+
+    ONNX Runtime reads external tensors from the paths the graph names; a crafted graph could make it
+    read any file on the machine. Only the graph structure is parsed here, no tensor data.
+    """
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # protobuf DecodeError and friends
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise TextxferError(f"{path}: not a readable ONNX graph ({reason}); export the model again") from None
+    base = path.parent.resolve()
+    for tensor in _graph_tensors(graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        parts = location.replace("\\", "/").split("/")
+        outside = (not location or location.startswith(("/", "\\")) or ":" in location or ".." in parts
+                   or "\0" in location)
+        if not outside:
+            outside = base not in (base / location).resolve().parents
+        if outside:
+            raise TextxferError(f"{path}: tensor {tensor.name!r} reads external data from {location!r}, outside "
+                                "the model folder; refusing to load")
 
 
 def _check_label_maps(folder: Path, config_name: str | None, labels: LabelSet) -> None:
