@@ -98,6 +98,7 @@ def load_data(options: DataOptions) -> PreparedData:
         text_column, label_column = options.text_column, options.label_column
         parts, method = _parts_from_sources(options, notes, counts)
     datasets = {name: _subset(pool, indices) for name, (pool, indices) in parts.items()}
+    _check_classes(datasets["train"], label_column)
     labels = LabelSet.from_labels(datasets["train"].labels)
     _check_unseen_labels(datasets, labels)
     _remove_leakage(datasets, parts, notes, counts)
@@ -220,6 +221,9 @@ def _pool(location: str, key: str, table: Table, options: DataOptions, notes: li
             raise TextxferError(f"{where}; fix them or pass --drop-invalid to skip them")
         notes.append(f"{where}: dropped (--drop-invalid)")
         counts["dropped_invalid"] += len(bad_rows)
+    if not len(table):
+        raise TextxferError(f"{table.origin}: has a header but no data rows (columns {list(table.columns)}); "
+                            "add rows or point at the right file")
     if not rows:
         raise TextxferError(f"{table.origin}: no usable rows (columns {list(table.columns)})")
     return _Pool(location, key, table, rows, texts, labels)
@@ -257,6 +261,15 @@ def _group(pool: _Pool, assignment: list[str]) -> dict:
 def _subset(pool: _Pool, indices: list[int]) -> TextDataset:
     return TextDataset([pool.texts[i] for i in indices], [pool.labels[i] for i in indices],
                        [pool.rows[i] for i in indices], pool.table.origin)
+
+
+def _check_classes(train: TextDataset, column: str) -> None:
+    found = sorted(set(train.labels))
+    if len(found) < 2:
+        raise TextxferError(
+            f"{train.origin}: the training rows have {len(found)} class(es) {found} in column {column!r}; "
+            "a classifier needs at least 2 — add rows of another class or choose the right --label-column"
+        )
 
 
 def _check_unseen_labels(datasets: dict[str, TextDataset], labels: LabelSet) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from textxfer.errors import TextxferError
-from textxfer.tables import is_missing
+from textxfer.tables import delimiter_hint, has_utf16_bom, is_missing
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -65,6 +65,10 @@ class ChunkReader:
     def _open(self) -> IO[str]:
         encoding = "utf-8-sig" if self.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else self.encoding
         try:
+            if self.source != "-":
+                with open(self.source, "rb") as raw:
+                    if has_utf16_bom(raw.read(2), self.encoding):
+                        encoding = "utf-16"  # a UTF-16 file (e.g. Excel's "Unicode text"): read it as such
             if self.source == "-":
                 return io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, newline="")
             return open(self.source, encoding=encoding, newline="")
@@ -89,8 +93,10 @@ class ChunkReader:
                 if records:
                     yield Chunk(index, records, texts)
             except UnicodeDecodeError as exc:
-                raise TextxferError(f"{self.name}: not valid {self.encoding} ({exc.reason} at byte {exc.start} of a "
-                                    "read block); pass --encoding with the file's real encoding, e.g. gbk") from None
+                where = _bad_byte(self.source, handle.encoding) if self.source != "-" else None
+                where = f"at byte offset {where}" if where is not None else f"at byte {exc.start} of a read block"
+                raise TextxferError(f"{self.name}: not valid {self.encoding} {where} ({exc.reason}); pass --encoding "
+                                    "with the file's real encoding, e.g. --encoding gbk or --encoding utf-16") from None
 
     def _text(self, value, where: str) -> str:
         if is_missing(value) or value == "":
@@ -110,7 +116,10 @@ class ChunkReader:
                                 f"{self.text_column!r} column") from None
         if self.text_column not in self.header:
             raise TextxferError(f"{self.name}: no column {self.text_column!r}; columns are {self.header}. "
-                                "Pass --text-column with one of them.")
+                                f"Pass --text-column with one of them.{delimiter_hint(self.header)}")
+        duplicated = sorted({name for name in self.header if self.header.count(name) > 1})
+        if duplicated:
+            raise TextxferError(f"{self.name}: duplicate column names {duplicated} in the header; rename them")
         position = self.header.index(self.text_column)
         number = 0
         try:
@@ -135,6 +144,9 @@ class ChunkReader:
             except json.JSONDecodeError as exc:
                 raise TextxferError(f"{self.name}: line {line_number} is not valid JSON ({exc.msg}); "
                                     "fix or remove it") from None
+            except RecursionError:
+                raise TextxferError(f"{self.name}: line {line_number}: JSON nested too deeply to read; "
+                                    "fix or remove it") from None
             if not isinstance(record, dict):
                 raise TextxferError(f"{self.name}: line {line_number} is a JSON {type(record).__name__}, "
                                     "expected an object")
@@ -142,6 +154,23 @@ class ChunkReader:
                 raise TextxferError(f"{self.name}: line {line_number} has no field {self.text_column!r} "
                                     f"(fields: {list(record)}); pass --text-column")
             yield record, self._text(record[self.text_column], f"{self.name}: line {line_number}")
+
+
+def _bad_byte(path: str, encoding: str) -> int | None:
+    """The file offset of the first byte that does not decode as ``encoding`` (read again in blocks)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8" if encoding == "utf-8-sig" else encoding)()
+    offset = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            pending = len(decoder.getstate()[0])  # undecoded bytes kept from the previous block
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return offset - pending + exc.start
+            offset += len(block)
+    return None
 
 
 class ChunkWriter:

@@ -7,8 +7,10 @@ the source.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 import math
 import sys
@@ -43,7 +45,7 @@ class Table:
         if name not in self.columns:
             raise TextxferError(
                 f"{self.origin}: no column {name!r}; columns are {list(self.columns)}. "
-                f"Pass --{role}-column with one of them."
+                f"Pass --{role}-column with one of them.{delimiter_hint(list(self.columns))}"
             )
         return self.columns[name]
 
@@ -102,8 +104,26 @@ def _read_file(path: Path, encoding: str) -> Table:
     return Table(str(path), columns, fingerprint)
 
 
+def delimiter_hint(header: list[str]) -> str:
+    """A hint when a one-column header looks split by another delimiter (``text;label``)."""
+    if len(header) == 1:
+        for delimiter in (";", "\t", "|", ","):
+            if delimiter in str(header[0]):
+                return (f" The header {header[0]!r} looks delimited by {delimiter!r}: save the file comma-separated "
+                        "as .csv (or tab-separated as .tsv)")
+    return ""
+
+
+def has_utf16_bom(head: bytes, encoding: str) -> bool:
+    """True when a file read as UTF-8 starts with a UTF-16 byte-order mark (never valid UTF-8)."""
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") and \
+        head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
 def _decode(path: Path, encoding: str) -> str:
     data = path.read_bytes()
+    if has_utf16_bom(data, encoding):
+        encoding = "utf-16"  # a UTF-16 file (e.g. saved by Excel as "Unicode text"): read it as such
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -118,7 +138,9 @@ def _decode(path: Path, encoding: str) -> str:
 
 
 def _parse_delimited(path: Path, text: str, delimiter: str) -> dict[str, list[Any]]:
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter)
+    # io.StringIO(newline="") ends lines only at \n, \r and \r\n, like csv itself; str.splitlines would
+    # also split at \x0c, \x1c, \x85, \u2028 ... that csv.writer leaves unquoted inside fields.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
@@ -147,13 +169,16 @@ def _parse_delimited(path: Path, text: str, delimiter: str) -> dict[str, list[An
 
 def _parse_jsonl(path: Path, text: str) -> list[dict]:
     records = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    # JSON strings may hold a raw \u2028 or \x85, so split at \n only (not str.splitlines).
+    for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TextxferError(f"{path}: line {line_number} is not valid JSON ({exc.msg}); fix or remove it") from None
+        except RecursionError:
+            raise TextxferError(f"{path}: line {line_number}: JSON nested too deeply to read; fix or remove it") from None
         if not isinstance(record, dict):
             raise TextxferError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object")
         records.append(record)
@@ -165,6 +190,8 @@ def _parse_json(path: Path, text: str) -> list[dict]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TextxferError(f"{path}: not valid JSON at line {exc.lineno} ({exc.msg})") from None
+    except RecursionError:
+        raise TextxferError(f"{path}: JSON nested too deeply to read; expected a list of flat records") from None
     if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
         lengths = {len(v) for v in data.values()}
         if len(lengths) > 1:

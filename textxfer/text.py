@@ -51,6 +51,18 @@ def make_tokenizer(name: str) -> Callable[[str], list[str]]:
     raise TextxferError(f"unknown tokenizer {name!r}; choose one of {list(TOKENIZERS[1:])}")
 
 
+def unicode_safe(text: str) -> str:
+    """``text`` with lone surrogates (valid in a Python ``str``, not in UTF-8) replaced by U+FFFD.
+
+    Tokenizers written in Rust or C cannot take them; one odd character must not fail a prediction.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def tokenize(texts: Iterable[str], name: str, progress: bool = False, total: int | None = None) -> list[list[str]]:
     """Tokenize every text with tokenizer ``name`` (already resolved), with an optional progress bar."""
     cut = make_tokenizer(name)

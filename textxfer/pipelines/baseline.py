@@ -15,7 +15,7 @@ from textxfer.imports import skops_io
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
-from textxfer.text import TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize
+from textxfer.text import TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize, unicode_safe
 from textxfer.vectors import WordVectors, read_pretrained, train_word2vec
 
 FOREST_FILE = "forest.skops"
@@ -159,7 +159,7 @@ class BaselineClassifier(ClassifierBase):
         self._check_fitted()
         if isinstance(texts, str):
             texts = [texts]
-        return self.vectors_.embed(tokenize(texts, self.tokenizer_))
+        return self.vectors_.embed(tokenize([unicode_safe(t) for t in texts], self.tokenizer_))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities, one row per text, columns in ``self.labels`` order."""
