@@ -22,7 +22,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OF
 
 def finetune_command(data: Path, model: Path, output: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "textxfer.cli", "finetune", "--data", str(data), "--model", str(model),
-            "--output", str(output), "--strategy", "full", "--epochs", "3", "--learning-rate", "3e-3",
+            "--output", str(output), "--strategy", "full", "--epochs", "5", "--learning-rate", "3e-3",
             "--batch-size", "8", "--eval-strategy", "steps", "--eval-steps", "4", "--early-stopping", "0",
             "--warmup", "0", "--no-progress", *extra]
 
@@ -65,6 +65,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, sa
     reference = json.loads((tmp_path / "straight" / "metrics.json").read_text())["test"]
     report = json.loads((output / "report.json").read_text())
     assert report["fit"]["resumed_from"]  # it really continued from a checkpoint
+    assert reference["accuracy"] >= 0.9  # the run learns, so agreeing with it means something
     assert abs(after["accuracy"] - reference["accuracy"]) <= 2 / after["n"]  # within noise (2 texts of the test split)
     assert not Path(f"{output}.checkpoints").exists()  # removed after the successful run
 
