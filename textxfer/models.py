@@ -129,8 +129,6 @@ def load_for_training(name: str, labels: LabelSet, trust_remote_code: bool = Fal
                                 "--trust-remote-code only if you trust its authors") from None
         if is_local:
             raise TextxferError(f"{source}: cannot load the model or tokenizer ({first[:200]}){hint}") from None
-        if isinstance(exc, ValueError):
-            raise
         raise TextxferError(
             f"cannot load {name!r}: not a local folder, a bundled encoder, or a hub model available offline "
             f"({first[:160]}){hint}. Fix: pass a local folder, download it once while online "
