@@ -143,8 +143,13 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
                       eval_dataset=validation_set, processing_class=classifier.tokenizer_ if trained is model else None,
                       compute_metrics=_compute_metrics(labels), compute_loss_func=loss, callbacks=callbacks,
                       optimizers=(optimizer, None))
+    from contextlib import nullcontext
+
+    from textxfer.models import quiet_progress
+
     try:
-        result = trainer.train(resume_from_checkpoint=resume_from)
+        with nullcontext() if progress else quiet_progress():  # checkpoint saves draw their own bars
+            result = trainer.train(resume_from_checkpoint=resume_from)
     finally:
         if temporary is not None:
             temporary.cleanup()
