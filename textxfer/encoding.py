@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -13,6 +14,7 @@ from textxfer.text import unicode_safe
 
 LONG_TEXT_POLICIES = ("truncate", "head-tail")
 HEAD_SHARE = 0.25  # head-tail keeps the first quarter and the last three quarters of the budget
+_TOKENIZER_LOCK = threading.Lock()  # see encode()
 LENGTH_SAMPLE = 4000  # texts measured to choose --max-length automatically
 MIN_AUTO_LENGTH = 16
 
@@ -80,6 +82,11 @@ def encode(tokenizer, texts: Sequence[str], max_length: int, policy: str) -> dic
     # CHARS_PER_TOKEN characters (WordPiece's longest word), so this never changes the result.
     keep = max_length * CHARS_PER_TOKEN
     texts = [_ends(unicode_safe(t if isinstance(t, str) else str(t)), keep, policy) for t in texts]
+    with _TOKENIZER_LOCK:  # a fast tokenizer's truncation settings are shared state: one caller at a time
+        return _encode(tokenizer, texts, max_length, policy)
+
+
+def _encode(tokenizer, texts: list[str], max_length: int, policy: str) -> dict[str, list[list[int]]]:
     if policy == "truncate":
         return dict(tokenizer(texts, truncation=True, max_length=max_length))
     prefix, suffix = special_tokens_around(tokenizer)
@@ -155,6 +162,13 @@ def length_groups(lengths: Sequence[int], batch_size: int, max_padding: float | 
     if current:
         groups.append(np.asarray(current))
     return groups
+
+
+def prediction_batches(tokenizer, features: dict[str, list[list[int]]], requested: int | None, on_gpu: bool,
+                       gpu_default: int, return_tensors: str) -> Iterator[tuple[np.ndarray, dict]]:
+    """:func:`padded_batches` for prediction: the device's batch size, and on a CPU a padding cap."""
+    size = predict_batch_size(requested, on_gpu, gpu_default)
+    return padded_batches(tokenizer, features, size, return_tensors, None if on_gpu else CPU_MAX_PADDING)
 
 
 def padded_batches(tokenizer, features: dict[str, list[list[int]]], batch_size: int,

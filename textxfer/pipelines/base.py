@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from textxfer.errors import TextxferError
 from textxfer.runs import atomic_output_dir
 
@@ -26,6 +28,18 @@ class ClassifierBase:
 
     def write(self, folder: Path, data_info: dict | None = None) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    def batched_proba(self, texts: Sequence[str], predict_batch) -> np.ndarray:
+        """``predict_proba`` of a batching model: ``predict_batch`` maps each batch of ``self.batches``
+        to probabilities, which land in the rows of their texts (input order, ``labels`` columns)."""
+        self._check_fitted()
+        if isinstance(texts, str):
+            texts = [texts]
+        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        if len(texts):
+            for rows, batch in self.batches(texts):
+                probabilities[rows] = predict_batch(batch)
+        return probabilities
 
     def predict(self, texts: Sequence[str]) -> list[str | int]:
         """The most probable label per text (integers for integer label sets)."""

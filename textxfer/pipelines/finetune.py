@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -12,8 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from textxfer.data import TextDataset
-from textxfer.encoding import (CPU_MAX_PADDING, LONG_TEXT_POLICIES, choose_max_length, encode, padded_batches,
-                               predict_batch_size)
+from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, prediction_batches
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
@@ -79,8 +77,6 @@ class FinetuneClassifier(ClassifierBase):
 
     def __init__(self, config: FinetuneConfig | None = None) -> None:
         self.config = config or FinetuneConfig()
-        # A fast tokenizer's truncation settings are shared state: one thread tokenizes at a time.
-        self._tokenizer_lock = threading.Lock()
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, train: TextDataset, validation: TextDataset | None = None, labels: LabelSet | None = None,
@@ -102,8 +98,7 @@ class FinetuneClassifier(ClassifierBase):
 
     def encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
         """Model inputs for ``texts`` under this model's max length and long-text policy."""
-        with self._tokenizer_lock:
-            return encode(self.tokenizer_, texts, self.max_length_, self.config.long_text)
+        return encode(self.tokenizer_, texts, self.max_length_, self.config.long_text)
 
     # -- inference ------------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -111,25 +106,15 @@ class FinetuneClassifier(ClassifierBase):
         import torch
 
         self._check_fitted()
-        if isinstance(texts, str):
-            texts = [texts]
-        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
-        if len(texts) == 0:
-            return probabilities
         model = self.model_.eval()
         with torch.inference_mode():
-            for rows, batch in self.batches(texts):
-                logits = model(**batch).logits.double()
-                probabilities[rows] = torch.softmax(logits, dim=-1).cpu().numpy()
-        return probabilities
+            return self.batched_proba(texts, lambda batch: torch.softmax(model(**batch).logits.double(), dim=-1).cpu().numpy())
 
     def batches(self, texts: Sequence[str]):
         """Yield ``(row indices, padded model inputs on the model's device)``, shortest texts first."""
         device = next(self.model_.parameters()).device
-        on_gpu = device.type == "cuda"
-        size = predict_batch_size(self.predict_batch_size, on_gpu, self.config.eval_batch_size)
-        padding = None if on_gpu else CPU_MAX_PADDING
-        for rows, batch in padded_batches(self.tokenizer_, self.encode(texts), size, "pt", padding):
+        for rows, batch in prediction_batches(self.tokenizer_, self.encode(texts), self.predict_batch_size,
+                                              device.type == "cuda", self.config.eval_batch_size, "pt"):
             yield rows, {k: t.to(device) for k, t in batch.items()}
 
     # -- persistence ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from textxfer.encoding import CPU_MAX_PADDING, encode, padded_batches, predict_batch_size, softmax
+from textxfer.encoding import encode, prediction_batches, softmax
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
@@ -67,23 +67,13 @@ class OnnxClassifier(ClassifierBase):
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities (columns in ``labels`` order), batched by length, in input order."""
-        self._check_fitted()
-        if isinstance(texts, str):
-            texts = [texts]
-        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
-        if len(texts) == 0:
-            return probabilities
-        for rows, batch in self.batches(texts):
-            logits = self.session_.run([self.output_name_], batch)[0]
-            probabilities[rows] = softmax(logits)
-        return probabilities
+        return self.batched_proba(texts, lambda feed: softmax(self.session_.run([self.output_name_], feed)[0]))
 
     def batches(self, texts: Sequence[str]):
         """Yield ``(row indices, ONNX Runtime feed)``, shortest texts first; only the graph's inputs are fed."""
         on_gpu = self.session_.get_providers()[0] == "CUDAExecutionProvider"
-        size = predict_batch_size(self.predict_batch_size, on_gpu, self.batch_size_)
-        padding = None if on_gpu else CPU_MAX_PADDING
-        for rows, batch in padded_batches(self.tokenizer_, self.encode(texts), size, "np", padding):
+        for rows, batch in prediction_batches(self.tokenizer_, self.encode(texts), self.predict_batch_size,
+                                              on_gpu, self.batch_size_, "np"):
             feed = {}
             for name, dtype in self.inputs_.items():
                 if name in batch:
