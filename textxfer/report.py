@@ -11,6 +11,7 @@ import csv
 import functools
 import json
 import subprocess
+import textwrap
 import unicodedata
 import warnings
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Callable, Sequence
 from textxfer.errors import TextxferError
 
 MARKDOWN, CONFUSION_PNG, COSTS_PNG = "comparison.md", "confusion_matrices.png", "metrics_costs.png"
+TITLE_CHARACTERS_PER_INCH = 11  # characters of a 10-point title that fit in one inch of axes width
+LOG_SCALE_RATIO = 20  # a cost panel whose largest value is this many times its smallest uses a log axis
 _CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei",
                  "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC", "Hiragino Sans GB",
                  "Heiti SC", "AR PL UMing CN", "Droid Sans Fallback", "Arial Unicode MS", "Noto Sans CJK JP")
@@ -189,8 +192,8 @@ def _font_families() -> tuple[str, ...]:
     return ("DejaVu Sans", *cjk[:1])
 
 
-def _draw(path: Path, figsize: tuple[float, float], paint: Callable) -> None:
-    """Create a Figure, let ``paint(fig)`` fill it, and save it as PNG with the CJK-capable fonts."""
+def _draw(path: Path, figsize: tuple[float, float], paint: Callable):
+    """Create a Figure, let ``paint(fig)`` fill it, save it as PNG with the CJK-capable fonts; return it."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -201,10 +204,11 @@ def _draw(path: Path, figsize: tuple[float, float], paint: Callable) -> None:
         FigureCanvasAgg(fig)
         paint(fig)
         fig.savefig(path, dpi=110)
+    return fig
 
 
-def plot_confusion_matrices(comparison: dict, path: Path | str) -> None:
-    """The models' confusion matrices side by side: colour = row share, text = count and share."""
+def plot_confusion_matrices(comparison: dict, path: Path | str):
+    """The models' confusion matrices side by side: colour = row share, text = count and share; returns the Figure."""
     models, labels = comparison["models"], [str(c) for c in comparison["labels"]]
     k = len(labels)
     side, small = max(3.6, 0.55 * k + 2.2), max(5.0, 10 - 0.25 * k)
@@ -221,14 +225,25 @@ def plot_confusion_matrices(comparison: dict, path: Path | str) -> None:
                             fontsize=small, color="white" if shares[i][j] > 0.55 else "black")
             ax.set_xticks(range(k), labels, rotation=45 if tilt else 0, ha="right" if tilt else "center")
             ax.set(yticks=range(k), yticklabels=labels, xlabel="predicted", ylabel="true")
-            ax.set_title(f"{name} ({m.get('description') or name})\naccuracy {_fmt4(m['metrics'].get('accuracy'))}",
-                         fontsize=10)
+            ax.set_title(_title(name, m, characters=int(side * TITLE_CHARACTERS_PER_INCH)), fontsize=10)
 
-    _draw(Path(path), (side * len(models) + 0.5, side + 0.6), paint)
+    return _draw(Path(path), (side * len(models) + 0.5, side + 0.9), paint)
 
 
-def plot_metrics_costs(comparison: dict, path: Path | str) -> None:
-    """Four panels, each on its own scale: accuracy & macro-F1, training time, predict speed, size."""
+def _title(name: str, model: dict, characters: int) -> str:
+    """A confusion matrix's title: the model's name and description wrapped to ``characters``, then accuracy."""
+    description = model.get("description") or ""
+    head = f"{name}: {description}" if description and description != name else name
+    lines = textwrap.wrap(head, width=max(characters, 12), break_on_hyphens=False) or [name]
+    return "\n".join([*lines, f"accuracy {_fmt4(model['metrics'].get('accuracy'))}"])
+
+
+def plot_metrics_costs(comparison: dict, path: Path | str):
+    """Four panels, each on its own scale: accuracy & macro-F1, training time, predict speed, size.
+
+    A cost panel whose values differ by ``LOG_SCALE_RATIO`` or more (a transformer's 42 texts/s beside a
+    forest's 13,000) uses a log axis, so every bar stays visible. Returns the Figure.
+    """
     models = comparison["models"]
     names = list(models)
     colours = [f"C{i}" for i in range(len(names))]
@@ -246,13 +261,18 @@ def plot_metrics_costs(comparison: dict, path: Path | str) -> None:
         axes[0].legend(fontsize=7, loc="upper center", ncols=len(names))
         for ax, (title, get, fmt) in zip(axes[1:], _costs()):
             values = [get(models[n]) for n in names]
-            bars = ax.bar(names, [v or 0.0 for v in values], color=colours)
+            known = [v for v in values if v]
+            log = len(known) > 1 and max(known) / min(known) >= LOG_SCALE_RATIO  # else the small bar is invisible
+            bars = ax.bar(names, [v or 0.0 for v in values], color=colours, log=log)
             ax.bar_label(bars, labels=[fmt(v) for v in values], fontsize=7, padding=2)
-            ax.set(ylim=(0, max([v for v in values if v] or [1.0]) * 1.15), title=title)
+            if log:
+                ax.set(ylim=(min(known) / 3, max(known) * 4), title=f"{title}, log scale")
+            else:
+                ax.set(ylim=(0, max(known or [1.0]) * 1.15), title=title)
             ax.tick_params(axis="both", labelsize=8)
             ax.yaxis.set_major_formatter("{x:,g}")
 
-    _draw(Path(path), (13.0, 3.8), paint)
+    return _draw(Path(path), (13.0, 3.8), paint)
 
 
 def write_report(comparison: dict, folder: Path) -> dict[str, str]:

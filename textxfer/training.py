@@ -145,6 +145,10 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
                       optimizers=(optimizer, None))
     from contextlib import nullcontext
 
+    from textxfer import train_log
+
+    train_log.install(trainer, progress)
+
     from textxfer.models import quiet_progress
 
     try:

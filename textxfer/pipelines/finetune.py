@@ -82,14 +82,18 @@ class FinetuneClassifier(ClassifierBase):
     def fit(self, train: TextDataset, validation: TextDataset | None = None, labels: LabelSet | None = None,
             progress: bool = False) -> "FinetuneClassifier":
         """Fine-tune on ``train``; ``validation`` drives early stopping and best-model selection."""
-        from textxfer.models import load_for_training
+        from contextlib import nullcontext
+
+        from textxfer.models import load_for_training, quiet_progress
         from textxfer.training import train_model
 
         cfg = self.config
         self.labels = labels or LabelSet.from_labels(train.labels)
         train = _subset(train, cfg.max_train_samples, cfg.seed)
-        self.tokenizer_, self.model_, self.source_ = load_for_training(
-            cfg.model, self.labels, trust_remote_code=cfg.trust_remote_code, allow_pickle_weights=cfg.allow_pickle_weights)
+        with nullcontext() if progress else quiet_progress():  # no "Loading weights" bar without progress
+            self.tokenizer_, self.model_, self.source_ = load_for_training(
+                cfg.model, self.labels, trust_remote_code=cfg.trust_remote_code,
+                allow_pickle_weights=cfg.allow_pickle_weights)
         self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, train.texts, cfg.max_length)
         has_validation = validation is not None and len(validation) > 0
         self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
