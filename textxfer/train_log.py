@@ -87,6 +87,9 @@ class ReadableLog(ProgressCallback):
                                                   + (f", lr {rate:.2e}" if isinstance(rate, float) else ""))
             return
         self.evaluations_done += "eval_loss" in logs
+        if "eval_loss" in logs and self.prediction_bar is not None:
+            self.prediction_bar.close()  # the Trainer logs before on_evaluate closes it: the line goes below the bar
+            self.prediction_bar = None
         line = evaluation_line(logs, state.global_step, state.max_steps, self.evaluations_done, self.evaluations,
                                self.training_loss)
         if line is not None:

@@ -143,16 +143,12 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
                       eval_dataset=validation_set, processing_class=classifier.tokenizer_ if trained is model else None,
                       compute_metrics=_compute_metrics(labels), compute_loss_func=loss, callbacks=callbacks,
                       optimizers=(optimizer, None))
-    from contextlib import nullcontext
-
     from textxfer import train_log
-
-    train_log.install(trainer, progress)
-
     from textxfer.models import quiet_progress
 
+    train_log.install(trainer, progress)
     try:
-        with nullcontext() if progress else quiet_progress():  # checkpoint saves draw their own bars
+        with quiet_progress():  # hides the "Writing model shards" bar of each checkpoint save, not the training bar
             result = trainer.train(resume_from_checkpoint=resume_from)
     finally:
         if temporary is not None:
