@@ -66,7 +66,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, sa
     report = json.loads((output / "report.json").read_text())
     assert report["fit"]["resumed_from"]  # it really continued from a checkpoint
     assert reference["accuracy"] >= 0.9  # the run learns, so agreeing with it means something
-    assert abs(after["accuracy"] - reference["accuracy"]) <= 2 / after["n"]  # within noise (2 texts of the test split)
+    # within noise: at most 2 texts of the test split (counted in texts, so float rounding cannot tip it)
+    assert round(abs(after["accuracy"] - reference["accuracy"]) * after["n"]) <= 2
     assert not Path(f"{output}.checkpoints").exists()  # removed after the successful run
 
 

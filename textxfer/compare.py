@@ -16,6 +16,7 @@ import numpy as np
 
 from textxfer.data import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
+from textxfer.guard import check_model, warning_line
 from textxfer.manifest import read_manifest
 from textxfer.metrics import score
 from textxfer.splits import read_split_file, write_split_file
@@ -69,6 +70,7 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
             "predict_texts_per_second": per_second, "size_bytes": model_size(folder),
             "predictions": predicted, "probabilities": probabilities,
         }
+        entries[name]["model_check"] = _model_check(folder, entries[name]["metrics"], data)
         correct[name] = predicted == references
     output.mkdir(parents=True, exist_ok=True)
     write_split_file(output / "split.json", data.split_record)
@@ -90,7 +92,22 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
                            "disagreements": "disagreements.csv", "split": "split.json"}
     _write_json(output / "comparison.json", comparison)
     log(comparison_table(comparison))
+    for name, entry in entries.items():
+        warning = warning_line(entry["model_check"], name, entry["kind"])
+        if warning:
+            log(warning)
     return comparison
+
+
+def _model_check(folder: Path, test_metrics: dict, data: PreparedData) -> dict:
+    """The run's recorded validation check (report.json), else the same check on the test scores."""
+    try:
+        recorded = json.loads((folder / "report.json").read_text(encoding="utf-8")).get("model_check")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, dict) and isinstance(recorded.get("degenerate"), bool):
+        return recorded
+    return check_model(test_metrics, data.train.labels, data.labels, split="test")
 
 
 def _train(name: str, configs: dict, seed: int, data: PreparedData, folder: Path, progress: bool, log):

@@ -141,6 +141,11 @@ def comparison_markdown(comparison: dict) -> str:
            f"Test split: {_n(comparison['test_rows'])}" + (f" from `{split['file']}`" if split.get("file") else "")
            + (f" (test sha256 `{sha[:12]}…`)" if sha else "") + "; labels: " + ", ".join(map(str, labels)) + ".", ""]
     out += [f"- **{n}**: {m.get('description') or n} (`{m.get('folder', '')}`)" for n, m in models.items()] + [""]
+    for n, m in models.items():
+        check = m.get("model_check") or {}
+        if check.get("degenerate"):
+            out += [f"> **Warning: {n} is degenerate** — " + "; ".join(check.get("reasons", [])) + ". Do not trust "
+                    "its scores as a fair comparison.", ""]
     rows = _main_rows(comparison)
     out += ["## Scores and costs", "", _md_row(rows[0]), _md_row(["---"] + ["---:"] * (len(rows[0]) - 1))]
     out += [_md_row(r) for r in rows[1:]] + [""]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textxfer.data import DataOptions, PreparedData, load_data
+from textxfer.guard import check_model, warning_line
 from textxfer.metrics import format_table, score
 from textxfer.runs import atomic_output_dir, check_writable
 from textxfer.splits import write_split_file
@@ -80,6 +81,9 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
         "timing": {"fit_seconds": round(fit_seconds, 3), "evaluate_seconds": round(predict_seconds, 3),
                    "predict_texts_per_second": round(evaluated / predict_seconds, 1) if predict_seconds else None},
     }
+    report["model_check"] = (check_model(metrics["validation"], data.train.labels, data.labels)
+                             if "validation" in metrics else {"degenerate": None, "reasons": [],
+                                                              "note": "no validation split, so not checked"})
     data_info = {"fingerprints": {name: entry["sha256"] for name, entry in data.split_record["splits"].items()},
                  "sources": {name: entry["source"] for name, entry in data.split_record["splits"].items()},
                  "counts": data.counts, "split_method": data.split_record["method"]}
@@ -91,6 +95,9 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
             (staging / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     if metrics:
         log(format_table(metrics))
+    warning = warning_line(report["model_check"], "this model", getattr(classifier, "kind", ""))
+    if warning:
+        log(warning)
     else:
         log("note: validation and test are empty (too few rows per label to hold any out), so nothing was "
             "scored; add data or pass --validation/--test files")
