@@ -102,6 +102,7 @@ def test_a_planted_one_class_model_is_saved_but_never_silently(planted_run, trai
     folder, lines = planted_run
     warnings = [line for line in lines if line.startswith("WARNING")]
     assert len(warnings) == 1 and warnings[0].startswith("WARNING: this model is degenerate: it predicts 'positive'")
+    assert not any("are empty" in line for line in lines)  # the split was scored: no "nothing was scored" note
     check = json.loads((folder / "report.json").read_text(encoding="utf-8"))["model_check"]
     assert check["degenerate"] is True and check["split"] == "validation"
     assert check["predicted_shares"]["positive"] == 1.0
@@ -122,3 +123,11 @@ def test_compare_flags_a_degenerate_run_folder(tmp_path, planted_run, trained_mo
     assert comparison["models"]["finetune"]["model_check"]["degenerate"] is False
     markdown = (output / "comparison.md").read_text(encoding="utf-8")
     assert "> **Warning: baseline is degenerate** — it predicts 'positive' for every validation text" in markdown
+
+
+def test_a_healthy_run_logs_its_table_and_nothing_else(tmp_path, sample_csv, fast_config):
+    data = load_data(DataOptions(data=str(sample_csv)))
+    lines: list[str] = []
+    result = run_prepared(BaselineClassifier(fast_config), data, tmp_path / "ok", progress=False, log=lines.append)
+    assert result.report["model_check"]["degenerate"] is False
+    assert len(lines) == 1 and lines[0].split()[:3] == ["split", "n", "accuracy"]

@@ -95,10 +95,10 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
             (staging / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     if metrics:
         log(format_table(metrics))
-    warning = warning_line(report["model_check"], "this model", getattr(classifier, "kind", ""))
-    if warning:
-        log(warning)
     else:
         log("note: validation and test are empty (too few rows per label to hold any out), so nothing was "
             "scored; add data or pass --validation/--test files")
+    warning = warning_line(report["model_check"], "this model", getattr(classifier, "kind", ""))
+    if warning:
+        log(warning)
     return RunResult(Path(output), metrics, report)

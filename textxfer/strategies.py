@@ -66,10 +66,12 @@ def layers_per_epoch(model, epochs: float) -> int:
     return max(1, math.ceil(len(layers) / max(1, math.ceil(epochs) - 1))) if epochs > 1 else len(layers)
 
 
-def parameter_groups(model, learning_rate: float, weight_decay: float, layer_decay: float) -> list[dict]:
-    """AdamW parameter groups: per-layer learning rates (``lr × decay^(depth from the top)``) and no
-    weight decay on biases and layer norms. All parameters are included, frozen or not, so layers that
-    gradual unfreezing opens later are already known to the optimizer."""
+def parameter_groups(model, learning_rate: float, weight_decay: float, layer_decay: float,
+                     head_learning_rate: float | None = None) -> list[dict]:
+    """AdamW parameter groups: per-layer learning rates (``lr × decay^(depth from the top)``), the head
+    and pooler at ``head_learning_rate`` (default ``learning_rate``), and no weight decay on biases and
+    layer norms. All parameters are included, frozen or not, so layers that gradual unfreezing opens
+    later are already known to the optimizer."""
     embeddings, layers, head = encoder_parts(model)
     depth_of = {}
     for depth, layer in enumerate(reversed(layers), start=1):
@@ -82,7 +84,8 @@ def parameter_groups(model, learning_rate: float, weight_decay: float, layer_dec
         depth = depth_of.get(id(parameter), 0)  # head and pooler: depth 0, the full learning rate
         no_decay = parameter.ndim < 2 or "norm" in name.lower()
         groups.setdefault((depth, no_decay), []).append(parameter)
-    return [{"params": params, "lr": learning_rate * layer_decay ** depth,
+    head = learning_rate if head_learning_rate is None else head_learning_rate
+    return [{"params": params, "lr": head if depth == 0 else learning_rate * layer_decay ** depth,
              "weight_decay": 0.0 if no_decay else weight_decay}
             for (depth, no_decay), params in sorted(groups.items())]
 

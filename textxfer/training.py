@@ -11,6 +11,7 @@ import numpy as np
 from textxfer.data import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.metrics import score
+from textxfer.recipe import describe, plan_epochs
 from textxfer.strategies import apply_strategy, gradual_unfreeze_callback, parameter_groups
 
 
@@ -59,14 +60,15 @@ def _class_weighted_loss(labels: list[int], num_labels: int):
     return loss
 
 
-def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, device: dict, grouping: bool):
+def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, device: dict, grouping: bool,
+               epochs: float):
     from transformers import TrainingArguments
 
     evaluating = has_validation and cfg.eval_strategy != "no"
     strategy = cfg.eval_strategy if evaluating else ("steps" if cfg.eval_strategy == "steps" else "epoch")
     warmup = cfg.warmup if cfg.warmup < 1 else int(cfg.warmup)
     return TrainingArguments(
-        output_dir=output_dir, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        output_dir=output_dir, num_train_epochs=epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=warmup,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation,
@@ -127,17 +129,23 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     resume_from = _last_checkpoint(output_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         raise TextxferError(f"--resume: no checkpoint in {output_dir}; start without --resume")
-    arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping)
+    recipe = plan_epochs(cfg, len(train_set), int(os.environ.get("WORLD_SIZE", "1")))
+    announcement = describe(recipe)
+    if announcement and int(os.environ.get("RANK", "0")) == 0:
+        print(announcement, flush=True)
+    arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping, recipe["epochs"])
     if cfg.strategy == "head-only":
-        groups = [{"params": list(trained.parameters()), "weight_decay": cfg.weight_decay}]
+        groups = [{"params": list(trained.parameters()), "weight_decay": cfg.weight_decay,
+                   "lr": recipe["head_learning_rate"]}]
     else:
-        groups = parameter_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay)
+        groups = parameter_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay,
+                                  cfg.head_learning_rate)
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     callbacks = []
     if validation_set is not None and cfg.eval_strategy != "no" and cfg.early_stopping > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping))
     if cfg.strategy == "gradual-unfreeze":
-        callbacks.append(gradual_unfreeze_callback(model, cfg.epochs))
+        callbacks.append(gradual_unfreeze_callback(model, recipe["epochs"]))
     loss = _class_weighted_loss(y_train, len(labels)) if cfg.class_weighted and cfg.strategy != "head-only" else None
     trainer = Trainer(model=trained, args=arguments, data_collator=collator, train_dataset=train_set,
                       eval_dataset=validation_set, processing_class=classifier.tokenizer_ if trained is model else None,
@@ -160,7 +168,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "best_validation_macro_f1": trainer.state.best_metric, "trainable_parameters_at_end": trainable,
-        "resumed_from": resume_from,
+        "resumed_from": resume_from, "recipe": recipe,
     }
     return trainer.state.log_history, stats
 

@@ -34,6 +34,8 @@ class FinetuneConfig:
     epochs: float = field(default=2.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
     learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
+    head_learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of the classifier head and pooler (often newly initialised; discriminative rates); default: --learning-rate"})
+    min_steps: int = field(default=0, metadata={"help": "a floor on optimizer steps: with little data the epochs are raised until training takes at least this many steps (0: off)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size per device"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation / prediction batch size"})
     gradient_accumulation: int = field(default=1, metadata={"help": "gradient accumulation steps"})
@@ -65,6 +67,12 @@ class FinetuneConfig:
         for name in ("batch_size", "eval_batch_size", "gradient_accumulation"):
             if getattr(self, name) < 1:
                 raise TextxferError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "head_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise TextxferError(f"{name} must be above 0, got {value}")
+        if self.min_steps < 0:
+            raise TextxferError(f"min_steps must be 0 (off) or more, got {self.min_steps}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise TextxferError("set --epochs > 0 or --max-steps > 0")
 

@@ -1,0 +1,77 @@
+"""The data-size-aware recipe: the step floor raises epochs for little data; the head gets its own learning rate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from textxfer.errors import TextxferError
+from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
+from textxfer.recipe import describe, plan_epochs, steps_per_epoch
+
+
+def test_steps_per_epoch_counts_like_the_trainer():
+    assert steps_per_epoch(128, 16) == 8
+    assert steps_per_epoch(129, 16) == 9  # the last, short batch is a step too
+    assert steps_per_epoch(128, 16, accumulation=2) == 4
+    assert steps_per_epoch(128, 16, world_size=2) == 4
+    assert steps_per_epoch(3, 16) == 1
+
+
+def test_little_data_gets_epochs_raised_to_the_step_floor():
+    record = plan_epochs(FinetuneConfig(epochs=2, batch_size=16, min_steps=150), 128)
+    assert (record["steps_per_epoch"], record["epochs"], record["planned_steps"]) == (8, 19.0, 152)
+    assert record["epochs_asked"] == 2 and len(record["choices"]) == 1
+    assert describe(record) == ("recipe: 128 training texts give 8 steps per epoch, so epochs are raised from 2 to "
+                                "19 (152 steps) to reach the 150-step floor (--min-steps); early stopping on "
+                                "validation macro-F1 can still end it sooner")
+    json.dumps(record)  # kept in report.json as it is
+
+
+@pytest.mark.parametrize("settings, texts", [({"min_steps": 0}, 128),  # floor off
+                                             ({"min_steps": 150}, 13_891),  # enough data: 1,738 steps already
+                                             ({"min_steps": 150, "max_steps": 20}, 128)])  # max_steps decides
+def test_nothing_is_raised_when_the_floor_is_off_reached_or_overridden(settings, texts):
+    config = FinetuneConfig(epochs=2, batch_size=16, **settings)
+    record = plan_epochs(config, texts)
+    assert record["epochs"] == 2 and record["choices"] == [] and describe(record) is None
+    assert record["planned_steps"] == (settings.get("max_steps") or 2 * steps_per_epoch(texts, 16))
+
+
+def test_head_learning_rate_reaches_only_the_head_and_pooler(tiny_bert):
+    from transformers import AutoModelForSequenceClassification
+
+    from textxfer.strategies import parameter_groups
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
+    head_ids = {id(p) for name, p in model.named_parameters() if name.startswith(("classifier.", "bert.pooler."))}
+    groups = parameter_groups(model, 1e-4, 0.01, 0.5, head_learning_rate=2e-3)
+    rates = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert {rates[i] for i in head_ids} == {2e-3}
+    top = model.bert.encoder.layer[-1].attention.self.query.weight
+    embeddings = model.bert.embeddings.word_embeddings.weight
+    assert rates[id(top)] == pytest.approx(1e-4 * 0.5) and rates[id(embeddings)] == pytest.approx(1e-4 * 0.5 ** 3)
+    default = parameter_groups(model, 1e-4, 0.01, 0.5)
+    assert {g["lr"] for g in default for p in g["params"] if id(p) in head_ids} == {1e-4}
+
+
+@pytest.mark.parametrize("settings", [{"head_learning_rate": 0.0}, {"learning_rate": -1.0}, {"min_steps": -5}])
+def test_bad_recipe_settings_are_refused(settings):
+    with pytest.raises(TextxferError):
+        FinetuneConfig(**settings)
+
+
+def test_training_runs_the_raised_epochs_and_records_why(sample_csv, tiny_config, capsys):
+    from textxfer.data import DataOptions, load_data
+
+    data = load_data(DataOptions(data=str(sample_csv)))
+    tiny_config.epochs, tiny_config.batch_size, tiny_config.min_steps = 1, 64, 12
+    tiny_config.max_train_samples, tiny_config.head_learning_rate = 64, 1e-2
+    model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
+    recipe = model.fit_stats_["recipe"]
+    assert (recipe["train_texts"], recipe["steps_per_epoch"], recipe["epochs"]) == (64, 1, 12.0)
+    assert model.fit_stats_["steps"] == 12  # the Trainer really ran the raised budget (early stopping is off)
+    assert recipe["head_learning_rate"] == 1e-2
+    printed = capsys.readouterr().out
+    assert printed.count("recipe: 64 training texts give 1 step per epoch, so epochs are raised from 1 to 12") == 1
