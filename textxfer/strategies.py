@@ -81,7 +81,7 @@ def parameter_groups(model, learning_rate: float, weight_decay: float, layer_dec
         depth_of[id(parameter)] = len(layers) + 1
     groups: dict[tuple[int, bool], list] = {}
     for name, parameter in model.named_parameters():
-        depth = depth_of.get(id(parameter), 0)  # head and pooler: depth 0, the full learning rate
+        depth = depth_of.get(id(parameter), 0)  # head and pooler: depth 0, at the head learning rate
         no_decay = parameter.ndim < 2 or "norm" in name.lower()
         groups.setdefault((depth, no_decay), []).append(parameter)
     head = learning_rate if head_learning_rate is None else head_learning_rate
