@@ -76,12 +76,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    """Train (or load) both pipelines on one split, score them alike, and write a comparison report."""
-    from textxfer.compare import compare
+def _pipeline_configs(args: argparse.Namespace) -> tuple[DataOptions, dict[str, object]]:
+    """Data options and both pipelines' configs: defaults < config file sections < ``--<pipeline>-*`` flags."""
     from textxfer.pipelines.baseline import BaselineConfig
     from textxfer.pipelines.finetune import FinetuneConfig
-    from textxfer.runs import default_run_dir
 
     given = read_config_file(args.config) if args.config else {}
     sections = {"baseline": BaselineConfig, "finetune": FinetuneConfig}
@@ -97,10 +95,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not isinstance(section, dict):
             raise TextxferError(f"{args.config}: '{name}' must be a mapping of {name} options")
         configs[name] = from_dict(cls, {"seed": data.seed, **section, **collect(args, cls, prefix=name)})
+    return data, configs
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train (or load) both pipelines on one split, score them alike, and write a comparison report."""
+    from textxfer.compare import compare
+    from textxfer.runs import default_run_dir
+
+    data, configs = _pipeline_configs(args)
     output = args.output or default_run_dir("compare")
     models = {"baseline": args.baseline_run, "finetune": args.finetune_run}
     compare(data, output, configs, models, progress=not args.no_progress)
     print(f"report: {output}/comparison.md (plus comparison.json, PNG plots, disagreements.csv)")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """Train a grid of variants × training-set sizes × seeds on one split and draw the learning curves."""
+    from textxfer.pipelines.baseline import BaselineConfig
+    from textxfer.pipelines.finetune import FinetuneConfig
+    from textxfer.runs import default_run_dir
+    from textxfer.study import parse_variant, run_study
+
+    data, configs = _pipeline_configs(args)
+    classes = {"baseline": BaselineConfig, "finetune": FinetuneConfig}
+    variants = [parse_variant(text, classes) for text in args.variants]
+    if len({v.slug for v in variants}) < len(variants):
+        raise TextxferError(f"--variants: {args.variants} name the same variant twice")
+    output = args.output or default_run_dir("study")
+    run_study(data, variants, args.sizes, args.seeds, output, configs, progress=not args.no_progress)
+    print(f"report: {output}/study.md (plus study.json, learning_curve.png, one run folder per cell under cells/)")
     return 0
 
 
@@ -201,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(compare, BaselineConfig, "baseline (--baseline-*)", skip=("seed",), prefix="baseline")
     add_arguments(compare, FinetuneConfig, "fine-tuning (--finetune-*)", skip=("seed",), prefix="finetune")
     compare.set_defaults(handler=cmd_compare)
+    study = commands.add_parser("study", help="learning curves: variants × training-set sizes × seeds on one split",
+                                description=cmd_study.__doc__)
+    _add_common(study)
+    study.add_argument("--variants", nargs="+", default=["baseline", "finetune"],
+                       help="pipelines with settings, e.g. baseline finetune finetune:strategy=head-only "
+                            "'finetune:strategy=full,layer_lr_decay=0.9' (default: baseline finetune)")
+    study.add_argument("--sizes", nargs="+", default=["100", "300", "1000", "all"],
+                       help="training-set sizes: whole numbers or 'all' (default: 100 300 1000 all)")
+    study.add_argument("--seeds", type=int, default=3, help="seeds per cell: --seed, --seed+1, … (default: 3)")
+    add_arguments(study, BaselineConfig, "baseline (--baseline-*)", skip=("seed", "max_train_samples"), prefix="baseline")
+    add_arguments(study, FinetuneConfig, "fine-tuning (--finetune-*)", skip=("seed", "max_train_samples"),
+                  prefix="finetune")
+    study.set_defaults(handler=cmd_study)
     predict = commands.add_parser("predict", help="predict texts or a CSV/TSV/JSONL file with a trained model",
                                   description=cmd_predict.__doc__)
     predict.add_argument("texts", nargs="*", help="texts to predict (printed as label, score, text)")

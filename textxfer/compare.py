@@ -19,6 +19,7 @@ from textxfer.errors import TextxferError
 from textxfer.guard import check_model, warning_line
 from textxfer.manifest import read_manifest
 from textxfer.metrics import score
+from textxfer.runner import finished_run
 from textxfer.splits import read_split_file, write_split_file
 
 RUN_RECORDS = ("split.json", "metrics.json", "report.json", "trainer_log.json")
@@ -53,7 +54,7 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
         if name in models:
             folder = models[name]
             model, train_seconds = _load_checked(folder, data), _recorded_fit_seconds(folder)
-        elif _finished(output / name, name, configs.get(name), data):
+        elif finished_run(output / name, name, configs.get(name), data):
             folder = output / name  # left by an earlier, interrupted compare with the same settings and split
             log(f"{name}: reusing the finished run in {folder}")
             model, train_seconds = _load_checked(folder, data), _recorded_fit_seconds(folder)
@@ -134,26 +135,6 @@ def _train(name: str, configs: dict, seed: int, data: PreparedData, folder: Path
     if name == "finetune":
         remove_checkpoints(model.config.checkpoint_dir)
     return model, result.report["timing"]["fit_seconds"]
-
-
-# Settings that do not change the trained model: a finished run that differs only in these is reused.
-NOT_MODEL_SETTINGS = {"checkpoint_dir", "resume", "n_jobs", "eval_batch_size", "logging_steps"}
-
-
-def _finished(folder: Path, name: str, config, data: PreparedData) -> bool:
-    """Whether ``folder`` holds a finished ``name`` run of the same settings on this very split."""
-    if config is None or not (folder / "split.json").is_file():
-        return False
-    try:
-        manifest = read_manifest(folder)
-        record = read_split_file(folder / "split.json")
-    except TextxferError:
-        return False
-    wanted = {k: v for k, v in asdict(config).items() if k not in NOT_MODEL_SETTINGS}
-    saved = {k: manifest["config"].get(k) for k in wanted}
-    same_split = all(record["splits"].get(part, {}).get(key) == entry[key]
-                     for part, entry in data.split_record["splits"].items() for key in ("sha256", "rows"))
-    return manifest["kind"] == name and saved == wanted and same_split
 
 
 def _load_checked(folder: Path, data: PreparedData):

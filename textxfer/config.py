@@ -37,6 +37,24 @@ def field_names(cls: type) -> set[str]:
     return {f.name for f, _ in _fields(cls)}
 
 
+def parse_field(cls: type, name: str, text: str) -> Any:
+    """``text`` converted to the type of field ``name`` of ``cls`` ("none" → None; true/false for booleans)."""
+    kinds = {f.name: kind for f, kind in _fields(cls)}
+    if name not in kinds:
+        raise TextxferError(f"unknown {cls.__name__} option {name!r}; known options: {sorted(kinds)}")
+    kind = kinds[name]
+    if text.strip().lower() == "none":
+        return None
+    if kind is bool:
+        if text.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise TextxferError(f"{name}={text!r}: expected true or false")
+        return text.strip().lower() in ("true", "1", "yes")
+    try:
+        return kind(text) if kind in (int, float) else text
+    except ValueError:
+        raise TextxferError(f"{name}={text!r}: expected a{'n' if kind is int else ''} {kind.__name__}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = (),
                   prefix: str = "") -> None:
     """Add one ``--flag`` per field of dataclass ``cls`` (booleans become on/off switches).

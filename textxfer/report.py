@@ -197,7 +197,7 @@ def _font_families() -> tuple[str, ...]:
     return ("DejaVu Sans", *cjk[:1])
 
 
-def _draw(path: Path, figsize: tuple[float, float], paint: Callable):
+def draw_figure(path: Path, figsize: tuple[float, float], paint: Callable):
     """Create a Figure, let ``paint(fig)`` fill it, save it as PNG with the CJK-capable fonts; return it."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -232,7 +232,7 @@ def plot_confusion_matrices(comparison: dict, path: Path | str):
             ax.set(yticks=range(k), yticklabels=labels, xlabel="predicted", ylabel="true")
             ax.set_title(_title(name, m, characters=int(side * TITLE_CHARACTERS_PER_INCH)), fontsize=10)
 
-    return _draw(Path(path), (side * len(models) + 0.5, side + 0.9), paint)
+    return draw_figure(Path(path), (side * len(models) + 0.5, side + 0.9), paint)
 
 
 def _title(name: str, model: dict, characters: int) -> str:
@@ -277,7 +277,7 @@ def plot_metrics_costs(comparison: dict, path: Path | str):
             ax.tick_params(axis="both", labelsize=8)
             ax.yaxis.set_major_formatter("{x:,g}")
 
-    return _draw(Path(path), (13.0, 3.8), paint)
+    return draw_figure(Path(path), (13.0, 3.8), paint)
 
 
 def write_report(comparison: dict, folder: Path) -> dict[str, str]:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from textxfer.data import DataOptions, PreparedData, load_data
+from textxfer.errors import TextxferError
 from textxfer.guard import check_model, warning_line
+from textxfer.manifest import read_manifest
 from textxfer.metrics import format_table, score
 from textxfer.runs import atomic_output_dir, check_writable
-from textxfer.splits import write_split_file
+from textxfer.splits import read_split_file, write_split_file
 
 EVALUATION_SPLITS = ("validation", "test")
 
@@ -102,3 +104,23 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     if warning:
         log(warning)
     return RunResult(Path(output), metrics, report)
+
+
+# Settings that do not change the trained model: a finished run that differs only in these is reused.
+NOT_MODEL_SETTINGS = {"checkpoint_dir", "resume", "n_jobs", "eval_batch_size", "logging_steps"}
+
+
+def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:
+    """Whether ``folder`` holds a finished ``name`` run of the same settings on this very split."""
+    if config is None or not (folder / "split.json").is_file():
+        return False
+    try:
+        manifest = read_manifest(folder)
+        record = read_split_file(folder / "split.json")
+    except TextxferError:
+        return False
+    wanted = {k: v for k, v in asdict(config).items() if k not in NOT_MODEL_SETTINGS}
+    saved = {k: manifest["config"].get(k) for k in wanted}
+    same_split = all(record["splits"].get(part, {}).get(key) == entry[key]
+                     for part, entry in data.split_record["splits"].items() for key in ("sha256", "rows"))
+    return manifest["kind"] == name and saved == wanted and same_split

@@ -1,0 +1,152 @@
+"""``textxfer study``: nested stratified subsets, typed variants, a resumable grid of run folders, the report."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from textxfer.cli import main
+from textxfer.errors import TextxferError
+from textxfer.pipelines.baseline import BaselineConfig
+from textxfer.pipelines.finetune import FinetuneConfig
+from textxfer.study import Variant, nested_order, parse_sizes, parse_variant
+from textxfer.study_report import interval, study_markdown, summarise
+
+CLASSES = {"baseline": BaselineConfig, "finetune": FinetuneConfig}
+FAST = ["--baseline-vector-size", "16", "--baseline-min-count", "1", "--baseline-n-estimators", "20",
+        "--baseline-n-jobs", "1"]
+
+
+def test_nested_order_gives_stratified_nested_prefixes():
+    labels = ["a"] * 70 + ["b"] * 20 + ["c"] * 10
+    order = nested_order(labels, seed=3)
+    assert sorted(order) == list(range(100))
+    for size in (10, 20, 35, 50, 100):
+        counts = Counter(labels[i] for i in order[:size])
+        for label, total in (("a", 70), ("b", 20), ("c", 10)):
+            assert abs(counts[label] - size * total / 100) <= 1, (size, counts)
+    assert set(order[:20]) < set(order[:50])  # nested by construction: a prefix of the same order
+    assert nested_order(labels, seed=3) == order and nested_order(labels, seed=4) != order
+
+
+def test_variants_are_typed_by_the_pipeline_config():
+    variant = parse_variant("finetune:strategy=head-only, layer_lr_decay=0.9,min-steps=150", CLASSES)
+    assert variant.pipeline == "finetune"
+    assert variant.settings == {"strategy": "head-only", "layer_lr_decay": 0.9, "min_steps": 150}
+    assert variant.slug == "finetune-strategy=head-only-layer_lr_decay=0.9-min-steps=150"
+    assert parse_variant("finetune:head_learning_rate=none", CLASSES).settings == {"head_learning_rate": None}
+    assert parse_variant("baseline", CLASSES) == Variant("baseline", "baseline")
+    for bad, message in [("setfit", "unknown pipeline"), ("finetune:epocs=3", "unknown FinetuneConfig option"),
+                         ("finetune:epochs=three", "expected a float"), ("finetune:strategy", "not name=value"),
+                         ("baseline:seed=3", "set by the study itself"),
+                         ("finetune:class_weighted=maybe", "expected true or false")]:
+        with pytest.raises(TextxferError, match=message):
+            parse_variant(bad, CLASSES)
+
+
+def test_sizes():
+    assert parse_sizes(["300", "all", "100", "100"], 1000) == [100, 300, 1000]
+    with pytest.raises(TextxferError, match="outside 2..1000"):
+        parse_sizes(["5000"], 1000)
+    with pytest.raises(TextxferError, match="whole number"):
+        parse_sizes(["lots"], 1000)
+
+
+def test_interval_is_the_t_interval_of_the_mean():
+    from scipy import stats
+
+    values = [0.80, 0.84, 0.82]
+    got = interval(values)
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert got["mean"] == pytest.approx(0.82) and got["sd"] == pytest.approx(0.02)
+    assert got["ci95"] == pytest.approx([low, high])
+    assert interval([0.7]) == {"mean": 0.7, "sd": 0.0, "ci95": None, "n": 1}
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory, sample_csv):
+    output = tmp_path_factory.mktemp("study") / "out"
+    argv = ["study", "--data", str(sample_csv), "--output", str(output), "--no-progress", "--variants", "baseline",
+            "baseline:n_estimators=5", "--sizes", "40", "all", "90", "--seeds", "2", *FAST]
+    assert main(argv) == 0
+    return output, argv
+
+
+def test_study_writes_one_run_folder_per_cell_on_nested_subsets(study_run):
+    output, _ = study_run
+    study = json.loads((output / "study.json").read_text(encoding="utf-8"))
+    train_size = study["train_size"]
+    assert study["sizes"] == [40, 90, train_size] and study["seeds"] == [42, 43] and len(study["cells"]) == 12
+    split = json.loads((output / "split.json").read_text())
+    for cell in study["cells"]:
+        folder = output / cell["folder"]
+        rows = json.loads((folder / "split.json").read_text())["splits"]
+        assert len(rows["train"]["rows"]) == cell["size"]
+        assert rows["test"]["rows"] == split["splits"]["test"]["rows"]  # one test split for every cell
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert cell["test"]["accuracy"] == metrics["test"]["accuracy"]
+        manifest = json.loads((folder / "textxfer.json").read_text())
+        assert manifest["config"]["seed"] == cell["seed"]
+        assert manifest["config"]["n_estimators"] == (5 if cell["variant"] == "baseline:n_estimators=5" else 20)
+    trained = {(c["variant"], c["size"], c["seed"]): set(json.loads((output / c["folder"] / "split.json").read_text())
+                                                       ["splits"]["train"]["rows"]) for c in study["cells"]}
+    for variant in ("baseline", "baseline:n_estimators=5"):
+        for seed in (42, 43):
+            assert trained[(variant, 40, seed)] < trained[(variant, 90, seed)]  # nested per seed
+        assert trained[(variant, 40, 42)] != trained[(variant, 40, 43)]
+    assert trained[("baseline", 40, 42)] == trained[("baseline:n_estimators=5", 40, 42)]  # same subsets per seed
+    entry = study["summary"]["baseline"]["90"]
+    values = [c["test"]["accuracy"] for c in study["cells"] if c["variant"] == "baseline" and c["size"] == 90]
+    assert entry["accuracy"]["mean"] == pytest.approx(np.mean(values)) and entry["cells"] == 2
+    assert study["summary"]["baseline"][str(train_size)]["accuracy"]["mean"] >= 0.9  # the fixture is learnable
+    markdown = (output / "study.md").read_text(encoding="utf-8")
+    assert "| training texts | `baseline` | `baseline:n_estimators=5` |" in markdown
+    assert any(line.startswith("| 40 | ") and "±" in line and "[" in line for line in markdown.splitlines())
+    assert (output / "learning_curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_study_resumes_finished_cells_and_retrains_changed_ones(study_run, capsys):
+    output, argv = study_run
+    stamps = {p: p.stat().st_mtime_ns for p in output.glob("cells/*/*/metrics.json")}
+    assert main(argv) == 0
+    assert "12 cells, 12 already finished" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in output.glob("cells/*/*/metrics.json")} == stamps
+    changed = [a if a != "baseline:n_estimators=5" else "baseline:n_estimators=6" for a in argv]
+    changed[changed.index("--sizes") + 1: changed.index("--seeds")] = ["40"]
+    assert main(changed) == 0
+    assert "4 cells, 2 already finished" in capsys.readouterr().out
+
+
+def test_a_finetune_variant_cell(tmp_path, sample_csv, tiny_bert):
+    output = tmp_path / "ft"
+    assert main(["study", "--data", str(sample_csv), "--output", str(output), "--no-progress", "--variants",
+                 "finetune:strategy=full,learning_rate=0.003,warmup=0,early_stopping=0", "--sizes", "60",
+                 "--seeds", "1", "--finetune-model", str(tiny_bert), "--finetune-epochs", "3",
+                 "--finetune-batch-size", "8"]) == 0
+    study = json.loads((output / "study.json").read_text(encoding="utf-8"))
+    (cell,) = study["cells"]
+    assert cell["pipeline"] == "finetune" and cell["size"] == 60 and isinstance(cell["degenerate"], bool)
+    assert (output / cell["folder"] / "model.safetensors").is_file()
+    assert not (output / ".checkpoints").exists() or not any((output / ".checkpoints").iterdir())
+
+
+def test_degenerate_cells_are_flagged_in_the_report():
+    variants = [Variant("finetune", "finetune")]
+    records = [{"variant": "finetune", "pipeline": "finetune", "size": 32, "seed": s, "folder": f"cells/finetune/n32-seed{s}",
+                "test": {"accuracy": 0.58, "macro_f1": 0.37}, "degenerate": s == 1, "fit_seconds": 1.0} for s in (1, 2)]
+    summary = summarise(records, variants, [32])
+    assert summary["finetune"]["32"]["degenerate_cells"] == 1
+    study = {"variants": ["finetune"], "sizes": [32], "seeds": [1, 2], "train_size": 100, "test_size": 50,
+             "cells": records, "summary": summary}
+    markdown = study_markdown(study)
+    assert "0.5800 ± 0.0000 [0.580, 0.580] ⚠ 1/2 degenerate" in markdown
+    assert "- `finetune`, 32 texts, seed 1: `cells/finetune/n32-seed1`" in markdown
+
+
+def test_study_refuses_a_repeated_variant(sample_csv, capsys):
+    assert main(["study", "--data", str(sample_csv), "--variants", "baseline", "baseline", "--sizes", "40"]) != 0
+    assert "name the same variant twice" in capsys.readouterr().err
+

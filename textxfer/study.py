@@ -1,0 +1,193 @@
+"""``textxfer study``: a grid of ordinary run folders — variants × training-set sizes × seeds — on one split.
+
+Every cell trains on a nested, stratified subset of the one training split (for a given seed the
+300-text subset contains the 100-text one) and is scored on the same validation and test splits. Each
+cell is a normal run folder written atomically by the runner, so an interrupted study resumes: a cell
+whose folder holds a finished run of the same settings on the same rows is reused.
+
+A variant is a pipeline with settings: ``baseline``, ``finetune``, ``finetune:strategy=head-only``,
+``finetune:strategy=full,layer_lr_decay=0.9``. The cell's seed sets both the subset and the training
+seed. :mod:`textxfer.study_report` turns the cells into ``study.json``, ``study.md`` and
+``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from textxfer.config import parse_field
+from textxfer.data import DataOptions, PreparedData, TextDataset, load_data
+from textxfer.errors import TextxferError
+from textxfer.runner import describe_data, finished_run, run_prepared
+from textxfer.splits import write_split_file
+
+PIPELINES = ("baseline", "finetune")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A pipeline and the settings that differ from its base config."""
+
+    text: str
+    pipeline: str
+    settings: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def slug(self) -> str:
+        """The variant as a folder name."""
+        return re.sub(r"[^A-Za-z0-9._=-]+", "-", re.sub(r"[:,\s]+", "-", self.text)).strip("-")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: a variant trained on ``size`` texts chosen with ``seed``."""
+
+    variant: Variant
+    size: int
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"cells/{self.variant.slug}/n{self.size}-seed{self.seed}"
+
+
+def parse_variant(text: str, config_classes: dict[str, type]) -> Variant:
+    """``"finetune:strategy=head-only,layer_lr_decay=0.9"`` → :class:`Variant` (values typed by the config)."""
+    pipeline, _, rest = text.strip().partition(":")
+    if pipeline not in config_classes:
+        raise TextxferError(f"variant {text!r}: unknown pipeline {pipeline!r}; start with one of {list(config_classes)}")
+    settings = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise TextxferError(f"variant {text!r}: {item!r} is not name=value")
+        name = name.strip().replace("-", "_")
+        if name in ("seed", "max_train_samples", "checkpoint_dir", "resume"):
+            raise TextxferError(f"variant {text!r}: {name} is set by the study itself (use --sizes and --seeds)")
+        settings[name] = parse_field(config_classes[pipeline], name, value.strip())
+    return Variant(text.strip(), pipeline, settings)
+
+
+def parse_sizes(values: list[str], train_size: int) -> list[int]:
+    """Sorted distinct training-set sizes; ``all`` is the whole training split."""
+    sizes = set()
+    for value in values:
+        if str(value).lower() == "all":
+            sizes.add(train_size)
+            continue
+        try:
+            size = int(value)
+        except ValueError:
+            raise TextxferError(f"--sizes: {value!r} is not a whole number or 'all'") from None
+        if not 2 <= size <= train_size:
+            raise TextxferError(f"--sizes: {size} is outside 2..{train_size} (the training split has {train_size} "
+                                "texts); use 'all' for the whole split")
+        sizes.add(size)
+    return sorted(sizes)
+
+
+def nested_order(labels: list[str], seed: int) -> list[int]:
+    """An order of the training rows whose every prefix is (nearly) stratified, for ``seed``.
+
+    Rows are shuffled within their class; the k-th row of a class of n gets the key (k + u) / n with
+    u uniform in [0, 1), and the rows are sorted by key. So the first N rows hold each class in its
+    share (±1), and a smaller size's subset is a prefix of a larger one's: the subsets are nested.
+    """
+    rng = np.random.default_rng(seed)
+    keys = np.empty(len(labels))
+    for label in sorted(set(labels), key=str):
+        rows = np.flatnonzero(np.asarray([lab == label for lab in labels]))
+        rows = rng.permutation(rows)
+        keys[rows] = (np.arange(len(rows)) + rng.random(len(rows))) / len(rows)
+    return [int(i) for i in np.argsort(keys, kind="stable")]
+
+
+def subset(data: PreparedData, order: list[int], size: int) -> PreparedData:
+    """``data`` with its training split cut to the first ``size`` rows of ``order`` (kept in input order)."""
+    keep = sorted(order[:size])
+    train = data.train
+    small = TextDataset([train.texts[i] for i in keep], [train.labels[i] for i in keep],
+                        [train.rows[i] for i in keep], train.origin)
+    record = copy.deepcopy(data.split_record)
+    record["splits"]["train"]["rows"] = small.rows
+    record["study_subset"] = {"size": size, "of": len(train)}
+    return replace(data, train=small, split_record=record, counts={**data.counts, "train": size})
+
+
+def plan(variants: list[Variant], sizes: list[int], seeds: list[int]) -> list[Cell]:
+    """Every cell, smallest sizes first (so a curve fills in from the left)."""
+    return [Cell(v, n, s) for n in sizes for v in variants for s in seeds]
+
+
+def cell_config(cell: Cell, base: dict[str, object], output: Path):
+    """The pipeline config of one cell: the base config, the variant's settings, the cell's seed."""
+    config = replace(base[cell.variant.pipeline], **cell.variant.settings, seed=cell.seed)
+    if cell.variant.pipeline == "finetune":
+        config = replace(config, max_train_samples=None,
+                         checkpoint_dir=str(output / ".checkpoints" / cell.folder.replace("/", "_")))
+    return config
+
+
+def _classifier(pipeline: str, config):
+    if pipeline == "baseline":
+        from textxfer.pipelines.baseline import BaselineClassifier
+
+        return BaselineClassifier(config)
+    from textxfer.pipelines.finetune import FinetuneClassifier
+
+    return FinetuneClassifier(config)
+
+
+def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], seeds: int, output: str | Path,
+              base: dict[str, object], progress: bool = True, log=print) -> dict:
+    """Train and score every cell not yet finished, then write the study report; returns ``study.json``'s dict."""
+    from tqdm.auto import tqdm
+
+    from textxfer.study_report import cell_record, write_study
+
+    if seeds < 1:
+        raise TextxferError(f"--seeds must be at least 1, got {seeds}")
+    if not variants:
+        raise TextxferError("--variants: name at least one variant (baseline, finetune, finetune:strategy=head-only, …)")
+    output = Path(output)
+    data = load_data(options)
+    describe_data(data, log)
+    if not len(data.test):
+        raise TextxferError("the test split is empty, so there is nothing to score the cells on; add data or pass --test")
+    chosen_sizes = parse_sizes([str(s) for s in sizes], len(data.train))
+    seed_list = [options.seed + i for i in range(seeds)]
+    cells = plan(variants, chosen_sizes, seed_list)
+    output.mkdir(parents=True, exist_ok=True)
+    write_split_file(output / "split.json", data.split_record)
+    orders = {seed: nested_order(data.train.labels, seed) for seed in seed_list}
+    prepared = {(n, s): subset(data, orders[s], n) for n in chosen_sizes for s in seed_list}
+    done = {c for c in cells if finished_run(output / c.folder, c.variant.pipeline,
+                                             cell_config(c, base, output), prepared[(c.size, c.seed)])}
+    log(f"study: {len(variants)} variant(s) × {len(chosen_sizes)} size(s) {chosen_sizes} × {seeds} seed(s) "
+        f"= {len(cells)} cells, {len(done)} already finished; output {output}")
+    records = []
+    bar = tqdm(total=len(cells), initial=len(done), unit="cell", disable=not progress, desc="study")
+    for cell in cells:
+        folder = output / cell.folder
+        if cell not in done:
+            bar.set_postfix_str(f"{cell.variant.text} n={cell.size} seed={cell.seed}")
+            config = cell_config(cell, base, output)
+            run_prepared(_classifier(cell.variant.pipeline, config), prepared[(cell.size, cell.seed)], folder,
+                         progress=False, log=lambda *_: None)
+            if cell.variant.pipeline == "finetune":
+                from textxfer.pipelines.finetune import remove_checkpoints
+
+                remove_checkpoints(config.checkpoint_dir)
+            bar.update(1)
+        records.append(cell_record(cell, folder))
+    bar.close()
+    study = write_study(output, records, variants, chosen_sizes, seed_list, data)
+    for line in study["warnings"]:
+        log(line)
+    return study
+
