@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -108,16 +109,80 @@ def test_study_writes_one_run_folder_per_cell_on_nested_subsets(study_run):
     assert (output / "learning_curve.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_study_resumes_finished_cells_and_retrains_changed_ones(study_run, capsys):
-    output, argv = study_run
+def test_study_resumes_finished_cells_and_retrains_changed_ones(study_run, tmp_path, capsys):
+    import shutil
+
+    shared, argv = study_run
+    output = tmp_path / "copy"  # the module's study stays as it was for the other tests
+    shutil.copytree(shared, output)
+    argv = [str(output) if a == str(shared) else a for a in argv]
     stamps = {p: p.stat().st_mtime_ns for p in output.glob("cells/*/*/metrics.json")}
     assert main(argv) == 0
     assert "12 cells, 12 already finished" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in output.glob("cells/*/*/metrics.json")} == stamps
     changed = [a if a != "baseline:n_estimators=5" else "baseline:n_estimators=6" for a in argv]
     changed[changed.index("--sizes") + 1: changed.index("--seeds")] = ["40"]
+    changed[changed.index("--seeds") + 1] = "3"
     assert main(changed) == 0
-    assert "4 cells, 2 already finished" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "6 cells, 2 already finished" in printed  # baseline at 40 texts, seeds 42 and 43
+    assert re.search(r"estimate: 4 cell\(s\) to train; 1 of them ≈ \d+\.\d min \(from the finished cells' recorded "
+                     r"times\); no estimate yet for baseline:n_estimators=6", printed)
+
+
+def test_paired_tests_come_from_the_cells_saved_test_predictions(study_run, sample_csv):
+    from textxfer.data import DataOptions, load_data
+    from textxfer.report import mcnemar
+
+    output, _ = study_run
+    study = json.loads((output / "study.json").read_text(encoding="utf-8"))
+    data = load_data(DataOptions(data=str(sample_csv)))
+    truth = np.asarray(data.labels.encode(data.test.labels))
+    correct = {}
+    for cell in study["cells"]:
+        saved = json.loads((output / cell["folder"] / "predictions.json").read_text())
+        assert saved["splits"]["test"]["rows"] == data.test.rows
+        predicted = np.asarray(saved["splits"]["test"]["predicted"])
+        assert np.mean(predicted == truth) == pytest.approx(cell["test"]["accuracy"])  # aligned with the rows
+        correct[(cell["variant"], cell["size"], cell["seed"])] = predicted == truth
+    for size in study["sizes"]:
+        entry = study["paired"][str(size)]
+        means = {v: study["summary"][v][str(size)]["accuracy"]["mean"] for v in study["variants"]}
+        assert means[entry["best"]] == max(means.values())
+        (other,) = [v for v in study["variants"] if v != entry["best"]]
+        expected = mcnemar(np.concatenate([correct[(entry["best"], size, s)] for s in (42, 43)]),
+                           np.concatenate([correct[(other, size, s)] for s in (42, 43)]))
+        got = entry["tests"][other]
+        assert {k: got[k] for k in ("n", "a_only_correct", "b_only_correct", "method", "significant")} == \
+            {k: expected[k] for k in ("n", "a_only_correct", "b_only_correct", "method", "significant")}
+        assert got["p_value"] == pytest.approx(expected["p_value"]) and got["n"] == 2 * len(truth)
+    markdown = (output / "study.md").read_text(encoding="utf-8")
+    assert "## Best variant against each other one" in markdown and "## In words" in markdown
+    assert study["findings"] and all(f"At {n:,} texts `" in " ".join(study["findings"]) for n in study["sizes"])
+
+
+def test_findings_say_where_fine_tuning_overtakes_the_baseline():
+    from textxfer.study_report import findings
+
+    def entry(accuracy):
+        return {"accuracy": {"mean": accuracy}}
+
+    summary = {"baseline": {"32": entry(0.60), "128": entry(0.70), "1000": entry(0.78)},
+               "finetune": {"32": entry(0.55), "128": entry(0.74), "1000": entry(0.85)}}
+    within = {"significant": False}
+    paired = {"32": {"best": "baseline", "tests": {"finetune": within}},
+              "128": {"best": "finetune", "tests": {"baseline": within}},
+              "1000": {"best": "finetune", "tests": {"baseline": {"significant": True}}}}
+    study = {"variants": ["baseline", "finetune"], "pipelines": ["baseline", "finetune"], "sizes": [32, 128, 1000],
+             "summary": summary, "paired": paired}
+    lines = findings(study)
+    assert lines[0] == ("Fine-tuning's best variant is ahead of the best baseline in mean test accuracy from 128 "
+                        "training texts on.")
+    assert lines[1] == ("At 32 texts `baseline` is best (0.6000); within noise of it (McNemar, pooled over seeds, "
+                        "p ≥ 0.05): `finetune`.")
+    assert lines[3] == "At 1,000 texts `finetune` is best (0.8500); significantly below it: `baseline`."
+    summary["finetune"]["1000"] = entry(0.70)
+    assert findings(study)[0] == "Fine-tuning does not stay ahead of the baseline at the largest sizes studied."
 
 
 def test_a_finetune_variant_cell(tmp_path, sample_csv, tiny_bert):
@@ -140,7 +205,8 @@ def test_degenerate_cells_are_flagged_in_the_report():
     summary = summarise(records, variants, [32])
     assert summary["finetune"]["32"]["degenerate_cells"] == 1
     study = {"variants": ["finetune"], "sizes": [32], "seeds": [1, 2], "train_size": 100, "test_size": 50,
-             "cells": records, "summary": summary}
+             "cells": records, "summary": summary, "paired": {"32": {"best": "finetune", "tests": {}}},
+             "findings": []}
     markdown = study_markdown(study)
     assert "0.5800 ± 0.0000 [0.580, 0.580] ⚠ 1/2 degenerate" in markdown
     assert "- `finetune`, 32 texts, seed 1: `cells/finetune/n32-seed1`" in markdown

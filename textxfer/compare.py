@@ -22,7 +22,7 @@ from textxfer.metrics import score
 from textxfer.runner import finished_run
 from textxfer.splits import read_split_file, write_split_file
 
-RUN_RECORDS = ("split.json", "metrics.json", "report.json", "trainer_log.json")
+RUN_RECORDS = ("split.json", "metrics.json", "report.json", "trainer_log.json", "predictions.json")
 DESCRIPTIONS = {"baseline": "word2vec + RandomForest", "finetune": "fine-tuned transformer",
                 "onnx": "fine-tuned transformer (ONNX)"}
 WARM_UP_TEXTS = 8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from textxfer.data import DataOptions, PreparedData, load_data
@@ -26,17 +26,29 @@ class RunResult:
     output: Path
     metrics: dict[str, dict]
     report: dict
+    predictions: dict[str, list[int]] = field(default_factory=dict)
 
 
-def evaluate_classifier(classifier, data: PreparedData) -> dict[str, dict]:
-    """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits."""
-    results = {}
+PREDICTIONS = "predictions.json"
+
+
+def evaluate_classifier(classifier, data: PreparedData) -> tuple[dict[str, dict], dict[str, list[int]]]:
+    """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits, and the predicted
+    class ids per split (in the split's row order)."""
+    results, predictions = {}, {}
     for name in EVALUATION_SPLITS:
         dataset = getattr(data, name)
         if len(dataset):
             predicted = classifier.predict_proba(dataset.texts).argmax(axis=1)
             results[name] = score(data.labels.encode(dataset.labels), predicted, data.labels)
-    return results
+            predictions[name] = [int(i) for i in predicted]
+    return results, predictions
+
+
+def predictions_record(data: PreparedData, predictions: dict[str, list[int]]) -> dict:
+    """``predictions.json``: per evaluation split, each row's number in its source and the predicted class id."""
+    return {"labels": list(data.labels.names),
+            "splits": {name: {"rows": getattr(data, name).rows, "predicted": ids} for name, ids in predictions.items()}}
 
 
 def is_main_process() -> bool:
@@ -72,7 +84,7 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    metrics = evaluate_classifier(classifier, data)
+    metrics, predictions = evaluate_classifier(classifier, data)
     evaluated = sum(m["n"] for m in metrics.values())
     predict_seconds = time.perf_counter() - started
     report = {
@@ -95,6 +107,8 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
             write_split_file(staging / "split.json", data.split_record)
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
             (staging / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+            (staging / PREDICTIONS).write_text(json.dumps(predictions_record(data, predictions), ensure_ascii=False),
+                                               encoding="utf-8")
     if metrics:
         log(format_table(metrics))
     else:
@@ -103,7 +117,7 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     warning = warning_line(report["model_check"], "this model", getattr(classifier, "kind", ""))
     if warning:
         log(warning)
-    return RunResult(Path(output), metrics, report)
+    return RunResult(Path(output), metrics, report, predictions)
 
 
 # Settings that do not change the trained model: a finished run that differs only in these is reused.

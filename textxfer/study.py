@@ -133,6 +133,34 @@ def cell_config(cell: Cell, base: dict[str, object], output: Path):
     return config
 
 
+def estimate(todo: list[Cell], finished: dict[Cell, Path]) -> str:
+    """The time the remaining cells should take, from the finished cells' recorded times (per variant:
+    training seconds per text × size, plus the mean scoring time); variants with no finished cell are unknown."""
+    import json
+
+    measured: dict[str, list[tuple[float, float]]] = {}
+    for cell, folder in finished.items():
+        try:
+            timing = json.loads((folder / "report.json").read_text(encoding="utf-8"))["timing"]
+            measured.setdefault(cell.variant.text, []).append((timing["fit_seconds"] / cell.size,
+                                                               timing["evaluate_seconds"]))
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            continue
+    seconds, unknown = 0.0, sorted({c.variant.text for c in todo if c.variant.text not in measured})
+    for cell in todo:
+        if cell.variant.text in measured:
+            per_text, scoring = (float(np.median(x)) for x in zip(*measured[cell.variant.text]))
+            seconds += per_text * cell.size + scoring
+    known = len(todo) - sum(c.variant.text in unknown for c in todo)
+    line = f"estimate: {len(todo)} cell(s) to train"
+    if known:
+        line += f"; {known} of them ≈ {seconds / 60:.1f} min (from the finished cells' recorded times)"
+    if unknown:
+        line += f"; no estimate yet for {', '.join(unknown)} (none of its cells has finished; the progress bar " \
+                "estimates as cells finish)"
+    return line
+
+
 def _classifier(pipeline: str, config):
     if pipeline == "baseline":
         from textxfer.pipelines.baseline import BaselineClassifier
@@ -170,6 +198,8 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
                                              cell_config(c, base, output), prepared[(c.size, c.seed)])}
     log(f"study: {len(variants)} variant(s) × {len(chosen_sizes)} size(s) {chosen_sizes} × {seeds} seed(s) "
         f"= {len(cells)} cells, {len(done)} already finished; output {output}")
+    if len(done) < len(cells):
+        log(estimate([c for c in cells if c not in done], {c: output / c.folder for c in done}))
     records = []
     bar = tqdm(total=len(cells), initial=len(done), unit="cell", disable=not progress, desc="study")
     for cell in cells:

@@ -2,7 +2,9 @@
 
 Per variant × size: mean ± sd of test accuracy and macro-F1 over the seeds and a 95% interval for the
 mean (Student's t with n − 1 degrees of freedom; none from a single seed), and how many of its cells
-are degenerate (``model_check`` in the cell's ``report.json``).
+are degenerate (``model_check`` in the cell's ``report.json``). At every size the best variant (mean
+test accuracy) is tested against each other one with McNemar's test on the cells' saved test
+predictions (``predictions.json``), pooled over the seeds; a few sentences say what the curves show.
 """
 
 from __future__ import annotations
@@ -60,6 +62,69 @@ def summarise(records: list[dict], variants, sizes: list[int]) -> dict:
     return summary
 
 
+def _correct(output: Path, record: dict, references: np.ndarray) -> np.ndarray | None:
+    """Per-test-text correctness of one cell, from its ``predictions.json`` (None when it has none)."""
+    try:
+        saved = json.loads((output / record["folder"] / "predictions.json").read_text(encoding="utf-8"))
+        predicted = np.asarray(saved["splits"]["test"]["predicted"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return predicted == references if predicted.shape == references.shape else None
+
+
+def paired_tests(output: Path, records: list[dict], variants, sizes: list[int], references: np.ndarray) -> dict:
+    """size → {"best": variant, "tests": {other: McNemar result}}: the best variant by mean test accuracy
+    against each other one, on the paired test predictions pooled over the seeds (the same seeds' cells)."""
+    from textxfer.report import mcnemar
+
+    names = [v.text for v in variants]
+    results = {}
+    for size in sizes:
+        cells = {(r["variant"], r["seed"]): r for r in records if r["size"] == size}
+        means = {n: np.mean([r["test"]["accuracy"] for (v, _), r in cells.items() if v == n]) for n in names}
+        best = max(names, key=lambda n: means[n])
+        tests = {}
+        for other in (n for n in names if n != best):
+            seeds = sorted(s for (v, s) in cells if v == best and (other, s) in cells)
+            pairs = [(_correct(output, cells[(best, s)], references), _correct(output, cells[(other, s)], references))
+                     for s in seeds]
+            if not pairs or any(a is None or b is None for a, b in pairs):
+                tests[other] = None  # a cell without predictions.json (trained by an older textxfer)
+                continue
+            tests[other] = mcnemar(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
+        results[str(size)] = {"best": best, "tests": tests}
+    return results
+
+
+def findings(study: dict) -> list[str]:
+    """Plain sentences: where fine-tuning overtakes the baseline, and where the variants are within noise."""
+    variants, sizes, summary, paired = study["variants"], study["sizes"], study["summary"], study["paired"]
+    pipelines = dict(zip(variants, study["pipelines"]))
+    mean = lambda v, n: summary[v][str(n)]["accuracy"]["mean"]  # noqa: E731
+    out = []
+    baselines = [v for v in variants if pipelines[v] == "baseline"]
+    tuned = [v for v in variants if pipelines[v] != "baseline"]
+    if baselines and tuned:
+        ahead = [n for n in sizes if max(mean(v, n) for v in tuned) > max(mean(v, n) for v in baselines)]
+        start = next((n for i, n in enumerate(sizes) if all(m in ahead for m in sizes[i:])), None)
+        if start is None:
+            out.append("Fine-tuning does not stay ahead of the baseline at the largest sizes studied.")
+        else:
+            out.append(f"Fine-tuning's best variant is ahead of the best baseline in mean test accuracy from "
+                       f"{start:,} training texts on" + (" (every size studied)." if start == sizes[0] else "."))
+    for n in sizes:
+        entry = paired[str(n)]
+        tied = [o for o, t in entry["tests"].items() if t is not None and not t["significant"]]
+        beaten = [o for o, t in entry["tests"].items() if t is not None and t["significant"]]
+        sentence = f"At {n:,} texts `{entry['best']}` is best ({mean(entry['best'], n):.4f})"
+        if tied:
+            sentence += "; within noise of it (McNemar, pooled over seeds, p ≥ 0.05): " + ", ".join(f"`{o}`" for o in tied)
+        if beaten:
+            sentence += "; significantly below it: " + ", ".join(f"`{o}`" for o in beaten)
+        out.append(sentence + ".")
+    return out
+
+
 def _cell_text(entry: dict, key: str) -> str:
     stats = entry[key]
     text = f"{stats['mean']:.4f} ± {stats['sd']:.4f}"
@@ -87,6 +152,23 @@ def study_markdown(study: dict) -> str:
             row = [_cell_text(study["summary"][v][str(size)], key) for v in variants]
             out.append(f"| {size:,} | " + " | ".join(row) + " |")
         out.append("")
+    out += ["## Best variant against each other one", "",
+            "McNemar's test on the paired test predictions, pooled over the seeds (each seed's cells share "
+            "their training subset and the test split).", "",
+            "| training texts | best (mean accuracy) | against | only best right | only other right | p | verdict |",
+            "|---:|---|---|---:|---:|---:|---|"]
+    for size in sizes:
+        entry = study["paired"][str(size)]
+        best = entry["best"]
+        for other, test in entry["tests"].items():
+            if test is None:
+                out.append(f"| {size:,} | `{best}` | `{other}` | – | – | – | no saved predictions |")
+                continue
+            verdict = "significant" if test["significant"] else "within noise"
+            out.append(f"| {size:,} | `{best}` ({study['summary'][best][str(size)]['accuracy']['mean']:.4f}) | "
+                       f"`{other}` | {test['a_only_correct']:,} | {test['b_only_correct']:,} | "
+                       f"{test['p_value']:.3g} | {verdict} |")
+    out += ["", "## In words", "", *(f"- {line}" for line in study["findings"]), ""]
     degenerate = [c for c in study["cells"] if c["degenerate"]]
     if degenerate:
         out += ["## Degenerate cells", "", "Models that predict one class for (nearly) every validation text, or "
@@ -126,6 +208,7 @@ def plot_learning_curve(study: dict, path: Path):
 
 def write_study(output: Path, records: list[dict], variants, sizes: list[int], seeds: list[int], data) -> dict:
     """Write ``study.json``, ``study.md`` and ``learning_curve.png`` into ``output``; returns the study dict."""
+    references = np.asarray(data.labels.encode(data.test.labels))
     degenerate = [r for r in records if r["degenerate"]]
     warnings = []
     if degenerate:
@@ -135,8 +218,10 @@ def write_study(output: Path, records: list[dict], variants, sizes: list[int], s
                         f"they are flagged in {STUDY_MD}")
     study = {"variants": [v.text for v in variants], "sizes": sizes, "seeds": seeds, "train_size": len(data.train),
              "test_size": len(data.test), "split": "split.json", "cells": records,
-             "summary": summarise(records, variants, sizes), "warnings": warnings,
+             "pipelines": [v.pipeline for v in variants], "summary": summarise(records, variants, sizes),
+             "paired": paired_tests(output, records, variants, sizes, references), "warnings": warnings,
              "files": {"json": STUDY_JSON, "markdown": STUDY_MD, "plot": CURVE_PNG}}
+    study["findings"] = findings(study)
     try:
         (output / STUDY_JSON).write_text(json.dumps(study, indent=1, ensure_ascii=False), encoding="utf-8")
         (output / STUDY_MD).write_text(study_markdown(study), encoding="utf-8")
