@@ -14,6 +14,7 @@ seed. :mod:`textxfer.study_report` turns the cells into ``study.json``, ``study.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -136,8 +137,6 @@ def cell_config(cell: Cell, base: dict[str, object], output: Path):
 def estimate(todo: list[Cell], finished: dict[Cell, Path]) -> str:
     """The time the remaining cells should take, from the finished cells' recorded times (per variant:
     training seconds per text × size, plus the mean scoring time); variants with no finished cell are unknown."""
-    import json
-
     measured: dict[str, list[tuple[float, float]]] = {}
     for cell, folder in finished.items():
         try:
