@@ -113,13 +113,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     """Train a grid of variants × training-set sizes × seeds on one split and draw the learning curves."""
-    from textxfer.pipelines.baseline import BaselineConfig
-    from textxfer.pipelines.finetune import FinetuneConfig
     from textxfer.runs import default_run_dir
     from textxfer.study import parse_variant, run_study
 
     data, configs = _pipeline_configs(args)
-    classes = {"baseline": BaselineConfig, "finetune": FinetuneConfig}
+    classes = {name: type(config) for name, config in configs.items()}
     variants = [parse_variant(text, classes) for text in args.variants]
     if len({v.slug for v in variants}) < len(variants):
         raise TextxferError(f"--variants: {args.variants} name the same variant twice")

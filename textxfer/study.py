@@ -27,9 +27,6 @@ from textxfer.errors import TextxferError
 from textxfer.runner import describe_data, finished_run, run_prepared
 from textxfer.splits import write_split_file
 
-PIPELINES = ("baseline", "finetune")
-
-
 @dataclass(frozen=True)
 class Variant:
     """A pipeline and the settings that differ from its base config."""
