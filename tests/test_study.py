@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,17 +187,37 @@ def test_findings_say_where_fine_tuning_overtakes_the_baseline():
     assert findings(study)[0] == "Fine-tuning does not stay ahead of the baseline at the largest sizes studied."
 
 
-def test_a_finetune_variant_cell(tmp_path, sample_csv, tiny_bert):
+def test_finetune_variant_cells_each_in_their_own_process(tmp_path, sample_csv, tiny_bert):
     output = tmp_path / "ft"
     assert main(["study", "--data", str(sample_csv), "--output", str(output), "--no-progress", "--variants",
-                 "finetune:strategy=full,learning_rate=0.003,warmup=0,early_stopping=0", "--sizes", "60",
-                 "--seeds", "1", "--finetune-model", str(tiny_bert), "--finetune-epochs", "3",
+                 "finetune:strategy=full,learning_rate=0.003,warmup=0,early_stopping=0", "finetune:strategy=head-only",
+                 "--sizes", "60", "--seeds", "1", "--finetune-model", str(tiny_bert), "--finetune-epochs", "3",
                  "--finetune-batch-size", "8"]) == 0
     study = json.loads((output / "study.json").read_text(encoding="utf-8"))
-    (cell,) = study["cells"]
-    assert cell["pipeline"] == "finetune" and cell["size"] == 60 and isinstance(cell["degenerate"], bool)
-    assert (output / cell["folder"] / "model.safetensors").is_file()
+    full, head = study["cells"]
+    assert full["pipeline"] == "finetune" and full["size"] == 60 and isinstance(full["degenerate"], bool)
+    assert (output / full["folder"] / "model.safetensors").is_file()
     assert not (output / ".checkpoints").exists() or not any((output / ".checkpoints").iterdir())
+    report = json.loads((output / head["folder"] / "report.json").read_text(encoding="utf-8"))
+    assert report["fit"]["head_fit"]["chosen_by"] == "validation macro-F1"
+    assert len(list((output / ".features").glob("*.safetensors"))) == 2  # the head-only cell's cached features
+
+
+def _write_pid(path):
+    Path(path).write_text(str(os.getpid()))
+
+
+def _fail():
+    raise TextxferError("this cell failed")
+
+
+def test_a_cell_in_a_child_process_runs_elsewhere_and_its_errors_come_back(tmp_path):
+    from textxfer.study import in_child_process
+
+    in_child_process(_write_pid, tmp_path / "pid")
+    assert int((tmp_path / "pid").read_text()) != os.getpid()
+    with pytest.raises(TextxferError, match="this cell failed"):
+        in_child_process(_fail)
 
 
 def test_degenerate_cells_are_flagged_in_the_report():

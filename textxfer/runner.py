@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from textxfer.data import DataOptions, PreparedData, load_data
@@ -121,7 +121,7 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
 
 
 # Settings that do not change the trained model: a finished run that differs only in these is reused.
-NOT_MODEL_SETTINGS = {"checkpoint_dir", "resume", "n_jobs", "eval_batch_size", "logging_steps"}
+NOT_MODEL_SETTINGS = {"checkpoint_dir", "resume", "n_jobs", "eval_batch_size", "logging_steps", "feature_cache"}
 
 
 def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:
@@ -134,7 +134,8 @@ def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:
     except TextxferError:
         return False
     wanted = {k: v for k, v in asdict(config).items() if k not in NOT_MODEL_SETTINGS}
-    saved = {k: manifest["config"].get(k) for k in wanted}
+    defaults = {f.name: f.default for f in fields(config)}  # a setting added since the run: its default then
+    saved = {k: manifest["config"].get(k, defaults.get(k)) for k in wanted}
     same_split = all(record["splits"].get(part, {}).get(key) == entry[key]
                      for part, entry in data.split_record["splits"].items() for key in ("sha256", "rows"))
     return manifest["kind"] == name and saved == wanted and same_split

@@ -127,7 +127,8 @@ def cell_config(cell: Cell, base: dict[str, object], output: Path):
     config = replace(base[cell.variant.pipeline], **cell.variant.settings, seed=cell.seed)
     if cell.variant.pipeline == "finetune":
         config = replace(config, max_train_samples=None,
-                         checkpoint_dir=str(output / ".checkpoints" / cell.folder.replace("/", "_")))
+                         checkpoint_dir=str(output / ".checkpoints" / cell.folder.replace("/", "_")),
+                         feature_cache=str(output / ".features"))
     return config
 
 
@@ -167,9 +168,30 @@ def _classifier(pipeline: str, config):
     return FinetuneClassifier(config)
 
 
+def run_cell(pipeline: str, config, data: PreparedData, folder: Path) -> None:
+    """Train and score one cell into ``folder`` (an ordinary run folder), then drop its checkpoints."""
+    run_prepared(_classifier(pipeline, config), data, folder, progress=False, log=lambda *_: None)
+    if pipeline == "finetune":
+        from textxfer.pipelines.finetune import remove_checkpoints
+
+        remove_checkpoints(config.checkpoint_dir)
+
+
+def in_child_process(function, *arguments) -> None:
+    """Call ``function(*arguments)`` in a fresh spawned Python process and wait; its exceptions are re-raised here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(function, *arguments).result()
+
+
 def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], seeds: int, output: str | Path,
-              base: dict[str, object], progress: bool = True, log=print) -> dict:
-    """Train and score every cell not yet finished, then write the study report; returns ``study.json``'s dict."""
+              base: dict[str, object], progress: bool = True, log=print, isolate: bool = True) -> dict:
+    """Train and score every cell not yet finished, then write the study report; returns ``study.json``'s dict.
+
+    ``isolate``: each fine-tuning cell runs in a fresh process (spawned), so nothing one cell leaves
+    behind — allocator fragmentation, library caches — slows or bloats the next one."""
     from tqdm.auto import tqdm
 
     from textxfer.study_report import cell_record, write_study
@@ -203,12 +225,10 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
         if cell not in done:
             bar.set_postfix_str(f"{cell.variant.text} n={cell.size} seed={cell.seed}")
             config = cell_config(cell, base, output)
-            run_prepared(_classifier(cell.variant.pipeline, config), prepared[(cell.size, cell.seed)], folder,
-                         progress=False, log=lambda *_: None)
-            if cell.variant.pipeline == "finetune":
-                from textxfer.pipelines.finetune import remove_checkpoints
-
-                remove_checkpoints(config.checkpoint_dir)
+            if isolate and cell.variant.pipeline == "finetune":
+                in_child_process(run_cell, cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)
+            else:
+                run_cell(cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)
             bar.update(1)
         records.append(cell_record(cell, folder))
     bar.close()

@@ -109,11 +109,21 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     device = device_settings(cfg.precision)
     y_train = labels.encode(train.labels)
     y_validation = labels.encode(validation.labels) if validation is not None else []
+    features = lambda texts, module: classifier_inputs(classifier, texts, module, cfg.feature_cache)  # noqa: E731
+    if cfg.strategy == "head-only" and cfg.head_solver == "logistic":
+        from textxfer.head_fit import describe as describe_head, fit_head
+
+        log, stats = fit_head(classifier, train.texts, y_train, validation.texts if validation is not None else [],
+                              y_validation, features)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(describe_head(stats), flush=True)
+        return log, stats
     if cfg.strategy == "head-only":
         # Feature extraction: the frozen encoder runs once per text; the head then trains on cached features.
         trained = HeadOnly(model, cfg.class_weighted and _class_weighted_loss(y_train, len(labels)))
-        train_set = _dataset({"features": classifier_inputs(classifier, train.texts)}, y_train)
-        validation_set = (_dataset({"features": classifier_inputs(classifier, validation.texts)}, y_validation)
+        head = _head_module(model)
+        train_set = _dataset({"features": features(train.texts, head)}, y_train)
+        validation_set = (_dataset({"features": features(validation.texts, head)}, y_validation)
                           if validation is not None else None)
         collator, grouping = default_data_collator, False
     else:
@@ -173,18 +183,24 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     return trainer.state.log_history, stats
 
 
-def classifier_inputs(classifier, texts: list[str]) -> np.ndarray:
-    """What the frozen model feeds its classifier head for each text (computed once, for head-only)."""
+def classifier_inputs(classifier, texts: list[str], module, cache: str | None = None) -> np.ndarray:
+    """What ``module`` (part of the frozen model's classifier head) receives for each text — the first
+    token only for a module fed whole sequences — computed once; kept in ``cache`` (a folder) when given."""
     import torch
 
+    from textxfer import feature_cache
+
+    key = feature_cache.key(classifier, texts, module) if cache else None
+    if key is not None and (cached := feature_cache.read(cache, key, len(texts))) is not None:
+        return cached
     captured: list[np.ndarray] = []
 
-    def keep(module, inputs):
+    def keep(_, inputs):
         features = inputs[0]
         captured.append((features[:, :1] if features.ndim == 3 else features).detach().float().cpu().numpy())
 
     model = classifier.model_.eval()
-    handle = _head_module(model).register_forward_pre_hook(keep)
+    handle = module.register_forward_pre_hook(keep)
     features = None
     try:
         with torch.inference_mode():
@@ -195,6 +211,8 @@ def classifier_inputs(classifier, texts: list[str]) -> np.ndarray:
                 features[rows] = captured.pop()
     finally:
         handle.remove()
+    if key is not None:
+        feature_cache.write(cache, key, features)
     return features
 
 

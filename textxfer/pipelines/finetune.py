@@ -19,6 +19,7 @@ from textxfer.pipelines.base import ClassifierBase
 from textxfer.strategies import STRATEGIES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+HEAD_SOLVERS = ("logistic", "trainer")
 TRAINER_LOG = "trainer_log.json"
 
 
@@ -35,6 +36,8 @@ class FinetuneConfig:
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
     learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
     head_learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of the classifier head and pooler (often newly initialised; discriminative rates); default: --learning-rate"})
+    head_solver: str = field(default="logistic", metadata={"help": "how --strategy head-only fits the head: logistic (regularised logistic regression on the cached features, strength chosen on validation) | trainer (the Trainer, --epochs at the head rate)", "choices": HEAD_SOLVERS})
+    feature_cache: str | None = field(default=None, metadata={"help": "folder caching the frozen features of --strategy head-only (reused by runs of the same model, texts and max length)"})
     min_steps: int = field(default=0, metadata={"help": "a floor on optimizer steps: with little data the epochs are raised until training takes at least this many steps (0: off)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size per device"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation / prediction batch size"})
@@ -60,6 +63,8 @@ class FinetuneConfig:
             raise TextxferError(f"unknown strategy {self.strategy!r}; choose one of {list(STRATEGIES)}")
         if self.long_text not in LONG_TEXT_POLICIES:
             raise TextxferError(f"unknown long-text policy {self.long_text!r}; choose one of {list(LONG_TEXT_POLICIES)}")
+        if self.head_solver not in HEAD_SOLVERS:
+            raise TextxferError(f"unknown head solver {self.head_solver!r}; choose one of {list(HEAD_SOLVERS)}")
         if self.precision not in PRECISIONS:
             raise TextxferError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
         if not 0 < self.layer_lr_decay <= 1:
