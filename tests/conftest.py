@@ -84,7 +84,7 @@ def tiny_config(tiny_bert):
     from textxfer.pipelines.finetune import FinetuneConfig
 
     return FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=5, learning_rate=3e-3, batch_size=8,
-                          eval_batch_size=32, logging_steps=1000, early_stopping=0, warmup=0.0)
+                          eval_batch_size=32, logging_steps=1000, early_stopping=0, warmup=0.0, min_steps=0)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import pytest
 
 from textxfer.errors import TextxferError
 from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
-from textxfer.recipe import describe, plan_epochs, steps_per_epoch
+from textxfer import recipe as recipes
+from textxfer.recipe import describe, plan, steps_per_epoch
 
 
 def test_steps_per_epoch_counts_like_the_trainer():
@@ -19,24 +20,50 @@ def test_steps_per_epoch_counts_like_the_trainer():
     assert steps_per_epoch(3, 16) == 1
 
 
-def test_little_data_gets_epochs_raised_to_the_step_floor():
-    record = plan_epochs(FinetuneConfig(epochs=2, batch_size=16, min_steps=150), 128)
+def test_little_data_gets_epochs_raised_to_the_step_floor(monkeypatch):
+    monkeypatch.setattr(recipes, "HEAD_ONLY_BELOW", 0)
+    record = plan(FinetuneConfig(), 128)  # the defaults
     assert (record["steps_per_epoch"], record["epochs"], record["planned_steps"]) == (8, 19.0, 152)
-    assert record["epochs_asked"] == 2 and len(record["choices"]) == 1
-    assert describe(record) == ("recipe: 128 training texts give 8 steps per epoch, so epochs are raised from 2 to "
-                                "19 (152 steps) to reach the 150-step floor (--min-steps); early stopping on "
-                                "validation macro-F1 can still end it sooner")
+    assert record["epochs_asked"] == 2 and record["strategy"] == "freeze-embeddings" and record["strategy_asked"] == "auto"
+    assert record["head_learning_rate"] == pytest.approx(1e-3) and (record["eval_strategy"], record["eval_steps"]) == ("steps", 50)
+    line = describe(record)
+    assert "\n" not in line and line.startswith("recipe: strategy freeze-embeddings for 128 training texts (--strategy auto")
+    assert ("128 training texts give 8 steps per epoch, so epochs are raised from 2 to 19 (152 steps) to reach the "
+            "150-step floor (--min-steps); early stopping on validation macro-F1 can still end it sooner") in line
+    assert "head learning rate 0.001 (20× --learning-rate" in line and "evaluation every 50 steps" in line
     json.dumps(record)  # kept in report.json as it is
+
+
+def test_explicit_settings_win_over_the_automatic_ones():
+    record = plan(FinetuneConfig(strategy="full", head_learning_rate=2e-4, eval_strategy="epoch"), 128)
+    assert (record["strategy"], record["head_learning_rate"], record["eval_strategy"]) == ("full", 2e-4, "epoch")
+    assert record["epochs"] == 19.0 and len(record["choices"]) == 1  # the floor only
+
+
+def test_auto_chooses_feature_extraction_below_the_threshold(monkeypatch):
+    monkeypatch.setattr(recipes, "HEAD_ONLY_BELOW", 100)
+    small, large = plan(FinetuneConfig(), 99), plan(FinetuneConfig(), 100)
+    assert small["strategy"] == "head-only" and large["strategy"] == "freeze-embeddings"
+    assert small["planned_steps"] == 0 and "below 100 texts" in small["choices"][0] and len(small["choices"]) == 1
+    trainer = plan(FinetuneConfig(head_solver="trainer"), 99)  # a head trained by the Trainer gets the floor
+    assert trainer["strategy"] == "head-only" and trainer["epochs"] > 2
 
 
 @pytest.mark.parametrize("settings, texts", [({"min_steps": 0}, 128),  # floor off
                                              ({"min_steps": 150}, 13_891),  # enough data: 1,738 steps already
                                              ({"min_steps": 150, "max_steps": 20}, 128)])  # max_steps decides
 def test_nothing_is_raised_when_the_floor_is_off_reached_or_overridden(settings, texts):
-    config = FinetuneConfig(epochs=2, batch_size=16, **settings)
-    record = plan_epochs(config, texts)
+    config = FinetuneConfig(epochs=2, batch_size=16, strategy="freeze-embeddings", **settings)
+    record = plan(config, texts)
     assert record["epochs"] == 2 and record["choices"] == [] and describe(record) is None
     assert record["planned_steps"] == (settings.get("max_steps") or 2 * steps_per_epoch(texts, 16))
+    assert record["head_learning_rate"] == config.learning_rate and record["eval_strategy"] == "epoch"
+
+
+def test_full_data_defaults_are_the_measured_full_recipe():
+    record = plan(FinetuneConfig(), 13_891)
+    assert (record["strategy"], record["epochs"], record["head_learning_rate"], record["eval_strategy"]) == (
+        "freeze-embeddings", 2.0, 5e-5, "epoch")
 
 
 def test_head_learning_rate_reaches_only_the_head_and_pooler(tiny_bert):
@@ -75,3 +102,4 @@ def test_training_runs_the_raised_epochs_and_records_why(sample_csv, tiny_config
     assert recipe["head_learning_rate"] == 1e-2
     printed = capsys.readouterr().out
     assert printed.count("recipe: 64 training texts give 1 step per epoch, so epochs are raised from 1 to 12") == 1
+    assert recipe["strategy"] == "full" and recipe["eval_strategy"] == "steps" and recipe["eval_steps"] == 4

@@ -120,7 +120,7 @@ def fit_head(classifier, train_texts, train_y, validation_texts, validation_y, f
         linear.bias.copy_(torch.as_tensor(bias, dtype=linear.bias.dtype))
     chosen = next((s for s in scores if s["C"] == c), {})
     best_f1 = chosen.get("validation_macro_f1")
-    stats = {"strategy": cfg.strategy, "head_solver": "logistic", "precision": "fp32",
+    stats = {"strategy": "head-only", "head_solver": "logistic", "precision": "fp32",
              "device": str(next(classifier.model_.parameters()).device), "world_size": 1, "steps": 0,
              "train_seconds": round(time.perf_counter() - started, 2), "encode_seconds": round(encode_seconds, 2),
              "train_samples_per_second": None, "best_validation_macro_f1": best_f1,

@@ -1,16 +1,30 @@
-"""The data-size-aware part of the fine-tuning recipe: how many epochs a training set gets.
+"""The data-size-aware part of the fine-tuning recipe: strategy, epochs, head learning rate and
+evaluation cadence, chosen from the number of training texts.
 
 With little data an epoch is a handful of optimizer steps, so "2 epochs" leaves a freshly initialised
-head almost where it started (128 texts at batch 16: 16 steps). ``--min-steps`` puts a floor under the
-step count: the epochs are raised (whole epochs, so every evaluation sees a full pass) until training
-takes at least that many steps; early stopping on validation macro-F1 still ends it when the model
-stops improving. Every choice is returned as a JSON-ready record (kept in ``report.json`` under
-``fit.recipe``) and described in one line when something was chosen automatically.
+head almost where it started (128 texts at batch 16: 16 steps). ``--min-steps`` (default 150) puts a
+floor under the step count: the epochs are raised (whole epochs) until training takes at least that
+many steps; early stopping on validation macro-F1 still ends it when the model stops improving. While
+the floor binds — training is short — the head, newly initialised, gets ``HEAD_RATE_FACTOR`` × the
+learning rate unless ``--head-learning-rate`` is given, and evaluation runs every ``min_steps /
+EVALUATIONS_UNDER_FLOOR`` steps instead of every (tiny) epoch unless ``--eval-strategy`` is given.
+``--strategy auto`` picks the strategy by size. The thresholds come from measured learning curves
+(``textxfer study`` on ``sample_data/``; BENCHMARKS.md, "Learning curves"). With enough data none of
+this binds and the recipe is the one measured at full size.
+
+Every choice is returned as a JSON-ready record (kept in ``report.json`` under ``fit.recipe``) and
+announced in one line.
 """
 
 from __future__ import annotations
 
 import math
+
+# --strategy auto: feature extraction (head-only, logistic regression on frozen features) below this many
+# training texts, fine-tuning (freeze-embeddings) from it on. Read off the learning curves (BENCHMARKS.md).
+HEAD_ONLY_BELOW = 0
+HEAD_RATE_FACTOR = 20  # head rate = 20 × the learning rate while the step floor binds (5e-5 → 1e-3)
+EVALUATIONS_UNDER_FLOOR = 3  # evaluations over a floor-length run (150 steps: every 50)
 
 
 def steps_per_epoch(train_texts: int, batch_size: int, accumulation: int = 1, world_size: int = 1) -> int:
@@ -19,28 +33,58 @@ def steps_per_epoch(train_texts: int, batch_size: int, accumulation: int = 1, wo
     return max(1, batches // max(1, accumulation))
 
 
-def plan_epochs(cfg, train_texts: int, world_size: int = 1) -> dict:
-    """The epochs to train and why: ``cfg.epochs``, raised to reach ``cfg.min_steps`` when set.
+def choose_strategy(cfg, train_texts: int) -> tuple[str, str | None]:
+    """``(strategy, why)``: ``cfg.strategy`` itself unless it is ``auto`` (then ``why`` says what decided)."""
+    if cfg.strategy != "auto":
+        return cfg.strategy, None
+    if train_texts < HEAD_ONLY_BELOW:
+        return "head-only", (f"strategy head-only (feature extraction) for {train_texts:,} training texts "
+                             f"(--strategy auto: below {HEAD_ONLY_BELOW:,} texts a head fitted on frozen features "
+                             "did as well as fine-tuning on the measured learning curves)")
+    return "freeze-embeddings", (f"strategy freeze-embeddings for {train_texts:,} training texts (--strategy auto: "
+                                 "fine-tuning led the measured learning curves from "
+                                 f"{max(HEAD_ONLY_BELOW, 32):,} texts on; the frozen word embeddings make CPU steps cheaper)")
 
-    ``cfg.max_steps`` > 0 overrides both (the ``Trainer`` stops there), so nothing is raised then.
-    Returns ``train_texts``, ``steps_per_epoch``, ``epochs_asked``, ``epochs``, ``planned_steps``,
-    ``min_steps``, ``learning_rate``, ``head_learning_rate`` and ``choices`` (sentences; empty when
-    nothing was chosen automatically).
+
+def plan(cfg, train_texts: int, world_size: int = 1) -> dict:
+    """The recipe for ``train_texts`` training texts under ``cfg``, and why.
+
+    Returns ``strategy`` (``strategy_asked``), ``train_texts``, ``steps_per_epoch``, ``epochs_asked``,
+    ``epochs``, ``planned_steps``, ``min_steps``, ``learning_rate``, ``head_learning_rate``,
+    ``eval_strategy``, ``eval_steps`` and ``choices`` (sentences for what was chosen automatically).
+    ``cfg.max_steps`` > 0 overrides the floor (the ``Trainer`` stops there).
     """
+    strategy, why = choose_strategy(cfg, train_texts)
+    choices = [why] if why else []
     per_epoch = steps_per_epoch(train_texts, cfg.batch_size, cfg.gradient_accumulation, world_size)
-    epochs, choices = float(cfg.epochs), []
+    epochs = float(cfg.epochs)
     planned = cfg.max_steps if cfg.max_steps > 0 else math.ceil(per_epoch * epochs)
-    if cfg.max_steps <= 0 and cfg.min_steps > planned:
+    fitted_head = strategy == "head-only" and cfg.head_solver == "logistic"
+    floor_binds = not fitted_head and cfg.max_steps <= 0 and cfg.min_steps > planned
+    if floor_binds:
         epochs = float(math.ceil(cfg.min_steps / per_epoch))
         planned = int(per_epoch * epochs)
         choices.append(f"{train_texts:,} training texts give {per_epoch} step{'s' * (per_epoch != 1)} per epoch, "
-                       f"so epochs are raised from "
-                       f"{cfg.epochs:g} to {epochs:g} ({planned} steps) to reach the {cfg.min_steps}-step floor "
-                       "(--min-steps); early stopping on validation macro-F1 can still end it sooner")
-    head_rate = cfg.head_learning_rate if cfg.head_learning_rate is not None else cfg.learning_rate
-    return {"train_texts": train_texts, "steps_per_epoch": per_epoch, "epochs_asked": cfg.epochs, "epochs": epochs,
-            "planned_steps": planned, "min_steps": cfg.min_steps, "learning_rate": cfg.learning_rate,
-            "head_learning_rate": head_rate, "choices": choices}
+                       f"so epochs are raised from {cfg.epochs:g} to {epochs:g} ({planned} steps) to reach the "
+                       f"{cfg.min_steps}-step floor (--min-steps); early stopping on validation macro-F1 can still "
+                       "end it sooner")
+    head_rate = cfg.head_learning_rate
+    if head_rate is None:
+        head_rate = cfg.learning_rate * (HEAD_RATE_FACTOR if floor_binds else 1)
+        if floor_binds:
+            choices.append(f"head learning rate {head_rate:g} ({HEAD_RATE_FACTOR}× --learning-rate: a new head in "
+                           "a short run; --head-learning-rate to set it)")
+    eval_strategy, eval_steps = cfg.eval_strategy, cfg.eval_steps
+    if eval_strategy == "auto":
+        eval_strategy = "steps" if floor_binds else "epoch"
+        if floor_binds:
+            eval_steps = max(1, math.ceil(cfg.min_steps / EVALUATIONS_UNDER_FLOOR))
+            choices.append(f"evaluation every {eval_steps} steps rather than every epoch (--eval-strategy to set it)")
+    return {"strategy": strategy, "strategy_asked": cfg.strategy, "train_texts": train_texts,
+            "steps_per_epoch": per_epoch, "epochs_asked": cfg.epochs, "epochs": 0.0 if fitted_head else epochs,
+            "planned_steps": 0 if fitted_head else planned, "min_steps": cfg.min_steps,
+            "learning_rate": cfg.learning_rate, "head_learning_rate": head_rate,
+            "eval_strategy": eval_strategy, "eval_steps": eval_steps, "choices": choices}
 
 
 def describe(record: dict) -> str | None:

@@ -11,7 +11,7 @@ import numpy as np
 from textxfer.data import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.metrics import score
-from textxfer.recipe import describe, plan_epochs
+from textxfer.recipe import describe, plan
 from textxfer.strategies import apply_strategy, gradual_unfreeze_callback, parameter_groups
 
 
@@ -61,19 +61,20 @@ def _class_weighted_loss(labels: list[int], num_labels: int):
 
 
 def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, device: dict, grouping: bool,
-               epochs: float):
+               recipe: dict):
     from transformers import TrainingArguments
 
-    evaluating = has_validation and cfg.eval_strategy != "no"
-    strategy = cfg.eval_strategy if evaluating else ("steps" if cfg.eval_strategy == "steps" else "epoch")
+    epochs, eval_strategy, eval_steps = recipe["epochs"], recipe["eval_strategy"], recipe["eval_steps"]
+    evaluating = has_validation and eval_strategy != "no"
+    strategy = eval_strategy if evaluating else ("steps" if eval_strategy == "steps" else "epoch")
     warmup = cfg.warmup if cfg.warmup < 1 else int(cfg.warmup)
     return TrainingArguments(
         output_dir=output_dir, num_train_epochs=epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=warmup,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation,
-        eval_strategy=strategy if evaluating else "no", save_strategy=strategy, eval_steps=cfg.eval_steps,
-        save_steps=cfg.eval_steps, save_total_limit=2,
+        eval_strategy=strategy if evaluating else "no", save_strategy=strategy, eval_steps=eval_steps,
+        save_steps=eval_steps, save_total_limit=2,
         load_best_model_at_end=evaluating, metric_for_best_model="macro_f1" if evaluating else None,
         greater_is_better=True, logging_strategy="steps", logging_steps=cfg.logging_steps, report_to="none",
         seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=not progress, dataloader_num_workers=0,
@@ -105,20 +106,24 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, default_data_collator
 
     cfg, model, labels = classifier.config, classifier.model_, classifier.labels
-    apply_strategy(model, cfg.strategy)
+    recipe = plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")))
+    announcement, strategy = describe(recipe), recipe["strategy"]
+    if announcement and int(os.environ.get("RANK", "0")) == 0:
+        print(announcement, flush=True)
+    apply_strategy(model, strategy)
     device = device_settings(cfg.precision)
     y_train = labels.encode(train.labels)
     y_validation = labels.encode(validation.labels) if validation is not None else []
     features = lambda texts, module: classifier_inputs(classifier, texts, module, cfg.feature_cache)  # noqa: E731
-    if cfg.strategy == "head-only" and cfg.head_solver == "logistic":
+    if strategy == "head-only" and cfg.head_solver == "logistic":
         from textxfer.head_fit import describe as describe_head, fit_head
 
         log, stats = fit_head(classifier, train.texts, y_train, validation.texts if validation is not None else [],
                               y_validation, features)
         if int(os.environ.get("RANK", "0")) == 0:
             print(describe_head(stats), flush=True)
-        return log, stats
-    if cfg.strategy == "head-only":
+        return log, {**stats, "strategy": strategy, "recipe": recipe}
+    if strategy == "head-only":
         # Feature extraction: the frozen encoder runs once per text; the head then trains on cached features.
         trained = HeadOnly(model, cfg.class_weighted and _class_weighted_loss(y_train, len(labels)))
         head = _head_module(model)
@@ -139,12 +144,8 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     resume_from = _last_checkpoint(output_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         raise TextxferError(f"--resume: no checkpoint in {output_dir}; start without --resume")
-    recipe = plan_epochs(cfg, len(train_set), int(os.environ.get("WORLD_SIZE", "1")))
-    announcement = describe(recipe)
-    if announcement and int(os.environ.get("RANK", "0")) == 0:
-        print(announcement, flush=True)
-    arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping, recipe["epochs"])
-    if cfg.strategy == "head-only":
+    arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping, recipe)
+    if strategy == "head-only":
         groups = [{"params": list(trained.parameters()), "weight_decay": cfg.weight_decay,
                    "lr": recipe["head_learning_rate"]}]
     else:
@@ -152,11 +153,11 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
                                   cfg.head_learning_rate)
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     callbacks = []
-    if validation_set is not None and cfg.eval_strategy != "no" and cfg.early_stopping > 0:
+    if validation_set is not None and recipe["eval_strategy"] != "no" and cfg.early_stopping > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping))
-    if cfg.strategy == "gradual-unfreeze":
+    if strategy == "gradual-unfreeze":
         callbacks.append(gradual_unfreeze_callback(model, recipe["epochs"]))
-    loss = _class_weighted_loss(y_train, len(labels)) if cfg.class_weighted and cfg.strategy != "head-only" else None
+    loss = _class_weighted_loss(y_train, len(labels)) if cfg.class_weighted and strategy != "head-only" else None
     trainer = Trainer(model=trained, args=arguments, data_collator=collator, train_dataset=train_set,
                       eval_dataset=validation_set, processing_class=classifier.tokenizer_ if trained is model else None,
                       compute_metrics=_compute_metrics(labels), compute_loss_func=loss, callbacks=callbacks,
@@ -173,7 +174,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
             temporary.cleanup()
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     stats = {
-        "strategy": cfg.strategy, "precision": device["_precision"], "device": str(next(model.parameters()).device),
+        "strategy": strategy, "precision": device["_precision"], "device": str(next(model.parameters()).device),
         "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),

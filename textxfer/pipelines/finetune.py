@@ -28,24 +28,24 @@ class FinetuneConfig:
     """Settings of the fine-tuning pipeline (the usual ``TrainingArguments`` plus transfer options)."""
 
     model: str = field(default="multilingual-e5-small", metadata={"help": "hub id, local folder, or a bundled encoder (see `textxfer models`)"})
-    strategy: str = field(default="freeze-embeddings", metadata={"help": "full | freeze-embeddings | head-only | gradual-unfreeze", "choices": STRATEGIES})
+    strategy: str = field(default="auto", metadata={"help": "auto (by training-set size; see README) | full | freeze-embeddings | head-only | gradual-unfreeze", "choices": ("auto", *STRATEGIES)})
     layer_lr_decay: float = field(default=1.0, metadata={"help": "learning rate × this per layer below the top (1: same rate everywhere)"})
     max_length: int | None = field(default=None, metadata={"help": "max tokens per text (default: 99th percentile of training texts, capped at the model's limit)"})
     long_text: str = field(default="head-tail", metadata={"help": "truncate (keep the start) | head-tail (keep start and end)", "choices": LONG_TEXT_POLICIES})
     epochs: float = field(default=2.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
     learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
-    head_learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of the classifier head and pooler (often newly initialised; discriminative rates); default: --learning-rate"})
+    head_learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of the classifier head and pooler (often newly initialised; discriminative rates); default: 20× --learning-rate while the step floor binds, else --learning-rate"})
     head_solver: str = field(default="logistic", metadata={"help": "how --strategy head-only fits the head: logistic (regularised logistic regression on the cached features, strength chosen on validation) | trainer (the Trainer, --epochs at the head rate)", "choices": HEAD_SOLVERS})
     feature_cache: str | None = field(default=None, metadata={"help": "folder caching the frozen features of --strategy head-only (reused by runs of the same model, texts and max length)"})
-    min_steps: int = field(default=0, metadata={"help": "a floor on optimizer steps: with little data the epochs are raised until training takes at least this many steps (0: off)"})
+    min_steps: int = field(default=150, metadata={"help": "a floor on optimizer steps: with little data the epochs are raised until training takes at least this many steps (0: off)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size per device"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation / prediction batch size"})
     gradient_accumulation: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     warmup: float = field(default=0.06, metadata={"help": "warm-up: a ratio of all steps if < 1, else a step count"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases / norms)"})
     class_weighted: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
-    eval_strategy: str = field(default="epoch", metadata={"help": "when to evaluate and save: epoch | steps | no", "choices": ("epoch", "steps", "no")})
+    eval_strategy: str = field(default="auto", metadata={"help": "when to evaluate and save: auto (every epoch; every min-steps/3 steps while the step floor binds) | epoch | steps | no", "choices": ("auto", "epoch", "steps", "no")})
     eval_steps: int = field(default=200, metadata={"help": "evaluate/save every N steps with --eval-strategy steps"})
     early_stopping: int = field(default=2, metadata={"help": "stop after N evaluations without validation macro-F1 gain (0: off); the best model is kept"})
     logging_steps: int = field(default=50, metadata={"help": "log the training loss every N steps"})
@@ -59,8 +59,8 @@ class FinetuneConfig:
     allow_pickle_weights: bool = field(default=False, metadata={"help": "load .bin/.pt pickle weights of a base model (can run code); default: safetensors only"})
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise TextxferError(f"unknown strategy {self.strategy!r}; choose one of {list(STRATEGIES)}")
+        if self.strategy not in ("auto", *STRATEGIES):
+            raise TextxferError(f"unknown strategy {self.strategy!r}; choose one of {['auto', *STRATEGIES]}")
         if self.long_text not in LONG_TEXT_POLICIES:
             raise TextxferError(f"unknown long-text policy {self.long_text!r}; choose one of {list(LONG_TEXT_POLICIES)}")
         if self.head_solver not in HEAD_SOLVERS:
