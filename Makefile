@@ -8,7 +8,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.textxfer-installed
 
-.PHONY: setup demo test bench clean browser
+.PHONY: setup demo test bench study bench-small-data clean browser
 
 $(STAMP): pyproject.toml scripts/bootstrap.py
 	@$(PYTHON) scripts/bootstrap.py --venv $(VENV) --torch "$(TORCH)" --cpu-index "$(TORCH_CPU_INDEX)" --stamp $(STAMP)
@@ -21,6 +21,17 @@ DEMO_FLAGS ?= --finetune-max-train-samples 2000 --finetune-epochs 1
 
 demo: $(STAMP)
 	$(VENV)/bin/textxfer compare --data sample_data/reviews.csv --output runs/demo $(DEMO_FLAGS)
+
+# Little data: a learning-curve study sized for 2 CPU cores (textxfer study; finished cells are reused).
+STUDY_FLAGS ?= --variants baseline finetune finetune:strategy=head-only --sizes 64 256 --seeds 2
+
+study: $(STAMP)
+	$(VENV)/bin/textxfer study --data sample_data/reviews.csv --output runs/study $(STUDY_FLAGS)
+
+# textxfer's defaults against SetFit (same encoder) and TF-IDF + LR on the same subsets (SetFit: dev-only extra).
+bench-small-data: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(PY) scripts/bench_small_data.py
 
 # Best effort: Debian's Chromium for tests/test_serve_browser.py (as root with apt-get only; never fails).
 browser:

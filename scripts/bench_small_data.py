@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,12 +52,14 @@ def setfit_cell(train_texts, train_y, test_texts, seed: int, max_steps: int, max
     model = SetFitModel.from_pretrained(str(resolve_bundled("multilingual-e5-small")))
     model.model_body.max_seq_length = max_length
     pairs_steps = int(np.ceil(20 * 2 * len(train_texts) / 16))
-    arguments = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, seed=seed,
-                                  max_steps=max_steps if pairs_steps > max_steps else -1, show_progress_bar=False)
-    trainer = Trainer(model=model, args=arguments,
-                      train_dataset=datasets.Dataset.from_dict({"text": list(train_texts), "label": list(train_y)}))
     started = time.perf_counter()
-    trainer.train()
+    with tempfile.TemporaryDirectory(prefix="setfit-") as scratch:  # SetFit's checkpoints: never in the work tree
+        arguments = TrainingArguments(output_dir=scratch, save_strategy="no", batch_size=16, num_epochs=1,
+                                      num_iterations=20, seed=seed, show_progress_bar=False,
+                                      max_steps=max_steps if pairs_steps > max_steps else -1)
+        trainer = Trainer(model=model, args=arguments,
+                          train_dataset=datasets.Dataset.from_dict({"text": list(train_texts), "label": list(train_y)}))
+        trainer.train()
     fit_seconds = time.perf_counter() - started
     predicted = np.asarray(model.predict(list(test_texts), batch_size=64, show_progress_bar=False))
     return {"predicted": [int(p) for p in predicted], "fit_seconds": round(fit_seconds, 1),

@@ -55,7 +55,7 @@ def check_model(metrics: dict, train_labels: Sequence, labels: LabelSet, split: 
     return check
 
 
-ADVICE = {"finetune": "train longer or faster (--epochs, --learning-rate), try --strategy head-only, or add data",
+ADVICE = {"finetune": "give it more updates (--min-steps, --head-learning-rate, --epochs), try another --strategy, or add data",
           "baseline": "add data, or compare with the fine-tuned pipeline"}
 
 
