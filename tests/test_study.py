@@ -238,3 +238,20 @@ def test_study_refuses_a_repeated_variant(sample_csv, capsys):
     assert main(["study", "--data", str(sample_csv), "--variants", "baseline", "baseline", "--sizes", "40"]) != 0
     assert "name the same variant twice" in capsys.readouterr().err
 
+
+
+def test_the_estimate_scales_fine_tuning_by_planned_steps_not_texts(tmp_path):
+    from textxfer.study import Cell, estimate, planned_work
+
+    variant = Variant("finetune", "finetune")
+    done = Cell(variant, 32, 42)
+    folder = tmp_path / "done"
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps({"timing": {"fit_seconds": 300.0, "evaluate_seconds": 60.0}}))
+    config = FinetuneConfig()  # the defaults: a 150-step floor at batch 16
+    work = lambda cell: planned_work(cell, config)  # noqa: E731
+    assert work(done) == 150 and work(Cell(variant, 500, 42)) == 160 and work(Cell(variant, 13_891, 42)) == 1738
+    line = estimate([Cell(variant, 500, 43)], {done: folder}, work)
+    assert "1 of them ≈ 6.3 min" in line  # 2 s per step × 160 steps + 60 s of scoring, not 300 s × 500/32
+    head = Cell(Variant("finetune", "finetune:strategy=head-only"), 128, 42)
+    assert planned_work(head, FinetuneConfig(strategy="head-only")) == 128

@@ -132,22 +132,24 @@ def cell_config(cell: Cell, base: dict[str, object], output: Path):
     return config
 
 
-def estimate(todo: list[Cell], finished: dict[Cell, Path]) -> str:
-    """The time the remaining cells should take, from the finished cells' recorded times (per variant:
-    training seconds per text × size, plus the mean scoring time); variants with no finished cell are unknown."""
+def estimate(todo: list[Cell], finished: dict[Cell, Path], work=lambda cell: cell.size) -> str:
+    """The time the remaining cells should take, from the finished cells' recorded times: per variant, the
+    median training seconds per unit of work × the cell's work, plus the median scoring time. ``work(cell)``
+    is the cell's amount of training: its planned optimizer steps for fine-tuning (with a step floor, 32 and
+    500 texts can train equally long), its size otherwise. Variants with no finished cell are unknown."""
     measured: dict[str, list[tuple[float, float]]] = {}
     for cell, folder in finished.items():
         try:
             timing = json.loads((folder / "report.json").read_text(encoding="utf-8"))["timing"]
-            measured.setdefault(cell.variant.text, []).append((timing["fit_seconds"] / cell.size,
+            measured.setdefault(cell.variant.text, []).append((timing["fit_seconds"] / max(work(cell), 1),
                                                                timing["evaluate_seconds"]))
-        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        except (OSError, ValueError, KeyError, TypeError):
             continue
     seconds, unknown = 0.0, sorted({c.variant.text for c in todo if c.variant.text not in measured})
     for cell in todo:
         if cell.variant.text in measured:
-            per_text, scoring = (float(np.median(x)) for x in zip(*measured[cell.variant.text]))
-            seconds += per_text * cell.size + scoring
+            per_unit, scoring = (float(np.median(x)) for x in zip(*measured[cell.variant.text]))
+            seconds += per_unit * work(cell) + scoring
     known = len(todo) - sum(c.variant.text in unknown for c in todo)
     line = f"estimate: {len(todo)} cell(s) to train"
     if known:
@@ -156,6 +158,16 @@ def estimate(todo: list[Cell], finished: dict[Cell, Path]) -> str:
         line += f"; no estimate yet for {', '.join(unknown)} (none of its cells has finished; the progress bar " \
                 "estimates as cells finish)"
     return line
+
+
+def planned_work(cell: Cell, config) -> int:
+    """A cell's amount of training for :func:`estimate`: planned optimizer steps (fine-tuning) or texts."""
+    if cell.variant.pipeline != "finetune":
+        return cell.size
+    from textxfer.recipe import plan as recipe_plan
+
+    record = recipe_plan(config, cell.size)
+    return record["planned_steps"] or cell.size  # a head fitted by regression: its work grows with the texts
 
 
 def _classifier(pipeline: str, config):
@@ -217,7 +229,8 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     log(f"study: {len(variants)} variant(s) × {len(chosen_sizes)} size(s) {chosen_sizes} × {seeds} seed(s) "
         f"= {len(cells)} cells, {len(done)} already finished; output {output}")
     if len(done) < len(cells):
-        log(estimate([c for c in cells if c not in done], {c: output / c.folder for c in done}))
+        log(estimate([c for c in cells if c not in done], {c: output / c.folder for c in done},
+                     lambda c: planned_work(c, cell_config(c, base, output))))
     records = []
     bar = tqdm(total=len(cells), initial=len(done), unit="cell", disable=not progress, desc="study")
     for cell in cells:
