@@ -27,7 +27,7 @@ def test_little_data_gets_epochs_raised_to_the_step_floor(monkeypatch):
     assert record["epochs_asked"] == 2 and record["strategy"] == "freeze-embeddings" and record["strategy_asked"] == "auto"
     assert record["head_learning_rate"] == pytest.approx(1e-3) and (record["eval_strategy"], record["eval_steps"]) == ("steps", 50)
     line = describe(record)
-    assert "\n" not in line and line.startswith("recipe: strategy freeze-embeddings for 128 training texts (--strategy auto")
+    assert "\n" not in line and line.startswith("recipe: strategy freeze-embeddings (--strategy auto: fine-tuning beat")
     assert ("128 training texts give 8 steps per epoch, so epochs are raised from 2 to 19 (152 steps) to reach the "
             "150-step floor (--min-steps); early stopping on validation macro-F1 can still end it sooner") in line
     assert "head learning rate 0.001 (20× --learning-rate" in line and "evaluation every 50 steps" in line
