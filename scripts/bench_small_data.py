@@ -125,12 +125,14 @@ def main() -> None:
         for seed in seeds:
             train = subset(data, nested_order(data.train.labels, seed), size).train
             y_train = labels.encode(train.labels)
-            for system in ("baseline", "finetune"):
-                folder = output / "cells" / system / f"n{size}-seed{seed}"
+            # Every study variant found in the output (the defaults: cells/baseline, cells/finetune).
+            for variant in sorted(p.name for p in (output / "cells").glob("*") if p.is_dir()):
+                folder = output / "cells" / variant / f"n{size}-seed{seed}"
                 if (folder / "predictions.json").is_file():
-                    saved = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))["test"]
+                    saved = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))["splits"]["test"]
                     fit = json.loads((folder / "report.json").read_text(encoding="utf-8"))["timing"]["fit_seconds"]
-                    add(f"textxfer {system} (defaults)", size, seed, saved["predicted"], fit)
+                    name = f"textxfer {variant} (defaults)" if variant in ("baseline", "finetune") else f"textxfer {variant}"
+                    add(name, size, seed, saved["predicted"], fit)
             reference = Reference()
             t0 = time.perf_counter()
             reference.fit(train.texts, np.asarray(y_train))
