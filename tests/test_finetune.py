@@ -236,3 +236,15 @@ def test_two_process_distributed_training(tmp_path, fixture_data, tiny_bert):
     assert report["fit"]["world_size"] == 2
     assert json.loads((output / "metrics.json").read_text())["test"]["accuracy"] >= 0.8
     assert not (tmp_path / "ddp.checkpoints").exists()
+
+
+def test_max_length_comes_from_training_and_validation_texts(tiny_bert, tiny_config):
+    """Few training texts with one long outlier: their own 99th percentile would be the outlier's length."""
+    train = TextDataset(["好" * 60] + ["好坏"[i % 2] * 8 for i in range(7)], ["a", "b"] * 4, list(range(8)), "t.csv")
+    validation = TextDataset(["好坏"[i % 2] * 10 for i in range(100)], ["a", "b"] * 50, list(range(100)), "v.csv")
+    tiny_config.epochs, tiny_config.eval_strategy = 1, "no"
+    model = FinetuneClassifier(tiny_config).fit(train, validation, labels=LabelSet.from_labels(["a", "b"]))
+    assert model.max_length_ == 16  # 99th percentile of 108 lengths (10 + 2 special tokens → the 16-token floor)
+    assert model.fit_stats_["length_texts"] == 108
+    alone = FinetuneClassifier(tiny_config).fit(train, labels=LabelSet.from_labels(["a", "b"]))
+    assert alone.max_length_ > 50  # without validation texts the outlier sets it

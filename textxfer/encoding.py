@@ -54,8 +54,8 @@ def token_lengths(tokenizer, texts: Sequence[str]) -> np.ndarray:
 
 
 def choose_max_length(tokenizer, config, texts: Sequence[str], requested: int | None) -> tuple[int, dict]:
-    """``requested`` if given, else the 99th percentile of training token lengths, capped at the model's
-    limit. Also returns how many training texts are longer than the choice (truncated)."""
+    """``requested`` if given, else the 99th percentile of the token lengths of ``texts``, capped at the model's
+    limit. Also returns how many of ``texts`` are longer than the choice (truncated)."""
     limit = model_max_length(tokenizer, config)
     lengths = token_lengths(tokenizer, texts)
     if requested is not None:

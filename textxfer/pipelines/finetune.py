@@ -30,7 +30,7 @@ class FinetuneConfig:
     model: str = field(default="multilingual-e5-small", metadata={"help": "hub id, local folder, or a bundled encoder (see `textxfer models`)"})
     strategy: str = field(default="auto", metadata={"help": "auto (by training-set size; see README) | full | freeze-embeddings | head-only | gradual-unfreeze", "choices": ("auto", *STRATEGIES)})
     layer_lr_decay: float = field(default=1.0, metadata={"help": "learning rate × this per layer below the top (1: same rate everywhere)"})
-    max_length: int | None = field(default=None, metadata={"help": "max tokens per text (default: 99th percentile of training texts, capped at the model's limit)"})
+    max_length: int | None = field(default=None, metadata={"help": "max tokens per text (default: 99th percentile of the training and validation texts, capped at the model's limit)"})
     long_text: str = field(default="head-tail", metadata={"help": "truncate (keep the start) | head-tail (keep start and end)", "choices": LONG_TEXT_POLICIES})
     epochs: float = field(default=2.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
@@ -107,8 +107,13 @@ class FinetuneClassifier(ClassifierBase):
             self.tokenizer_, self.model_, self.source_ = load_for_training(
                 cfg.model, self.labels, trust_remote_code=cfg.trust_remote_code,
                 allow_pickle_weights=cfg.allow_pickle_weights)
-        self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, train.texts, cfg.max_length)
         has_validation = validation is not None and len(validation) > 0
+        # Token lengths of the training *and* validation texts (no labels used): with few training texts
+        # their own 99th percentile is just the longest one (one 512-token review among 32 made every
+        # step several times slower), while the validation texts make it a stable estimate.
+        length_texts = train.texts + (validation.texts if has_validation else [])
+        self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, length_texts, cfg.max_length)
+        length_stats["length_texts"] = len(length_texts)
         self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
         self.fit_stats_ = {"train_texts": len(train), "base_model": self.source_, **length_stats, **train_stats}
         return self
