@@ -103,3 +103,31 @@ def test_training_runs_the_raised_epochs_and_records_why(sample_csv, tiny_config
     printed = capsys.readouterr().out
     assert printed.count("recipe: 64 training texts give 1 step per epoch, so epochs are raised from 1 to 12") == 1
     assert recipe["strategy"] == "full" and recipe["eval_strategy"] == "steps" and recipe["eval_steps"] == 4
+
+
+def test_the_optimizer_gets_the_recipes_head_rate(sample_csv, tiny_config, monkeypatch):
+    """The rate in report.json is the rate that trained: 20× on the head while the floor binds."""
+    import torch
+
+    from textxfer.data import DataOptions, load_data
+
+    captured = []
+
+    class Recording(torch.optim.AdamW):
+        def __init__(self, groups, **kwargs):
+            captured.append([dict(lr=g["lr"], names={id(p) for p in g["params"]}) for g in groups])
+            super().__init__(groups, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    data = load_data(DataOptions(data=str(sample_csv)))
+    tiny_config.epochs, tiny_config.batch_size, tiny_config.min_steps = 1, 64, 6
+    tiny_config.max_train_samples, tiny_config.learning_rate = 64, 1e-4
+    model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
+    assert model.fit_stats_["recipe"]["head_learning_rate"] == pytest.approx(2e-3)
+    head = {id(p) for name, p in model.model_.named_parameters() if name.startswith(("classifier.", "bert.pooler."))}
+    (groups,) = captured
+    head_rates = [g["lr"] for g in groups if g["names"] <= head]
+    body_rates = [g["lr"] for g in groups if not g["names"] & head]
+    assert head_rates and all(rate == pytest.approx(2e-3) for rate in head_rates)
+    assert body_rates and all(rate == pytest.approx(1e-4) for rate in body_rates)
+    assert len(head_rates) + len(body_rates) == len(groups)

@@ -150,7 +150,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
                    "lr": recipe["head_learning_rate"]}]
     else:
         groups = parameter_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay,
-                                  cfg.head_learning_rate)
+                                  recipe["head_learning_rate"])  # the recipe's: 20× while the step floor binds
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     callbacks = []
     if validation_set is not None and recipe["eval_strategy"] != "no" and cfg.early_stopping > 0:
