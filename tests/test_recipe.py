@@ -34,6 +34,13 @@ def test_little_data_gets_epochs_raised_to_the_step_floor(monkeypatch):
     json.dumps(record)  # kept in report.json as it is
 
 
+def test_the_automatic_head_rate_is_capped_and_never_below_the_body_rate():
+    assert plan(FinetuneConfig(learning_rate=2e-5), 128)["head_learning_rate"] == pytest.approx(4e-4)
+    assert plan(FinetuneConfig(learning_rate=1e-4), 128)["head_learning_rate"] == pytest.approx(1e-3)
+    high = plan(FinetuneConfig(learning_rate=3e-3), 128)
+    assert high["head_learning_rate"] == 3e-3 and not any("head learning rate" in c for c in high["choices"])
+
+
 def test_explicit_settings_win_over_the_automatic_ones():
     record = plan(FinetuneConfig(strategy="full", head_learning_rate=2e-4, eval_strategy="epoch"), 128)
     assert (record["strategy"], record["head_learning_rate"], record["eval_strategy"]) == ("full", 2e-4, "epoch")
@@ -123,11 +130,11 @@ def test_the_optimizer_gets_the_recipes_head_rate(sample_csv, tiny_config, monke
     tiny_config.epochs, tiny_config.batch_size, tiny_config.min_steps = 1, 64, 6
     tiny_config.max_train_samples, tiny_config.learning_rate = 64, 1e-4
     model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
-    assert model.fit_stats_["recipe"]["head_learning_rate"] == pytest.approx(2e-3)
+    assert model.fit_stats_["recipe"]["head_learning_rate"] == pytest.approx(1e-3)  # 20× 1e-4, capped at 1e-3
     head = {id(p) for name, p in model.model_.named_parameters() if name.startswith(("classifier.", "bert.pooler."))}
     (groups,) = captured
     head_rates = [g["lr"] for g in groups if g["names"] <= head]
     body_rates = [g["lr"] for g in groups if not g["names"] & head]
-    assert head_rates and all(rate == pytest.approx(2e-3) for rate in head_rates)
+    assert head_rates and all(rate == pytest.approx(1e-3) for rate in head_rates)
     assert body_rates and all(rate == pytest.approx(1e-4) for rate in body_rates)
     assert len(head_rates) + len(body_rates) == len(groups)

@@ -6,7 +6,7 @@ head almost where it started (128 texts at batch 16: 16 steps). ``--min-steps`` 
 floor under the step count: the epochs are raised (whole epochs) until training takes at least that
 many steps; early stopping on validation macro-F1 still ends it when the model stops improving. While
 the floor binds — training is short — the head, newly initialised, gets ``HEAD_RATE_FACTOR`` × the
-learning rate unless ``--head-learning-rate`` is given, and evaluation runs every ``min_steps /
+learning rate (at most ``HEAD_RATE_CAP``, never less than the learning rate) unless ``--head-learning-rate`` is given, and evaluation runs every ``min_steps /
 EVALUATIONS_UNDER_FLOOR`` steps instead of every (tiny) epoch unless ``--eval-strategy`` is given.
 ``--strategy auto`` picks the strategy by size. The thresholds come from measured learning curves
 (``textxfer study`` on ``sample_data/``; BENCHMARKS.md, "Learning curves"). With enough data none of
@@ -24,7 +24,8 @@ import math
 # training texts, fine-tuning (freeze-embeddings) from it on. Read off the learning curves (BENCHMARKS.md).
 # Measured (multilingual-e5-small, sample_data/, 3 seeds): fine-tuning led at every size from 32 texts, so 0.
 HEAD_ONLY_BELOW = 0
-HEAD_RATE_FACTOR = 20  # head rate = 20 × the learning rate while the step floor binds (5e-5 → 1e-3)
+HEAD_RATE_FACTOR = 20  # head rate = 20 × the learning rate while the step floor binds (5e-5 → 1e-3) …
+HEAD_RATE_CAP = 1e-3  # … but not above 1e-3 (the measured rate), nor below the learning rate itself
 EVALUATIONS_UNDER_FLOOR = 3  # evaluations over a floor-length run (150 steps: every 50)
 
 
@@ -70,10 +71,12 @@ def plan(cfg, train_texts: int, world_size: int = 1) -> dict:
                        "end it sooner")
     head_rate = cfg.head_learning_rate
     if head_rate is None:
-        head_rate = cfg.learning_rate * (HEAD_RATE_FACTOR if floor_binds else 1)
+        head_rate = cfg.learning_rate
         if floor_binds:
-            choices.append(f"head learning rate {head_rate:g} ({HEAD_RATE_FACTOR}× --learning-rate: a new head in "
-                           "a short run; --head-learning-rate to set it)")
+            head_rate = max(cfg.learning_rate, min(HEAD_RATE_FACTOR * cfg.learning_rate, HEAD_RATE_CAP))
+        if head_rate != cfg.learning_rate:
+            choices.append(f"head learning rate {head_rate:g} ({head_rate / cfg.learning_rate:g}× --learning-rate: "
+                           "a new head in a short run; --head-learning-rate to set it)")
     eval_strategy, eval_steps = cfg.eval_strategy, cfg.eval_steps
     if eval_strategy == "auto":
         eval_strategy = "steps" if floor_binds else "epoch"
