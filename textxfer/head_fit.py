@@ -96,24 +96,25 @@ def fit_head(classifier, train_texts, train_y, validation_texts, validation_y, f
     import torch
     from sklearn.preprocessing import StandardScaler
 
-    from textxfer.training import _head_module
+    from textxfer.strategies import head_module
 
     cfg, num_labels = classifier.config, len(classifier.labels)
     train_y = np.asarray(train_y)
     if len(set(train_y.tolist())) < 2:
         raise TextxferError("--strategy head-only needs training texts of at least two classes")
-    linear = last_linear(_head_module(classifier.model_))
+    linear = last_linear(head_module(classifier.model_))
     started = time.perf_counter()
     train_x = features(train_texts, linear)
     validation_x = features(validation_texts, linear) if validation_texts else None
     encode_seconds = time.perf_counter() - started
     scaler = StandardScaler().fit(train_x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    standard = lambda x: (x - scaler.mean_) / scale  # noqa: E731
-    c, scores, how = choose_c(standard(train_x), train_y, None if validation_x is None else standard(validation_x),
+    train_standard = (train_x - scaler.mean_) / scale
+    validation_standard = None if validation_x is None else (validation_x - scaler.mean_) / scale
+    c, scores, how = choose_c(train_standard, train_y, validation_standard,
                               None if validation_y is None else np.asarray(validation_y), num_labels,
                               cfg.class_weighted, cfg.seed)
-    model = _estimator(c, cfg.class_weighted, cfg.seed).fit(standard(train_x), train_y)
+    model = _estimator(c, cfg.class_weighted, cfg.seed).fit(train_standard, train_y)
     weight, bias = linear_weights(model, scaler.mean_, scale, num_labels)
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))

@@ -25,6 +25,14 @@ def encoder_parts(model):
     return embeddings, layers, head
 
 
+def head_module(model):
+    """The model's classifier head (``model.classifier``: BERT/RoBERTa-family classification models)."""
+    head = getattr(model, "classifier", None)
+    if head is None:
+        raise TextxferError(f"{type(model).__name__}: no `classifier` head found; --strategy head-only needs one")
+    return head
+
+
 def apply_strategy(model, strategy: str) -> None:
     """Set ``requires_grad`` for the start of training under ``strategy``.
 

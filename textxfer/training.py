@@ -12,7 +12,7 @@ from textxfer.data import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.metrics import score
 from textxfer.recipe import describe, plan
-from textxfer.strategies import apply_strategy, gradual_unfreeze_callback, parameter_groups
+from textxfer.strategies import apply_strategy, gradual_unfreeze_callback, head_module, parameter_groups
 
 
 def device_settings(precision: str) -> dict:
@@ -126,7 +126,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     if strategy == "head-only":
         # Feature extraction: the frozen encoder runs once per text; the head then trains on cached features.
         trained = HeadOnly(model, cfg.class_weighted and _class_weighted_loss(y_train, len(labels)))
-        head = _head_module(model)
+        head = head_module(model)
         train_set = _dataset({"features": features(train.texts, head)}, y_train)
         validation_set = (_dataset({"features": features(validation.texts, head)}, y_validation)
                           if validation is not None else None)
@@ -217,13 +217,6 @@ def classifier_inputs(classifier, texts: list[str], module, cache: str | None = 
     return features
 
 
-def _head_module(model):
-    head = getattr(model, "classifier", None)
-    if head is None:
-        raise TextxferError(f"{type(model).__name__}: no `classifier` head found; --strategy head-only needs one")
-    return head
-
-
 def HeadOnly(model, loss_function):  # noqa: N802 - a factory that builds an nn.Module lazily (torch import)
     """An ``nn.Module`` wrapping ``model``'s classifier head: ``forward(features, labels)``."""
     import torch
@@ -232,7 +225,7 @@ def HeadOnly(model, loss_function):  # noqa: N802 - a factory that builds an nn.
     class _HeadOnly(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.head = _head_module(model)
+            self.head = head_module(model)
 
         def forward(self, features, labels=None):
             logits = self.head(features)
