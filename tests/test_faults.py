@@ -73,8 +73,10 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, sa
 
 def test_ctrl_c_stops_with_one_line_and_a_resumable_state(tmp_path, sample_csv, tiny_bert):
     output = tmp_path / "run"
-    interrupted = start_and_signal(finetune_command(sample_csv, tiny_bert, output), Path(f"{output}.checkpoints"),
-                                   signal.SIGINT)
+    # 1,000 epochs: the run cannot end on its own between the first checkpoint and the signal, however loaded
+    # the machine (with 5 epochs a busy machine once let it finish first and exit 0)
+    interrupted = start_and_signal(finetune_command(sample_csv, tiny_bert, output, "--epochs", "1000"),
+                                   Path(f"{output}.checkpoints"), signal.SIGINT)
     assert interrupted.returncode == 130
     lines = [line for line in interrupted.stderr.strip().splitlines() if line.strip()]
     assert lines[-1].startswith("textxfer: interrupted") and "--resume" in lines[-1]

@@ -27,7 +27,7 @@ def test_little_data_gets_epochs_raised_to_the_step_floor(monkeypatch):
     assert record["epochs_asked"] == 2 and record["strategy"] == "freeze-embeddings" and record["strategy_asked"] == "auto"
     assert record["head_learning_rate"] == pytest.approx(1e-3) and (record["eval_strategy"], record["eval_steps"]) == ("steps", 50)
     line = describe(record)
-    assert "\n" not in line and line.startswith("recipe: strategy freeze-embeddings (--strategy auto: fine-tuning beat")
+    assert "\n" not in line and line.startswith("recipe: strategy freeze-embeddings (--strategy auto: with first-token")
     assert ("128 training texts give 8 steps per epoch, so epochs are raised from 2 to 19 (152 steps) to reach the "
             "150-step floor (--min-steps); early stopping on validation macro-F1 can still end it sooner") in line
     assert "head learning rate 0.001 (20× --learning-rate" in line and "evaluation every 50 steps" in line
@@ -49,10 +49,13 @@ def test_explicit_settings_win_over_the_automatic_ones():
 
 def test_auto_chooses_feature_extraction_below_the_threshold(monkeypatch):
     monkeypatch.setattr(recipes, "HEAD_ONLY_BELOW", 100)
-    small, large = plan(FinetuneConfig(), 99), plan(FinetuneConfig(), 100)
+    small, large = plan(FinetuneConfig(), 99, pooling="mean"), plan(FinetuneConfig(), 100, pooling="mean")
     assert small["strategy"] == "head-only" and large["strategy"] == "freeze-embeddings"
     assert small["planned_steps"] == 0 and "below 100 texts" in small["choices"][0] and len(small["choices"]) == 1
-    trainer = plan(FinetuneConfig(head_solver="trainer"), 99)  # a head trained by the Trainer gets the floor
+    assert "from 100 texts" in large["choices"][0]
+    # First-token features are weak frozen: auto fine-tunes at every size then.
+    assert plan(FinetuneConfig(), 32, pooling="cls")["strategy"] == "freeze-embeddings"
+    trainer = plan(FinetuneConfig(head_solver="trainer"), 99, pooling="mean")  # a Trainer-trained head gets the floor
     assert trainer["strategy"] == "head-only" and trainer["epochs"] > 2
 
 
@@ -108,7 +111,9 @@ def test_training_runs_the_raised_epochs_and_records_why(sample_csv, tiny_config
     assert model.fit_stats_["steps"] == 12  # the Trainer really ran the raised budget (early stopping is off)
     assert recipe["head_learning_rate"] == 1e-2
     printed = capsys.readouterr().out
-    assert printed.count("recipe: 64 training texts give 1 step per epoch, so epochs are raised from 1 to 12") == 1
+    line = next(line for line in printed.splitlines() if line.startswith("recipe: "))
+    assert printed.count("recipe: ") == 1 and line.startswith("recipe: pooling cls (") and recipe["pooling"] == "cls"
+    assert "; 64 training texts give 1 step per epoch, so epochs are raised from 1 to 12" in line
     assert recipe["strategy"] == "full" and recipe["eval_strategy"] == "steps" and recipe["eval_steps"] == 4
 
 

@@ -248,10 +248,38 @@ def test_the_estimate_scales_fine_tuning_by_planned_steps_not_texts(tmp_path):
     folder = tmp_path / "done"
     folder.mkdir()
     (folder / "report.json").write_text(json.dumps({"timing": {"fit_seconds": 300.0, "evaluate_seconds": 60.0}}))
-    config = FinetuneConfig()  # the defaults: a 150-step floor at batch 16
+    config = FinetuneConfig(pooling="cls")  # the defaults with first-token pooling: a 150-step floor at batch 16
     work = lambda cell: planned_work(cell, config)  # noqa: E731
     assert work(done) == 150 and work(Cell(variant, 500, 42)) == 160 and work(Cell(variant, 13_891, 42)) == 1738
     line = estimate([Cell(variant, 500, 43)], {done: folder}, work)
     assert "1 of them ≈ 6.3 min" in line  # 2 s per step × 160 steps + 60 s of scoring, not 300 s × 500/32
     head = Cell(Variant("finetune", "finetune:strategy=head-only"), 128, 42)
     assert planned_work(head, FinetuneConfig(strategy="head-only")) == 128
+    # The defaults on the bundled (mean-pooled) encoder fit a head below the threshold: work grows with the texts.
+    assert planned_work(Cell(variant, 32, 42), FinetuneConfig()) == 32
+
+
+def test_a_run_from_before_a_setting_existed_counts_as_what_it_did_then(trained_models, tmp_path):
+    """An older manifest without ``pooling`` / ``text_prefix`` was first-token pooled with no prefix: reused for
+    ``cls`` / ``none``, not for ``auto``."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    from textxfer.config import from_dict
+    from textxfer.data import DataOptions, load_data
+    from textxfer.pipelines.finetune import FinetuneConfig
+    from textxfer.runner import finished_run
+
+    folder = tmp_path / "old"
+    shutil.copytree(trained_models["finetune"], folder)
+    manifest = json.loads((folder / "textxfer.json").read_text(encoding="utf-8"))
+    config = from_dict(FinetuneConfig, {k: v for k, v in manifest["config"].items()
+                                        if k not in ("resolved_max_length", "base_model", "resolved_text_prefix")})
+    data = load_data(DataOptions(split=str(folder / "split.json")))
+    assert finished_run(folder, "finetune", config, data)
+    del manifest["config"]["pooling"], manifest["config"]["text_prefix"]
+    (folder / "textxfer.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert finished_run(folder, "finetune", replace(config, pooling="cls", text_prefix="none"), data)
+    assert not finished_run(folder, "finetune", replace(config, pooling="auto", text_prefix="none"), data)
+    assert not finished_run(folder, "finetune", replace(config, pooling="cls", text_prefix="auto"), data)

@@ -69,8 +69,8 @@ def choose_max_length(tokenizer, config, texts: Sequence[str], requested: int | 
                     "share_truncated": round(longer, 4)}
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int, policy: str) -> dict[str, list[list[int]]]:
-    """Token ids (with special tokens) no longer than ``max_length``, by ``policy``.
+def encode(tokenizer, texts: Sequence[str], max_length: int, policy: str, prefix: str = "") -> dict[str, list[list[int]]]:
+    """Token ids (with special tokens) of ``prefix`` + each text, no longer than ``max_length``, by ``policy``.
 
     ``truncate`` keeps the beginning. ``head-tail`` keeps the first quarter and the last three quarters
     of the token budget: in reviews the verdict is often at the end (Sun et al., 2019, "How to Fine-Tune
@@ -81,7 +81,7 @@ def encode(tokenizer, texts: Sequence[str], max_length: int, policy: str) -> dic
     # Only the ends of a very long text can be kept, so only they are tokenized: a token covers at most
     # CHARS_PER_TOKEN characters (WordPiece's longest word), so this never changes the result.
     keep = max_length * CHARS_PER_TOKEN
-    texts = [_ends(unicode_safe(t if isinstance(t, str) else str(t)), keep, policy) for t in texts]
+    texts = [prefix + _ends(unicode_safe(t if isinstance(t, str) else str(t)), keep, policy) for t in texts]
     with _TOKENIZER_LOCK:  # a fast tokenizer's truncation settings are shared state: one caller at a time
         return _encode(tokenizer, texts, max_length, policy)
 

@@ -12,14 +12,17 @@ import numpy as np
 
 
 def key(classifier, texts: list[str], module) -> str:
-    """A digest of everything the features depend on: the frozen weights, the head module they feed,
-    the tokenisation settings and the texts in order."""
+    """A digest of everything the features depend on: the frozen weights, the head module they feed and
+    the pooling, the text prefix, the tokenisation settings and the texts in order."""
     import torch
 
     digest = hashlib.blake2b(digest_size=20)
     model = classifier.model_
     name = next((n for n, m in model.named_modules() if m is module), type(module).__name__)
-    digest.update(f"{type(model).__name__}|{name}|{classifier.max_length_}|{classifier.config.long_text}".encode())
+    pooling = getattr(model.config, "textxfer_pooling", None) or "cls"
+    prefix = getattr(classifier, "text_prefix_", "")
+    digest.update(f"{type(model).__name__}|{pooling}|{name}|{classifier.max_length_}|{classifier.config.long_text}|"
+                  f"{prefix!r}".encode())
     for parameter_name, tensor in sorted(model.state_dict().items()):
         if not parameter_name.startswith(name + ".") and parameter_name != name:  # the head's own weights don't matter
             digest.update(parameter_name.encode())

@@ -156,6 +156,9 @@ def load_saved(folder: Path, labels: LabelSet):
                                                                        trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise TextxferError(f"{folder}: cannot load the fine-tuned model ({str(exc).splitlines()[0]})") from None
+    from textxfer import pooling
+
+    pooling.restore(model)  # mean pooling, when config.json records it
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     if id2label != dict(enumerate(labels.names)):
         raise TextxferError(f"{folder}: the model's id2label {id2label} does not match the manifest's labels "

@@ -8,8 +8,8 @@ many steps; early stopping on validation macro-F1 still ends it when the model s
 the floor binds — training is short — the head, newly initialised, gets ``HEAD_RATE_FACTOR`` × the
 learning rate (at most ``HEAD_RATE_CAP``, never less than the learning rate) unless ``--head-learning-rate`` is given, and evaluation runs every ``min_steps /
 EVALUATIONS_UNDER_FLOOR`` steps instead of every (tiny) epoch unless ``--eval-strategy`` is given.
-``--strategy auto`` picks the strategy by size. The thresholds come from measured learning curves
-(``textxfer study`` on ``sample_data/``; BENCHMARKS.md, "Learning curves"). With enough data none of
+``--strategy auto`` picks the strategy by size and pooling. The threshold comes from measured learning
+curves (``textxfer study`` on ``sample_data/``; BENCHMARKS.md, "Pooling"). With enough data none of
 this binds and the recipe is the one measured at full size.
 
 Every choice is returned as a JSON-ready record (kept in ``report.json`` under ``fit.recipe``) and
@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 
-# --strategy auto: feature extraction (head-only, logistic regression on frozen features) below this many
-# training texts, fine-tuning (freeze-embeddings) from it on. Read off the learning curves (BENCHMARKS.md).
-# Measured (multilingual-e5-small, sample_data/, 3 seeds): fine-tuning led at every size from 32 texts, so 0.
-HEAD_ONLY_BELOW = 0
+# --strategy auto with a mean-pooled sentence-embedding encoder: feature extraction (head-only, logistic regression
+# on frozen features) below this many training texts, fine-tuning (freeze-embeddings) from it on. Read off the
+# learning curves (BENCHMARKS.md, "Pooling"). With first-token pooling the frozen features are weak and fine-tuning
+# led at every size measured (from 32 texts), so auto always fine-tunes then.
+HEAD_ONLY_BELOW = 129
 HEAD_RATE_FACTOR = 20  # head rate = 20 × the learning rate while the step floor binds (5e-5 → 1e-3) …
 HEAD_RATE_CAP = 1e-3  # … but not above 1e-3 (the measured rate), nor below the learning rate itself
 EVALUATIONS_UNDER_FLOOR = 3  # evaluations over a floor-length run (150 steps: every 50)
@@ -35,27 +36,34 @@ def steps_per_epoch(train_texts: int, batch_size: int, accumulation: int = 1, wo
     return max(1, batches // max(1, accumulation))
 
 
-def choose_strategy(cfg, train_texts: int) -> tuple[str, str | None]:
-    """``(strategy, why)``: ``cfg.strategy`` itself unless it is ``auto`` (then ``why`` says what decided)."""
+def choose_strategy(cfg, train_texts: int, pooling: str = "cls") -> tuple[str, str | None]:
+    """``(strategy, why)``: ``cfg.strategy`` itself unless it is ``auto`` (then ``why`` says what decided).
+
+    ``pooling``: the model's (``mean`` for sentence-embedding encoders, whose frozen features are good)."""
     if cfg.strategy != "auto":
         return cfg.strategy, None
+    if pooling != "mean":
+        return "freeze-embeddings", ("strategy freeze-embeddings (--strategy auto: with first-token pooling, "
+                                     "fine-tuning beat feature extraction on the measured learning curves at every "
+                                     "size from 32 texts)")
     if train_texts < HEAD_ONLY_BELOW:
         return "head-only", (f"strategy head-only (feature extraction) for {train_texts:,} training texts "
-                             f"(--strategy auto: below {HEAD_ONLY_BELOW:,} texts a head fitted on frozen features "
-                             "did as well as fine-tuning on the measured learning curves)")
-    return "freeze-embeddings", (f"strategy freeze-embeddings (--strategy auto: fine-tuning beat feature extraction "
-                                 f"on the measured learning curves from {max(HEAD_ONLY_BELOW, 32):,} texts up)")
+                             f"(--strategy auto: below {HEAD_ONLY_BELOW:,} texts a head fitted on frozen mean-pooled "
+                             "features beat fine-tuning on the measured learning curves)")
+    return "freeze-embeddings", (f"strategy freeze-embeddings (--strategy auto: fine-tuning from {HEAD_ONLY_BELOW:,} "
+                                 "texts on; a head fitted on frozen mean-pooled features led only below that on the "
+                                 "measured learning curves)")
 
 
-def plan(cfg, train_texts: int, world_size: int = 1) -> dict:
-    """The recipe for ``train_texts`` training texts under ``cfg``, and why.
+def plan(cfg, train_texts: int, world_size: int = 1, pooling: str = "cls") -> dict:
+    """The recipe for ``train_texts`` training texts under ``cfg`` and the model's ``pooling``, and why.
 
     Returns ``strategy`` (``strategy_asked``), ``train_texts``, ``steps_per_epoch``, ``epochs_asked``,
     ``epochs``, ``planned_steps``, ``min_steps``, ``learning_rate``, ``head_learning_rate``,
     ``eval_strategy``, ``eval_steps`` and ``choices`` (sentences for what was chosen automatically).
     ``cfg.max_steps`` > 0 overrides the floor (the ``Trainer`` stops there).
     """
-    strategy, why = choose_strategy(cfg, train_texts)
+    strategy, why = choose_strategy(cfg, train_texts, pooling)
     choices = [why] if why else []
     per_epoch = steps_per_epoch(train_texts, cfg.batch_size, cfg.gradient_accumulation, world_size)
     epochs = float(cfg.epochs)

@@ -122,6 +122,10 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
 
 # Settings that do not change the trained model: a finished run that differs only in these is reused.
 NOT_MODEL_SETTINGS = {"checkpoint_dir", "resume", "n_jobs", "eval_batch_size", "logging_steps", "feature_cache"}
+# A setting missing from an older run's manifest counts as its default, except these: before they existed the
+# run behaved as this value, which today's default (``auto``) may not mean (bundled encoders now pool by mean
+# and E5 texts get a prefix).
+BEFORE_IT_EXISTED = {"pooling": "cls", "text_prefix": "none"}
 
 
 def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:
@@ -134,7 +138,7 @@ def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:
     except TextxferError:
         return False
     wanted = {k: v for k, v in asdict(config).items() if k not in NOT_MODEL_SETTINGS}
-    defaults = {f.name: f.default for f in fields(config)}  # a setting added since the run: its default then
+    defaults = {f.name: f.default for f in fields(config)} | BEFORE_IT_EXISTED  # a setting added since the run
     saved = {k: manifest["config"].get(k, defaults.get(k)) for k in wanted}
     same_split = all(record["splits"].get(part, {}).get(key) == entry[key]
                      for part, entry in data.split_record["splits"].items() for key in ("sha256", "rows"))

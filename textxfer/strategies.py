@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from textxfer.errors import TextxferError
+from textxfer.pooling import unused_parameters
 
 STRATEGIES = ("full", "freeze-embeddings", "head-only", "gradual-unfreeze")
 
@@ -55,6 +56,8 @@ def apply_strategy(model, strategy: str) -> None:
         if pooler is not None and strategy == "gradual-unfreeze":
             for parameter in pooler.parameters():
                 parameter.requires_grad = True
+    for parameter in unused_parameters(model):  # BERT's first-token pooler under mean pooling
+        parameter.requires_grad = False
 
 
 def unfreeze_top_layers(model, count: int) -> None:

@@ -164,9 +164,10 @@ def planned_work(cell: Cell, config) -> int:
     """A cell's amount of training for :func:`estimate`: planned optimizer steps (fine-tuning) or texts."""
     if cell.variant.pipeline != "finetune":
         return cell.size
+    from textxfer.pooling import expected
     from textxfer.recipe import plan as recipe_plan
 
-    record = recipe_plan(config, cell.size)
+    record = recipe_plan(config, cell.size, pooling=expected(config.pooling, config.model))
     return record["planned_steps"] or cell.size  # a head fitted by regression: its work grows with the texts
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from textxfer.data import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.metrics import score
+from textxfer.pooling import of as pooling_of
 from textxfer.recipe import describe, plan
 from textxfer.strategies import apply_strategy, gradual_unfreeze_callback, head_module, parameter_groups
 
@@ -106,7 +107,9 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, default_data_collator
 
     cfg, model, labels = classifier.config, classifier.model_, classifier.labels
-    recipe = plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")))
+    recipe = plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")), pooling_of(model))
+    recipe = {**recipe, "pooling": pooling_of(model), "text_prefix": getattr(classifier, "text_prefix_", ""),
+              "choices": [*getattr(classifier, "input_choices_", []), *recipe["choices"]]}
     announcement, strategy = describe(recipe), recipe["strategy"]
     if announcement and int(os.environ.get("RANK", "0")) == 0:
         print(announcement, flush=True)

@@ -16,6 +16,7 @@ from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
+from textxfer.pooling import POOLINGS
 from textxfer.strategies import STRATEGIES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -31,6 +32,8 @@ class FinetuneConfig:
     strategy: str = field(default="auto", metadata={"help": "auto (by training-set size; see README) | full | freeze-embeddings | head-only | gradual-unfreeze", "choices": ("auto", *STRATEGIES)})
     layer_lr_decay: float = field(default=1.0, metadata={"help": "learning rate × this per layer below the top (1: same rate everywhere)"})
     max_length: int | None = field(default=None, metadata={"help": "max tokens per text (default: 99th percentile of the training and validation texts, capped at the model's limit)"})
+    pooling: str = field(default="auto", metadata={"help": "what the classifier reads: auto (mean for sentence-embedding encoders such as the bundled ones, else cls) | cls (the first token, BERT's pooler) | mean (token states averaged over the attention mask)", "choices": POOLINGS})
+    text_prefix: str = field(default="auto", metadata={"help": "a string put before every text in training and prediction: auto ('query: ' for E5 encoders such as the default, as their authors advise for classification; else none) | none | the string"})
     long_text: str = field(default="head-tail", metadata={"help": "truncate (keep the start) | head-tail (keep start and end)", "choices": LONG_TEXT_POLICIES})
     epochs: float = field(default=2.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
@@ -63,6 +66,10 @@ class FinetuneConfig:
             raise TextxferError(f"unknown strategy {self.strategy!r}; choose one of {['auto', *STRATEGIES]}")
         if self.long_text not in LONG_TEXT_POLICIES:
             raise TextxferError(f"unknown long-text policy {self.long_text!r}; choose one of {list(LONG_TEXT_POLICIES)}")
+        if not isinstance(self.text_prefix, str):
+            raise TextxferError(f"text_prefix must be a string (auto, none or the prefix), got {self.text_prefix!r}")
+        if self.pooling not in POOLINGS:
+            raise TextxferError(f"unknown pooling {self.pooling!r}; choose one of {list(POOLINGS)}")
         if self.head_solver not in HEAD_SOLVERS:
             raise TextxferError(f"unknown head solver {self.head_solver!r}; choose one of {list(HEAD_SOLVERS)}")
         if self.precision not in PRECISIONS:
@@ -97,7 +104,8 @@ class FinetuneClassifier(ClassifierBase):
         """Fine-tune on ``train``; ``validation`` drives early stopping and best-model selection."""
         from contextlib import nullcontext
 
-        from textxfer.models import load_for_training, quiet_progress
+        from textxfer import pooling, text_prefix
+        from textxfer.models import load_for_training, quiet_progress, resolve_model
         from textxfer.training import train_model
 
         cfg = self.config
@@ -107,11 +115,15 @@ class FinetuneClassifier(ClassifierBase):
             self.tokenizer_, self.model_, self.source_ = load_for_training(
                 cfg.model, self.labels, trust_remote_code=cfg.trust_remote_code,
                 allow_pickle_weights=cfg.allow_pickle_weights)
+        self.pooling_, pooling_why = pooling.choose(cfg.pooling, cfg.model, resolve_model(cfg.model), self.model_)
+        pooling.install(self.model_, self.pooling_)
         has_validation = validation is not None and len(validation) > 0
         # Token lengths of the training *and* validation texts (no labels used): with few training texts
         # their own 99th percentile is just the longest one (one 512-token review among 32 made every
         # step several times slower), while the validation texts make it a stable estimate.
-        length_texts = train.texts + (validation.texts if has_validation else [])
+        self.text_prefix_, prefix_why = text_prefix.choose(cfg.text_prefix, cfg.model)
+        self.input_choices_ = [why for why in (pooling_why, prefix_why) if why]  # announced with the recipe
+        length_texts = text_prefix.apply(self.text_prefix_, train.texts + (validation.texts if has_validation else []))
         self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, length_texts, cfg.max_length)
         length_stats["length_texts"] = len(length_texts)
         self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
@@ -120,7 +132,7 @@ class FinetuneClassifier(ClassifierBase):
 
     def encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
         """Model inputs for ``texts`` under this model's max length and long-text policy."""
-        return encode(self.tokenizer_, texts, self.max_length_, self.config.long_text)
+        return encode(self.tokenizer_, texts, self.max_length_, self.config.long_text, getattr(self, "text_prefix_", ""))
 
     # -- inference ------------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -153,7 +165,8 @@ class FinetuneClassifier(ClassifierBase):
         files = {"config": "config.json", "weights": "model.safetensors", "trainer_log": TRAINER_LOG}
         if (folder / "tokenizer.json").exists():
             files["tokenizer"] = "tokenizer.json"
-        config = {**asdict(self.config), "resolved_max_length": self.max_length_, "base_model": self.source_}
+        config = {**asdict(self.config), "resolved_max_length": self.max_length_, "base_model": self.source_,
+                  "resolved_text_prefix": self.text_prefix_}
         write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files))
 
     @classmethod
@@ -168,11 +181,13 @@ class FinetuneClassifier(ClassifierBase):
             raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not a fine-tuned one; use textxfer.classifier.load")
         config = dict(manifest["config"])
         max_length, source = config.pop("resolved_max_length", None), config.pop("base_model", None)
+        prefix = config.pop("resolved_text_prefix", "")  # absent: saved before prefixes existed
         model = cls(from_dict(FinetuneConfig, config))
         model.labels = LabelSet.from_dict(manifest["labels"])
         model.tokenizer_, model.model_ = load_saved(folder, model.labels)
         model.max_length_ = int(max_length or 512)
         model.source_ = source
+        model.text_prefix_ = prefix if isinstance(prefix, str) else ""
         return model
 
 

@@ -63,7 +63,7 @@ class OnnxClassifier(ClassifierBase):
     # -- inference ------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
         """Model inputs for ``texts`` under the source model's max length and long-text policy."""
-        return encode(self.tokenizer_, texts, self.max_length_, self.long_text_)
+        return encode(self.tokenizer_, texts, self.max_length_, self.long_text_, self.text_prefix_)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities (columns in ``labels`` order), batched by length, in input order."""
@@ -124,6 +124,8 @@ class OnnxClassifier(ClassifierBase):
         model.files_ = dict(manifest["files"])
         model.max_length_ = int(model.config_.get("resolved_max_length") or 512)
         model.long_text_ = model.config_.get("long_text", "head-tail")
+        prefix = model.config_.get("resolved_text_prefix") or ""
+        model.text_prefix_ = prefix if isinstance(prefix, str) else ""
         model.batch_size_ = int(model.config_.get("eval_batch_size") or 64)
         _check_label_maps(folder, model.files_.get("config"), model.labels)
         from textxfer.models import check_untrusted_model
