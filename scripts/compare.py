@@ -4,7 +4,7 @@
 The script form of ``textxfer compare`` (same flags, same function): for example
 
     python scripts/compare.py --data sample_data/reviews.csv --output runs/compare \\
-        --finetune-max-train-samples 2000 --finetune-epochs 1
+        --finetune-max-train-samples 2000 --finetune-epochs 1 --finetune-min-steps 0
 """
 
 import sys

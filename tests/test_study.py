@@ -283,3 +283,28 @@ def test_a_run_from_before_a_setting_existed_counts_as_what_it_did_then(trained_
     assert finished_run(folder, "finetune", replace(config, pooling="cls", text_prefix="none"), data)
     assert not finished_run(folder, "finetune", replace(config, pooling="auto", text_prefix="none"), data)
     assert not finished_run(folder, "finetune", replace(config, pooling="cls", text_prefix="auto"), data)
+
+
+def test_a_finished_cell_whose_automatic_choices_changed_is_trained_again(tmp_path, monkeypatch):
+    """Same settings, another recipe after an upgrade (auto's threshold moved, or the pooling rule): not reused."""
+    from textxfer import recipe
+    from textxfer.study import Cell, same_automatic_choices
+
+    cell = Cell(Variant("finetune", "finetune"), 64, 42)
+    folder = tmp_path / "cell"
+    folder.mkdir()
+
+    def recorded(strategy, pooling):
+        (folder / "report.json").write_text(json.dumps({"fit": {"recipe": {"strategy": strategy, "pooling": pooling}}}))
+
+    monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 129)
+    recorded("head-only", "mean")  # the bundled encoder at 64 texts today
+    assert same_automatic_choices(folder, cell, FinetuneConfig())
+    monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 50)  # the rule moved: 64 texts now fine-tune
+    assert not same_automatic_choices(folder, cell, FinetuneConfig())
+    recorded("freeze-embeddings", "cls")  # trained before mean pooling
+    assert not same_automatic_choices(folder, cell, FinetuneConfig())
+    assert same_automatic_choices(folder, cell, FinetuneConfig(pooling="cls"))
+    (folder / "report.json").write_text("{}")  # no recipe recorded: trained again
+    assert not same_automatic_choices(folder, cell, FinetuneConfig(pooling="cls"))
+    assert same_automatic_choices(folder, Cell(Variant("baseline", "baseline"), 64, 42), None)

@@ -33,6 +33,7 @@ def test_auto_none_and_explicit_prefixes():
     assert text_prefix.apply("q ", ["a", "b"]) == ["q a", "q b"] and text_prefix.apply("", ["a"]) == ["a"]
     with pytest.raises(TextxferError, match="text_prefix must be a string"):
         FinetuneConfig(text_prefix=3)
+    assert FinetuneConfig(text_prefix=None).text_prefix == "none"  # JSON null / a study's `text_prefix=none`
 
 
 @pytest.fixture(scope="module")

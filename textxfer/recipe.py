@@ -9,7 +9,7 @@ the floor binds — training is short — the head, newly initialised, gets ``HE
 learning rate (at most ``HEAD_RATE_CAP``, never less than the learning rate) unless ``--head-learning-rate`` is given, and evaluation runs every ``min_steps /
 EVALUATIONS_UNDER_FLOOR`` steps instead of every (tiny) epoch unless ``--eval-strategy`` is given.
 ``--strategy auto`` picks the strategy by size and pooling. The threshold comes from measured learning
-curves (``textxfer study`` on ``sample_data/``; BENCHMARKS.md, "Pooling"). With enough data none of
+curves (``textxfer study`` on ``sample_data/``; BENCHMARKS.md, "Pooling and the text prefix"). With enough data none of
 this binds and the recipe is the one measured at full size.
 
 Every choice is returned as a JSON-ready record (kept in ``report.json`` under ``fit.recipe``) and
@@ -22,7 +22,7 @@ import math
 
 # --strategy auto with a mean-pooled sentence-embedding encoder: feature extraction (head-only, logistic regression
 # on frozen features) below this many training texts, fine-tuning (freeze-embeddings) from it on. Read off the
-# learning curves (BENCHMARKS.md, "Pooling"). With first-token pooling the frozen features are weak and fine-tuning
+# learning curves (BENCHMARKS.md, "Pooling and the text prefix"). With first-token pooling the frozen features are weak and fine-tuning
 # led at every size measured (from 32 texts), so auto always fine-tunes then.
 HEAD_ONLY_BELOW = 129
 HEAD_RATE_FACTOR = 20  # head rate = 20 × the learning rate while the step floor binds (5e-5 → 1e-3) …

@@ -171,6 +171,27 @@ def planned_work(cell: Cell, config) -> int:
     return record["planned_steps"] or cell.size  # a head fitted by regression: its work grows with the texts
 
 
+def same_automatic_choices(folder: Path, cell: Cell, config) -> bool:
+    """Whether a finished fine-tuning cell made the choices today's rules would (same settings can mean
+    another recipe after an upgrade: ``--strategy auto``'s threshold, ``--pooling auto``); other cells: True."""
+    if cell.variant.pipeline != "finetune":
+        return True
+    from textxfer.pooling import expected
+    from textxfer.recipe import plan as recipe_plan
+
+    try:
+        recorded = json.loads((folder / "report.json").read_text(encoding="utf-8"))["fit"]["recipe"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    from textxfer.bundled import is_bundled
+
+    pooling = recorded.get("pooling", "cls")  # a hub model's pooling config is not looked up here: trust the run
+    if config.pooling != "auto" or is_bundled(config.model) or Path(config.model).is_dir():
+        pooling = expected(config.pooling, config.model)
+    wanted = recipe_plan(config, cell.size, pooling=pooling)["strategy"]
+    return recorded.get("strategy") == wanted and recorded.get("pooling", "cls") == pooling
+
+
 def _classifier(pipeline: str, config):
     if pipeline == "baseline":
         from textxfer.pipelines.baseline import BaselineClassifier
@@ -225,8 +246,9 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     write_split_file(output / "split.json", data.split_record)
     orders = {seed: nested_order(data.train.labels, seed) for seed in seed_list}
     prepared = {(n, s): subset(data, orders[s], n) for n in chosen_sizes for s in seed_list}
-    done = {c for c in cells if finished_run(output / c.folder, c.variant.pipeline,
-                                             cell_config(c, base, output), prepared[(c.size, c.seed)])}
+    done = {c for c in cells if finished_run(output / c.folder, c.variant.pipeline, cell_config(c, base, output),
+                                             prepared[(c.size, c.seed)])
+            and same_automatic_choices(output / c.folder, c, cell_config(c, base, output))}
     log(f"study: {len(variants)} variant(s) × {len(chosen_sizes)} size(s) {chosen_sizes} × {seeds} seed(s) "
         f"= {len(cells)} cells, {len(done)} already finished; output {output}")
     if len(done) < len(cells):

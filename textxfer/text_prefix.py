@@ -3,8 +3,8 @@
 The E5 family (the bundled multilingual-e5-small among them) was trained with ``"query: "`` / ``"passage: "``
 before each text; its authors advise ``"query: "`` when the embeddings are used as features, as in
 classification. Measured on ``sample_data/`` (multilingual-e5-small frozen, mean pooling, logistic
-regression, 3 seeds): 32 training texts 0.765 test accuracy with ``"query: "`` against 0.744 without,
-128 texts 0.824 against 0.817 (BENCHMARKS.md, "Pooling"). ``auto`` uses ``"query: "`` for E5 encoders
+regression, 3 seeds): 32 training texts 0.767 test accuracy with ``"query: "`` against 0.747 without,
+128 texts 0.825 against 0.818 (BENCHMARKS.md, "Pooling and the text prefix"). ``auto`` uses ``"query: "`` for E5 encoders
 (not the ``-instruct`` ones, which want a task instruction) and nothing for the rest.
 
 The prefix in effect is saved with the model and used for every prediction (PyTorch and ONNX alike).

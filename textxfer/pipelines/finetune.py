@@ -66,6 +66,8 @@ class FinetuneConfig:
             raise TextxferError(f"unknown strategy {self.strategy!r}; choose one of {['auto', *STRATEGIES]}")
         if self.long_text not in LONG_TEXT_POLICIES:
             raise TextxferError(f"unknown long-text policy {self.long_text!r}; choose one of {list(LONG_TEXT_POLICIES)}")
+        if self.text_prefix is None:  # JSON null, or "none" read as a null by `study`'s variant settings
+            self.text_prefix = "none"
         if not isinstance(self.text_prefix, str):
             raise TextxferError(f"text_prefix must be a string (auto, none or the prefix), got {self.text_prefix!r}")
         if self.pooling not in POOLINGS:
