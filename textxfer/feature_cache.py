@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from textxfer.pooling import of as pooling_of
+
 
 def key(classifier, texts: list[str], module) -> str:
     """A digest of everything the features depend on: the frozen weights, the head module they feed and
@@ -19,7 +21,7 @@ def key(classifier, texts: list[str], module) -> str:
     digest = hashlib.blake2b(digest_size=20)
     model = classifier.model_
     name = next((n for n, m in model.named_modules() if m is module), type(module).__name__)
-    pooling = getattr(model.config, "textxfer_pooling", None) or "cls"
+    pooling = pooling_of(model)
     prefix = getattr(classifier, "text_prefix_", "")
     digest.update(f"{type(model).__name__}|{pooling}|{name}|{classifier.max_length_}|{classifier.config.long_text}|"
                   f"{prefix!r}".encode())

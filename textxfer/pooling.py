@@ -66,13 +66,16 @@ def trained_pooling(name: str, source: str) -> tuple[str | None, str]:
     return None, f"{name}'s {_SENTENCE_POOLING} names neither mean nor first-token pooling"
 
 
-def expected(setting: str, name: str) -> str:
-    """The pooling a run of ``--pooling setting`` on encoder ``name`` will most likely use, without loading the
-    model or asking the hub (for estimates; :func:`choose` decides when the model is loaded)."""
+def expected(setting: str, name: str) -> str | None:
+    """The pooling a run of ``--pooling setting`` on encoder ``name`` will use, without loading the model or
+    asking the hub; None when only the hub could tell (``auto`` with a hub id). :func:`choose` decides when the
+    model is loaded."""
     if setting != "auto":
         return setting
     from textxfer import bundled
 
+    if not bundled.is_bundled(name) and not Path(name).is_dir():
+        return None
     config = _pooling_config(name) if Path(name).is_dir() else None
     return "mean" if bundled.is_bundled(name) or (config or {}).get("pooling_mode_mean_tokens") else "cls"
 

@@ -167,7 +167,7 @@ def planned_work(cell: Cell, config) -> int:
     from textxfer.pooling import expected
     from textxfer.recipe import plan as recipe_plan
 
-    record = recipe_plan(config, cell.size, pooling=expected(config.pooling, config.model))
+    record = recipe_plan(config, cell.size, pooling=expected(config.pooling, config.model) or "cls")
     return record["planned_steps"] or cell.size  # a head fitted by regression: its work grows with the texts
 
 
@@ -183,11 +183,8 @@ def same_automatic_choices(folder: Path, cell: Cell, config) -> bool:
         recorded = json.loads((folder / "report.json").read_text(encoding="utf-8"))["fit"]["recipe"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    from textxfer.bundled import is_bundled
-
-    pooling = recorded.get("pooling", "cls")  # a hub model's pooling config is not looked up here: trust the run
-    if config.pooling != "auto" or is_bundled(config.model) or Path(config.model).is_dir():
-        pooling = expected(config.pooling, config.model)
+    # A hub model's pooling config is not looked up here (expected → None): the run's own record is trusted.
+    pooling = expected(config.pooling, config.model) or recorded.get("pooling", "cls")
     wanted = recipe_plan(config, cell.size, pooling=pooling)["strategy"]
     return recorded.get("strategy") == wanted and recorded.get("pooling", "cls") == pooling
 
@@ -246,21 +243,21 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     write_split_file(output / "split.json", data.split_record)
     orders = {seed: nested_order(data.train.labels, seed) for seed in seed_list}
     prepared = {(n, s): subset(data, orders[s], n) for n in chosen_sizes for s in seed_list}
-    done = {c for c in cells if finished_run(output / c.folder, c.variant.pipeline, cell_config(c, base, output),
-                                             prepared[(c.size, c.seed)])
-            and same_automatic_choices(output / c.folder, c, cell_config(c, base, output))}
+    configs = {c: cell_config(c, base, output) for c in cells}
+    done = {c for c in cells if finished_run(output / c.folder, c.variant.pipeline, configs[c], prepared[(c.size, c.seed)])
+            and same_automatic_choices(output / c.folder, c, configs[c])}
     log(f"study: {len(variants)} variant(s) × {len(chosen_sizes)} size(s) {chosen_sizes} × {seeds} seed(s) "
         f"= {len(cells)} cells, {len(done)} already finished; output {output}")
     if len(done) < len(cells):
         log(estimate([c for c in cells if c not in done], {c: output / c.folder for c in done},
-                     lambda c: planned_work(c, cell_config(c, base, output))))
+                     lambda c: planned_work(c, configs[c])))
     records = []
     bar = tqdm(total=len(cells), initial=len(done), unit="cell", disable=not progress, desc="study")
     for cell in cells:
         folder = output / cell.folder
         if cell not in done:
             bar.set_postfix_str(f"{cell.variant.text} n={cell.size} seed={cell.seed}")
-            config = cell_config(cell, base, output)
+            config = configs[cell]
             if isolate and cell.variant.pipeline == "finetune":
                 in_child_process(run_cell, cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)
             else:

@@ -107,8 +107,9 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, default_data_collator
 
     cfg, model, labels = classifier.config, classifier.model_, classifier.labels
-    recipe = plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")), pooling_of(model))
-    recipe = {**recipe, "pooling": pooling_of(model), "text_prefix": getattr(classifier, "text_prefix_", ""),
+    pooling = pooling_of(model)
+    recipe = plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")), pooling)
+    recipe = {**recipe, "pooling": pooling, "text_prefix": getattr(classifier, "text_prefix_", ""),
               "choices": [*getattr(classifier, "input_choices_", []), *recipe["choices"]]}
     announcement, strategy = describe(recipe), recipe["strategy"]
     if announcement and int(os.environ.get("RANK", "0")) == 0:

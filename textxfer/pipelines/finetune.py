@@ -117,8 +117,8 @@ class FinetuneClassifier(ClassifierBase):
             self.tokenizer_, self.model_, self.source_ = load_for_training(
                 cfg.model, self.labels, trust_remote_code=cfg.trust_remote_code,
                 allow_pickle_weights=cfg.allow_pickle_weights)
-        self.pooling_, pooling_why = pooling.choose(cfg.pooling, cfg.model, resolve_model(cfg.model), self.model_)
-        pooling.install(self.model_, self.pooling_)
+        chosen, pooling_why = pooling.choose(cfg.pooling, cfg.model, resolve_model(cfg.model), self.model_)
+        pooling.install(self.model_, chosen)  # recorded in the model's config (pooling.of)
         has_validation = validation is not None and len(validation) > 0
         # Token lengths of the training *and* validation texts (no labels used): with few training texts
         # their own 99th percentile is just the longest one (one 512-token review among 32 made every
