@@ -49,12 +49,17 @@ def test_explicit_settings_win_over_the_automatic_ones():
 
 def test_auto_chooses_feature_extraction_below_the_threshold(monkeypatch):
     monkeypatch.setattr(recipes, "HEAD_ONLY_BELOW", 100)
-    small, large = plan(FinetuneConfig(), 99, pooling="mean"), plan(FinetuneConfig(), 100, pooling="mean")
+    monkeypatch.setattr(recipes, "CONTRASTIVE_BELOW", 40)
+    tiny, small, large = (plan(FinetuneConfig(), n, pooling="mean") for n in (39, 99, 100))
+    assert plan(FinetuneConfig(), 40, pooling="mean")["strategy"] == "head-only"
+    assert tiny["strategy"] == "contrastive" and "below 40 texts the body is first tuned" in tiny["choices"][0]
+    assert tiny["planned_steps"] == -(-2 * 20 * 39 // 16) and tiny["epochs"] == 0.0 and len(tiny["choices"]) == 1
     assert small["strategy"] == "head-only" and large["strategy"] == "freeze-embeddings"
     assert small["planned_steps"] == 0 and "below 100 texts" in small["choices"][0] and len(small["choices"]) == 1
     assert "from 100 texts" in large["choices"][0]
     # First-token features are weak frozen: auto fine-tunes at every size then.
     assert plan(FinetuneConfig(), 32, pooling="cls")["strategy"] == "freeze-embeddings"
+    assert plan(FinetuneConfig(), 20, pooling="cls")["strategy"] == "freeze-embeddings"  # no pairs on weak features
     trainer = plan(FinetuneConfig(head_solver="trainer"), 99, pooling="mean")  # a Trainer-trained head gets the floor
     assert trainer["strategy"] == "head-only" and trainer["epochs"] > 2
 

@@ -255,8 +255,10 @@ def test_the_estimate_scales_fine_tuning_by_planned_steps_not_texts(tmp_path):
     assert "1 of them ≈ 6.3 min" in line  # 2 s per step × 160 steps + 60 s of scoring, not 300 s × 500/32
     head = Cell(Variant("finetune", "finetune:strategy=head-only"), 128, 42)
     assert planned_work(head, FinetuneConfig(strategy="head-only")) == 128
-    # The defaults on the bundled (mean-pooled) encoder fit a head below the threshold: work grows with the texts.
-    assert planned_work(Cell(variant, 32, 42), FinetuneConfig()) == 32
+    # The defaults on the bundled (mean-pooled) encoder fit a head from 65 to 128 texts: work grows with the texts;
+    # below 65 the pair stage comes first: its steps (2 × 20 pairs per text / batch 16).
+    assert planned_work(Cell(variant, 100, 42), FinetuneConfig()) == 100
+    assert planned_work(Cell(variant, 32, 42), FinetuneConfig()) == 80
 
 
 def test_a_run_from_before_a_setting_existed_counts_as_what_it_did_then(trained_models, tmp_path):
@@ -290,7 +292,7 @@ def test_a_finished_cell_whose_automatic_choices_changed_is_trained_again(tmp_pa
     from textxfer import recipe
     from textxfer.study import Cell, same_automatic_choices
 
-    cell = Cell(Variant("finetune", "finetune"), 64, 42)
+    cell = Cell(Variant("finetune", "finetune"), 100, 42)
     folder = tmp_path / "cell"
     folder.mkdir()
 
@@ -298,9 +300,9 @@ def test_a_finished_cell_whose_automatic_choices_changed_is_trained_again(tmp_pa
         (folder / "report.json").write_text(json.dumps({"fit": {"recipe": {"strategy": strategy, "pooling": pooling}}}))
 
     monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 129)
-    recorded("head-only", "mean")  # the bundled encoder at 64 texts today
+    recorded("head-only", "mean")  # the bundled encoder at 100 texts today
     assert same_automatic_choices(folder, cell, FinetuneConfig())
-    monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 50)  # the rule moved: 64 texts now fine-tune
+    monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 50)  # the rule moved: 100 texts now fine-tune
     assert not same_automatic_choices(folder, cell, FinetuneConfig())
     recorded("freeze-embeddings", "cls")  # trained before mean pooling
     assert not same_automatic_choices(folder, cell, FinetuneConfig())

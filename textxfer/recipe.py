@@ -20,11 +20,17 @@ from __future__ import annotations
 
 import math
 
+from textxfer import contrastive
+
 # --strategy auto with a mean-pooled sentence-embedding encoder: feature extraction (head-only, logistic regression
 # on frozen features) below this many training texts, fine-tuning (freeze-embeddings) from it on. Read off the
 # learning curves (BENCHMARKS.md, "Pooling and the text prefix"). With first-token pooling the frozen features are weak and fine-tuning
 # led at every size measured (from 32 texts), so auto always fine-tunes then.
 HEAD_ONLY_BELOW = 129
+# … and below this many, contrastive tuning of the body on pairs first (SetFit's recipe; --strategy contrastive):
+# ahead of the fitted head at 32 texts (BENCHMARKS.md, "Contrastive tuning"); its pair steps grow with the texts
+# (2 × 20 × texts / batch), so it stops where its cost passes the step floor's (64 texts: 160 steps).
+CONTRASTIVE_BELOW = 65
 HEAD_RATE_FACTOR = 20  # head rate = 20 × the learning rate while the step floor binds (5e-5 → 1e-3) …
 HEAD_RATE_CAP = 1e-3  # … but not above 1e-3 (the measured rate), nor below the learning rate itself
 EVALUATIONS_UNDER_FLOOR = 3  # evaluations over a floor-length run (150 steps: every 50)
@@ -46,6 +52,11 @@ def choose_strategy(cfg, train_texts: int, pooling: str = "cls") -> tuple[str, s
         return "freeze-embeddings", ("strategy freeze-embeddings (--strategy auto: with first-token pooling, "
                                      "fine-tuning beat feature extraction on the measured learning curves at every "
                                      "size from 32 texts)")
+    if train_texts < CONTRASTIVE_BELOW:
+        return "contrastive", (f"strategy contrastive for {train_texts:,} training texts (--strategy auto: below "
+                               f"{CONTRASTIVE_BELOW:,} texts the body is first tuned on same/different-label pairs, "
+                               "then a head is fitted on its mean-pooled features — ahead of the head alone on the "
+                               "measured learning curves)")
     if train_texts < HEAD_ONLY_BELOW:
         return "head-only", (f"strategy head-only (feature extraction) for {train_texts:,} training texts "
                              f"(--strategy auto: below {HEAD_ONLY_BELOW:,} texts a head fitted on frozen mean-pooled "
@@ -68,7 +79,7 @@ def plan(cfg, train_texts: int, world_size: int = 1, pooling: str = "cls") -> di
     per_epoch = steps_per_epoch(train_texts, cfg.batch_size, cfg.gradient_accumulation, world_size)
     epochs = float(cfg.epochs)
     planned = cfg.max_steps if cfg.max_steps > 0 else math.ceil(per_epoch * epochs)
-    fitted_head = strategy == "head-only" and cfg.head_solver == "logistic"
+    fitted_head = (strategy == "head-only" and cfg.head_solver == "logistic") or strategy == "contrastive"
     floor_binds = not fitted_head and cfg.max_steps <= 0 and cfg.min_steps > planned
     if floor_binds:
         epochs = float(math.ceil(cfg.min_steps / per_epoch))
@@ -91,9 +102,11 @@ def plan(cfg, train_texts: int, world_size: int = 1, pooling: str = "cls") -> di
         if floor_binds:
             eval_steps = max(1, math.ceil(cfg.min_steps / EVALUATIONS_UNDER_FLOOR))
             choices.append(f"evaluation every {eval_steps} steps rather than every epoch (--eval-strategy to set it)")
+    pair_steps = (contrastive.planned_steps(train_texts, cfg.batch_size * world_size, cfg.pair_iterations)
+                  if strategy == "contrastive" else 0)  # the pair stage; the head is then fitted, not trained
     return {"strategy": strategy, "strategy_asked": cfg.strategy, "train_texts": train_texts,
             "steps_per_epoch": per_epoch, "epochs_asked": cfg.epochs, "epochs": 0.0 if fitted_head else epochs,
-            "planned_steps": 0 if fitted_head else planned, "min_steps": cfg.min_steps,
+            "planned_steps": pair_steps if fitted_head else planned, "min_steps": cfg.min_steps,
             "learning_rate": cfg.learning_rate, "head_learning_rate": head_rate,
             "eval_strategy": eval_strategy, "eval_steps": eval_steps, "choices": choices}
 

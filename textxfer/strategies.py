@@ -7,7 +7,7 @@ import math
 from textxfer.errors import TextxferError
 from textxfer.pooling import unused_parameters
 
-STRATEGIES = ("full", "freeze-embeddings", "head-only", "gradual-unfreeze")
+STRATEGIES = ("full", "freeze-embeddings", "head-only", "gradual-unfreeze", "contrastive")
 
 
 def encoder_parts(model):
@@ -40,13 +40,15 @@ def apply_strategy(model, strategy: str) -> None:
     ``full``: everything trains. ``freeze-embeddings``: the embedding block is frozen (for multilingual
     encoders it holds most parameters, so steps get much cheaper). ``head-only``: only the classifier
     head trains. ``gradual-unfreeze``: starts like ``head-only``; :class:`GradualUnfreeze` opens layers.
+    ``contrastive``: the body without its embeddings trains on pairs (:mod:`textxfer.contrastive`), then the
+    head is fitted on frozen features.
     """
     if strategy not in STRATEGIES:
         raise TextxferError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
     embeddings, layers, _ = encoder_parts(model)
     for parameter in model.parameters():
         parameter.requires_grad = True
-    if strategy == "freeze-embeddings":
+    if strategy in ("freeze-embeddings", "contrastive"):
         for parameter in embeddings.parameters():
             parameter.requires_grad = False
     elif strategy in ("head-only", "gradual-unfreeze"):

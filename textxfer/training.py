@@ -119,13 +119,27 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     y_train = labels.encode(train.labels)
     y_validation = labels.encode(validation.labels) if validation is not None else []
     features = lambda texts, module: classifier_inputs(classifier, texts, module, cfg.feature_cache)  # noqa: E731
-    if strategy == "head-only" and cfg.head_solver == "logistic":
+    if strategy == "contrastive" or (strategy == "head-only" and cfg.head_solver == "logistic"):
+        from textxfer import contrastive
         from textxfer.head_fit import describe as describe_head, fit_head
 
+        if cfg.resume and int(os.environ.get("RANK", "0")) == 0:
+            print(f"--resume: strategy {strategy} keeps no checkpoints (the head is fitted, not trained in steps); "
+                  "training from the start", flush=True)
+        tuned = None
+        if strategy == "contrastive":
+            tuned = contrastive.tune_body(classifier, train.texts, y_train, progress, device)
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(contrastive.describe(tuned), flush=True)
         log, stats = fit_head(classifier, train.texts, y_train, validation.texts if validation is not None else [],
                               y_validation, features)
         if int(os.environ.get("RANK", "0")) == 0:
             print(describe_head(stats), flush=True)
+        if tuned is not None:
+            log = tuned.pop("log_history") + log
+            stats = {**stats, "steps": tuned["steps"], "train_seconds": round(stats["train_seconds"] + tuned["seconds"], 2),
+                     "trainable_parameters_at_end": stats["trainable_parameters_at_end"] + tuned["trainable_parameters"],
+                     "contrastive": tuned}
         return log, {**stats, "strategy": strategy, "recipe": recipe}
     if strategy == "head-only":
         # Feature extraction: the frozen encoder runs once per text; the head then trains on cached features.

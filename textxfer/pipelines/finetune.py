@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from textxfer.contrastive import PAIR_ITERATIONS
 from textxfer.data import TextDataset
 from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, prediction_batches
 from textxfer.errors import TextxferError
@@ -29,7 +30,7 @@ class FinetuneConfig:
     """Settings of the fine-tuning pipeline (the usual ``TrainingArguments`` plus transfer options)."""
 
     model: str = field(default="multilingual-e5-small", metadata={"help": "hub id, local folder, or a bundled encoder (see `textxfer models`)"})
-    strategy: str = field(default="auto", metadata={"help": "auto (by training-set size; see README) | full | freeze-embeddings | head-only | gradual-unfreeze", "choices": ("auto", *STRATEGIES)})
+    strategy: str = field(default="auto", metadata={"help": "auto (by training-set size; see README) | full | freeze-embeddings | head-only | gradual-unfreeze | contrastive (SetFit-style: the body tuned on same/different-label pairs, then a fitted head)", "choices": ("auto", *STRATEGIES)})
     layer_lr_decay: float = field(default=1.0, metadata={"help": "learning rate × this per layer below the top (1: same rate everywhere)"})
     max_length: int | None = field(default=None, metadata={"help": "max tokens per text (default: 99th percentile of the training and validation texts, capped at the model's limit)"})
     pooling: str = field(default="auto", metadata={"help": "what the classifier reads: auto (mean for sentence-embedding encoders such as the bundled ones, else cls) | cls (the first token, BERT's pooler) | mean (token states averaged over the attention mask)", "choices": POOLINGS})
@@ -40,6 +41,8 @@ class FinetuneConfig:
     learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
     head_learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of the classifier head and pooler (often newly initialised; discriminative rates); default: 20× --learning-rate (at most 1e-3) while the step floor binds, else --learning-rate"})
     head_solver: str = field(default="logistic", metadata={"help": "how --strategy head-only fits the head: logistic (regularised logistic regression on the cached features, strength chosen on validation) | trainer (the Trainer, --epochs at the head rate)", "choices": HEAD_SOLVERS})
+    pair_iterations: int = field(default=PAIR_ITERATIONS, metadata={"help": "--strategy contrastive: pairs per text = 2 × this (one same-label, one other-label partner per iteration; SetFit's 20)"})
+    pair_learning_rate: float = field(default=2e-5, metadata={"help": "--strategy contrastive: peak learning rate of the body on the pairs (SetFit's 2e-5)"})
     feature_cache: str | None = field(default=None, metadata={"help": "folder caching the frozen features of --strategy head-only (reused by runs of the same model, texts and max length)"})
     min_steps: int = field(default=150, metadata={"help": "a floor on optimizer steps: with little data the epochs are raised until training takes at least this many steps (0: off)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size per device"})
@@ -81,10 +84,12 @@ class FinetuneConfig:
         for name in ("batch_size", "eval_batch_size", "gradient_accumulation"):
             if getattr(self, name) < 1:
                 raise TextxferError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("learning_rate", "head_learning_rate"):
+        for name in ("learning_rate", "head_learning_rate", "pair_learning_rate"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise TextxferError(f"{name} must be above 0, got {value}")
+        if self.pair_iterations < 1:
+            raise TextxferError(f"pair_iterations must be at least 1, got {self.pair_iterations}")
         if self.min_steps < 0:
             raise TextxferError(f"min_steps must be 0 (off) or more, got {self.min_steps}")
         if self.epochs <= 0 and self.max_steps <= 0:
