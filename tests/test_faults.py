@@ -27,6 +27,28 @@ def finetune_command(data: Path, model: Path, output: Path, *extra: str) -> list
             "--warmup", "0", "--no-progress", *extra]
 
 
+# The killed run waits after its first complete checkpoint (the Trainer's own save, then a sleep), so the
+# signal always lands mid-run: on a busy machine a short run could otherwise finish before the test saw the
+# checkpoint (seen once in a fresh-clone `make test` run beside two training jobs).
+WAIT_AFTER_FIRST_CHECKPOINT = """
+import sys, time
+from transformers import Trainer
+save = Trainer._save_checkpoint
+def save_then_wait(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    time.sleep(600)
+Trainer._save_checkpoint = save_then_wait
+from textxfer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def paused_after_checkpoint(command: list[str]) -> list[str]:
+    """``command`` (a ``python -m textxfer.cli …`` list) run so that it waits after its first checkpoint."""
+    assert command[1:3] == ["-m", "textxfer.cli"]
+    return [command[0], "-c", WAIT_AFTER_FIRST_CHECKPOINT, *command[3:]]
+
+
 def start_and_signal(command: list[str], checkpoints: Path, sig: int) -> subprocess.CompletedProcess:
     """Start ``command``; once a complete checkpoint exists send ``sig``; return the finished process."""
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -50,8 +72,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, sa
     output = tmp_path / "run"
     shutil.copytree(trained_models["finetune"], output)  # an earlier good model in the output folder
     before = snapshot(output)
-    killed = start_and_signal(finetune_command(sample_csv, tiny_bert, output), Path(f"{output}.checkpoints"),
-                              signal.SIGKILL)
+    killed = start_and_signal(paused_after_checkpoint(finetune_command(sample_csv, tiny_bert, output)),
+                              Path(f"{output}.checkpoints"), signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     assert snapshot(output) == before  # the earlier model is untouched, nothing half-written beside it
     assert not list(tmp_path.glob(".run.tmp-*"))  # killed before saving: no staging folder either
@@ -73,9 +95,10 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, sa
 
 def test_ctrl_c_stops_with_one_line_and_a_resumable_state(tmp_path, sample_csv, tiny_bert):
     output = tmp_path / "run"
-    # 1,000 epochs: the run cannot end on its own between the first checkpoint and the signal, however loaded
-    # the machine (with 5 epochs a busy machine once let it finish first and exit 0)
-    interrupted = start_and_signal(finetune_command(sample_csv, tiny_bert, output, "--epochs", "1000"),
+    # The run waits after its first checkpoint, so the signal lands mid-run however loaded the machine (with 5
+    # epochs a busy machine once let it finish first and exit 0; with 1,000 epochs and no wait, one run beside
+    # two training jobs did not exit within 120 s of the signal — not explained yet, see the issue notes)
+    interrupted = start_and_signal(paused_after_checkpoint(finetune_command(sample_csv, tiny_bert, output)),
                                    Path(f"{output}.checkpoints"), signal.SIGINT)
     assert interrupted.returncode == 130
     lines = [line for line in interrupted.stderr.strip().splitlines() if line.strip()]
