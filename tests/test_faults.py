@@ -27,9 +27,9 @@ def finetune_command(data: Path, model: Path, output: Path, *extra: str) -> list
             "--warmup", "0", "--no-progress", *extra]
 
 
-# The killed run waits after its first complete checkpoint (the Trainer's own save, then a sleep), so the
-# signal always lands mid-run: on a busy machine a short run could otherwise finish before the test saw the
-# checkpoint (seen once in a fresh-clone `make test` run beside two training jobs).
+# The signalled run waits after its first complete checkpoint (the Trainer's own save, then a sleep), so the
+# signal always lands mid-run: however busy the machine, the short run cannot finish before the test has seen
+# the checkpoint and sent it.
 WAIT_AFTER_FIRST_CHECKPOINT = """
 import sys, time
 from transformers import Trainer
