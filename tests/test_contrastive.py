@@ -114,6 +114,7 @@ def test_pair_batches_are_grouped_by_length_to_cut_padding(tiny_config, monkeypa
     from textxfer import pooling
     from textxfer.labels import LabelSet
     from textxfer.models import load_for_training
+    from textxfer.strategies import apply_strategy
 
     widths: list[int] = []
     original = contrastive._collator
@@ -138,6 +139,7 @@ def test_pair_batches_are_grouped_by_length_to_cut_padding(tiny_config, monkeypa
         classifier = FinetuneClassifier(tiny_config)
         classifier.tokenizer_, classifier.model_, _ = load_for_training(tiny_config.model, LabelSet(["0", "1"]))
         pooling.install(classifier.model_, "mean")
+        apply_strategy(classifier.model_, "contrastive")
         classifier.max_length_, classifier.text_prefix_ = 64, ""
         widths.clear()
         contrastive.tune_body(classifier, texts, y, progress=False, device={"use_cpu": True})

@@ -92,18 +92,17 @@ def _collator(tokenizer, encoded: dict):
 
 
 def tune_body(classifier, texts: list[str], y: np.ndarray, progress: bool, device: dict) -> dict:
-    """Tune ``classifier.model_``'s body (embeddings frozen) on pairs of ``texts``; returns the stage's stats."""
+    """Tune what is trainable in ``classifier.model_``'s body on pairs of ``texts`` (the caller's
+    ``apply_strategy(model, "contrastive")`` froze the embeddings); returns the stage's stats."""
     import datasets
     import torch
     from transformers import Trainer, TrainingArguments
 
     from textxfer import train_log
     from textxfer.models import quiet_progress
-    from textxfer.strategies import apply_strategy
 
     cfg, model = classifier.config, classifier.model_
     first, second, target = pairs(y, cfg.pair_iterations, cfg.seed)
-    apply_strategy(model, "freeze-embeddings")
     encoder = PairEncoder(model)
     encoded = classifier.encode(texts)  # each text tokenised once, with the prefix and max length of the classifier
     tokens = np.array([len(ids) for ids in encoded["input_ids"]])
