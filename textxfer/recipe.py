@@ -42,6 +42,12 @@ def steps_per_epoch(train_texts: int, batch_size: int, accumulation: int = 1, wo
     return max(1, batches // max(1, accumulation))
 
 
+def fits_head(strategy: str, head_solver: str) -> bool:
+    """Whether ``strategy`` ends in a head fitted by regression on frozen features (no training steps of the
+    classifier): ``head-only`` with the logistic solver, and ``contrastive`` after its pair stage."""
+    return strategy == "contrastive" or (strategy == "head-only" and head_solver == "logistic")
+
+
 def choose_strategy(cfg, train_texts: int, pooling: str = "cls") -> tuple[str, str | None]:
     """``(strategy, why)``: ``cfg.strategy`` itself unless it is ``auto`` (then ``why`` says what decided).
 
@@ -79,7 +85,7 @@ def plan(cfg, train_texts: int, world_size: int = 1, pooling: str = "cls") -> di
     per_epoch = steps_per_epoch(train_texts, cfg.batch_size, cfg.gradient_accumulation, world_size)
     epochs = float(cfg.epochs)
     planned = cfg.max_steps if cfg.max_steps > 0 else math.ceil(per_epoch * epochs)
-    fitted_head = (strategy == "head-only" and cfg.head_solver == "logistic") or strategy == "contrastive"
+    fitted_head = fits_head(strategy, cfg.head_solver)
     floor_binds = not fitted_head and cfg.max_steps <= 0 and cfg.min_steps > planned
     if floor_binds:
         epochs = float(math.ceil(cfg.min_steps / per_epoch))

@@ -12,7 +12,7 @@ from textxfer.data import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.metrics import score
 from textxfer.pooling import of as pooling_of
-from textxfer.recipe import describe, plan
+from textxfer.recipe import describe, fits_head, plan
 from textxfer.strategies import apply_strategy, gradual_unfreeze_callback, head_module, parameter_groups
 
 
@@ -119,7 +119,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     y_train = labels.encode(train.labels)
     y_validation = labels.encode(validation.labels) if validation is not None else []
     features = lambda texts, module: classifier_inputs(classifier, texts, module, cfg.feature_cache)  # noqa: E731
-    if strategy == "contrastive" or (strategy == "head-only" and cfg.head_solver == "logistic"):
+    if fits_head(strategy, cfg.head_solver):
         from textxfer import contrastive
         from textxfer.head_fit import describe as describe_head, fit_head
 
