@@ -1,7 +1,9 @@
 """Use any trained textxfer model from Python: ``load(path)`` and ``predict(texts, model=...)``.
 
 ``predict`` accepts a model folder (loaded once, then cached) or a loaded classifier; it is safe to
-call from several threads.
+call from several threads. A fine-tuned model predicts on this process's GPU when one is visible (in
+bf16 there), else on the CPU; ``device=`` and ``precision=`` choose otherwise (``textxfer.devices``).
+Baseline and exported ONNX models run on the CPU whatever ``device`` says.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Sequence
 from textxfer.errors import TextxferError
 from textxfer.manifest import read_manifest
 
-_CACHE: dict[Path, object] = {}
+_CACHE: dict[tuple[Path, str, str], object] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -27,8 +29,12 @@ class Prediction:
     probabilities: dict[str | int, float]
 
 
-def load(path: str | Path):
-    """Load the model in folder ``path`` as the right ``Classifier`` for its kind."""
+def load(path: str | Path, device: str = "auto", precision: str = "auto"):
+    """Load the model in folder ``path`` as the right ``Classifier`` for its kind.
+
+    A fine-tuned model is placed on ``device`` (auto | cpu | cuda | cuda:N; auto: this process's GPU when
+    one is visible — the local rank's under torchrun — else the CPU) and predicts in ``precision`` (auto:
+    bf16 on a GPU, fp16 where it lacks bf16, fp32 on the CPU). Other kinds run on the CPU."""
     manifest = read_manifest(path)
     if manifest["kind"] == "baseline":
         from textxfer.pipelines.baseline import BaselineClassifier
@@ -37,7 +43,7 @@ def load(path: str | Path):
     if manifest["kind"] == "finetune":
         from textxfer.pipelines.finetune import FinetuneClassifier
 
-        return FinetuneClassifier.load(path)
+        return FinetuneClassifier.load(path, device=device, precision=precision)
     if manifest["kind"] == "onnx":
         from textxfer.pipelines.onnx import OnnxClassifier
 
@@ -45,12 +51,12 @@ def load(path: str | Path):
     raise TextxferError(f"{path}: models of kind {manifest['kind']!r} cannot be loaded by this version of textxfer")
 
 
-def cached(path: str | Path):
-    """The classifier in folder ``path``, loaded on first use and then kept in memory."""
-    key = Path(path).resolve()
+def cached(path: str | Path, device: str = "auto", precision: str = "auto"):
+    """The classifier in folder ``path`` on ``device``, loaded on first use and then kept in memory."""
+    key = (Path(path).resolve(), device, precision)
     with _CACHE_LOCK:  # one load per folder even when threads ask at the same time
         if key not in _CACHE:
-            _CACHE[key] = load(key)
+            _CACHE[key] = load(key[0], device, precision)
         return _CACHE[key]
 
 
@@ -70,15 +76,16 @@ def to_predictions(model, probabilities) -> list[Prediction]:
     return results
 
 
-def predict(texts: str | Sequence[str], model) -> Prediction | list[Prediction]:
+def predict(texts: str | Sequence[str], model, device: str = "auto", precision: str = "auto") -> Prediction | list[Prediction]:
     """Predict one text (returns a :class:`Prediction`) or a list of texts (returns a list).
 
-    ``model`` is a folder path or an already loaded classifier. Texts are batched by length; an empty
-    text gets the model's prediction for no evidence, and a text longer than the model's limit is
+    ``model`` is a folder path (loaded once onto ``device`` in ``precision``, see :func:`load`, then
+    cached) or an already loaded classifier (which stays where it is). Texts are batched by length; an
+    empty text gets the model's prediction for no evidence, and a text longer than the model's limit is
     shortened by the model's long-text policy.
     """
     if isinstance(model, (str, Path)):
-        model = cached(model)
+        model = cached(model, device, precision)
     if not hasattr(model, "predict_proba") or not hasattr(model, "labels"):
         raise TextxferError(f"model must be a model folder or a loaded textxfer classifier, got {type(model).__name__}")
     single = isinstance(texts, str)

@@ -38,6 +38,8 @@ class ServeSettings:
     batching: bool = True
     max_texts: int = 64
     max_text_chars: int = 10_000
+    device: str = "auto"
+    precision: str = "auto"
 
     @property
     def max_body_bytes(self) -> int:
@@ -126,13 +128,14 @@ def model_info(folder: Path, model) -> dict:
     return {"kind": manifest["kind"], "labels": [model.labels.value(n) for n in model.labels.names],
             "base_model": config.get("base_model"), "created": manifest.get("created"),
             "metrics": {split: {k: m.get(k) for k in ("n", "accuracy", "macro_f1")} for split, m in metrics.items()},
-            "folder": str(folder)}
+            "folder": str(folder), "device": getattr(model, "device", "cpu"),
+            "precision": getattr(model, "precision_", "fp32")}
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """The app for ``settings.model`` (loaded now, so a bad folder fails before the server starts)."""
     folder = Path(settings.model)
-    model = load(folder)
+    model = load(folder, settings.device, settings.precision)
     info = model_info(folder, model)
     batcher = MicroBatcher(model.predict_proba, settings.max_batch_size, settings.batch_window_ms, settings.batching)
 
@@ -205,7 +208,11 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
     common = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": 30}
     if workers > 1:
         os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
-        load(Path(settings.model))  # fail here, once, with a clear message, not in every worker
+        # Fail here, once, with a clear message, not in every worker (on the CPU: the workers take the GPU).
+        from textxfer import devices
+
+        devices.inference_precision(devices.resolve(settings.device), settings.precision)
+        load(Path(settings.model), device="cpu")
         uvicorn.run("textxfer.serving:app_from_environment", factory=True, workers=workers, **common)
     else:
         uvicorn.run(create_app(settings), **common)

@@ -73,7 +73,7 @@ class OnnxClassifier(ClassifierBase):
         """Yield ``(row indices, ONNX Runtime feed)``, shortest texts first; only the graph's inputs are fed."""
         on_gpu = self.session_.get_providers()[0] == "CUDAExecutionProvider"
         for rows, batch in prediction_batches(self.tokenizer_, self.encode(texts), self.predict_batch_size,
-                                              on_gpu, self.batch_size_, "np"):
+                                              on_gpu, "np"):
             feed = {}
             for name, dtype in self.inputs_.items():
                 if name in batch:
@@ -126,7 +126,6 @@ class OnnxClassifier(ClassifierBase):
         model.long_text_ = model.config_.get("long_text", "head-tail")
         prefix = model.config_.get("resolved_text_prefix") or ""
         model.text_prefix_ = prefix if isinstance(prefix, str) else ""
-        model.batch_size_ = int(model.config_.get("eval_batch_size") or 64)
         _check_label_maps(folder, model.files_.get("config"), model.labels)
         from textxfer.models import check_untrusted_model
 
