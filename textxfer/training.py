@@ -280,11 +280,14 @@ def classifier_inputs(classifier, texts: list[str], module, cache: str | None = 
         features = inputs[0]
         captured.append((features[:, :1] if features.ndim == 3 else features).detach().float().cpu().numpy())
 
+    from textxfer import devices
+
     model = classifier.model_.eval()
+    device = str(next(model.parameters()).device)
     handle = module.register_forward_pre_hook(keep)
     features = None
-    try:
-        with torch.inference_mode():
+    try:  # the precision prediction uses too (bf16 on a GPU), so the fitted head sees the features it will get
+        with torch.inference_mode(), devices.autocast(device, getattr(classifier, "precision_", "fp32")):
             for rows, batch in classifier.batches(texts):
                 model(**batch)
                 if features is None:
