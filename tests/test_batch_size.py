@@ -138,3 +138,4 @@ def test_auto_on_the_cpu_trains_at_16_with_the_rate_as_given(tiny_bert):
     recipe = model.fit_stats_["recipe"]
     assert (recipe["batch_size"], recipe["learning_rate"], recipe["steps_per_epoch"]) == (16, 3e-3, 3)
     assert config.batch_size == "auto"  # the saved settings still say auto
+    assert model.fit_stats_["attention"] == "sdpa"  # PyTorch's fused attention, on every device

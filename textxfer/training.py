@@ -253,6 +253,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     stats = {
         "strategy": strategy, "precision": device["_precision"], "device": str(next(model.parameters()).device),
+        "attention": getattr(model.config, "_attn_implementation", None),  # sdpa: transformers' default where supported
         "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
