@@ -200,8 +200,14 @@ def test_missing_file_and_no_data(tmp_path):
         DataOptions(data="a.csv", train="b.csv")
 
 
-def test_bigger_fixture_rows_are_distinct():
-    assert len({t for t, _ in make_rows(500, seed=3)}) == 500
+def test_every_row_lands_in_exactly_one_split_with_its_own_text_and_label(tmp_path):
+    rows = make_rows(500, seed=3)
+    data = load_data(DataOptions(data=str(write_csv(tmp_path / "r.csv", rows))))
+    parts = (data.train, data.validation, data.test)
+    numbers = [n for part in parts for n in part.rows]
+    assert sorted(numbers) == list(range(1, 501)) and [len(p) for p in parts] == [400, 50, 50]
+    for part in parts:  # row n is the n-th data row of the file, text and label together
+        assert all(rows[n - 1] == (text, label) for n, text, label in zip(part.rows, part.texts, part.labels))
 
 
 def test_hub_name_offline_gives_an_actionable_error(monkeypatch):

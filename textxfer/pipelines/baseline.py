@@ -15,7 +15,7 @@ from textxfer.imports import skops_io
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, read_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
-from textxfer.text import TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize, unicode_safe
+from textxfer.text import MAX_TEXT_CHARS, TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize, unicode_safe
 from textxfer.vectors import WordVectors, read_pretrained, train_word2vec
 
 FOREST_FILE = "forest.skops"
@@ -118,7 +118,10 @@ class BaselineClassifier(ClassifierBase):
         self.forest_ = self._fit_forest(features, y, progress)
         self.fit_stats_ = {"train_texts": len(train), "vocabulary": len(vocab),
                            "train_texts_without_known_words": empty, "tokenizer": self.tokenizer_,
-                           "tokenizer_engine": self.tokenizer_engine_}
+                           "tokenizer_engine": self.tokenizer_engine_,
+                           "long_texts": {"max_chars": MAX_TEXT_CHARS, "train_texts_capped":
+                                          sum(len(t) > MAX_TEXT_CHARS for t in train.texts),
+                                          "policy": "head and tail, half each"}}
         return self
 
     def _corpus_tokens(self, progress: bool) -> list[list[str]]:
