@@ -42,6 +42,21 @@ CASES = {
     "one_example_class.csv": (OK, OK),  # the lone 'neutral' row stays in train
     "duplicate_columns.csv": (["duplicate column names ['text']", "rename"], ["duplicate column names ['text']", "rename"]),
     "broken.jsonl": (["line 7 is not valid JSON", "fix or remove"], ["line 7 is not valid JSON", "fix or remove"]),
+    "split_source.csv": (OK, OK),  # the data of the split files in splits/
+}
+
+# splits/<file> with --data split_source.csv → what `textxfer baseline --split` does (OK or key words).
+SPLIT_CASES = {
+    "valid.json": OK,
+    "no_sha256.json": ["splits.test.sha256 must be the 64-hex-digit fingerprint", "got None", "without --split"],
+    "repeated_row.json": ["lists row 19 of split_source.csv twice", "each row once"],
+    "true_row.json": ["splits.test.rows holds True", "whole numbers from 1"],
+    "row_in_two_splits.json": ["lists row 14 of split_source.csv in both train and test"],
+    "row_zero.json": ["splits.validation.rows holds 0"],
+    "row_past_end.json": ["split rows [21] are not valid rows of the file"],
+    "rows_not_a_list.json": ["splits.train.rows must be a list of row numbers"],
+    "text_column_number.json": ["'text_column' must be a column name, got 5"],
+    "changed_source.json": ["its contents changed since the split was made"],
 }
 
 
@@ -70,9 +85,25 @@ def check(code: int, err: str, name: str, expected) -> None:
 def test_corpus_is_complete_and_small():
     files = {p.name for p in BAD.iterdir() if p.suffix in (".csv", ".jsonl")}
     assert files == set(CASES)
-    assert all(p.stat().st_size < 10_000 for p in BAD.iterdir())
+    assert {p.name for p in (BAD / "splits").iterdir()} == set(SPLIT_CASES)
+    assert all(p.stat().st_size < 10_000 for p in [*BAD.iterdir(), *(BAD / "splits").iterdir()] if p.is_file())
     readme = (BAD / "README.md").read_text(encoding="utf-8")
-    assert all(name in readme for name in CASES)
+    assert all(name in readme for name in [*CASES, *SPLIT_CASES])
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_CASES))
+def test_split_files(name, tmp_path, capsys):
+    split = BAD / "splits" / name
+    before = digest(split)
+    code, err = run_cli(["baseline", "--data", str(BAD / "split_source.csv"), "--split", str(split),
+                         "--output", str(tmp_path / "run"), "--no-progress", *FAST], capsys)
+    check(code, err, "split" if name != "row_past_end.json" and name != "changed_source.json" else "split_source.csv",
+          SPLIT_CASES[name])
+    assert (tmp_path / "run").exists() == (code == 0) and digest(split) == before
+    if code == 0:  # the run used exactly the split's rows
+        record = json.loads((tmp_path / "run" / "split.json").read_text(encoding="utf-8"))
+        assert [record["splits"][s]["rows"] for s in ("train", "validation", "test")] == \
+            [list(range(1, 15)), [15, 16, 17], [18, 19, 20]]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
