@@ -172,9 +172,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a trained model over HTTP: POST /predict, GET /health, GET /model, a web page at /, docs at /docs."""
     from textxfer.serving import ServeSettings, serve
 
-    for name in ("max_batch_size", "max_texts", "max_text_chars", "workers"):
-        if getattr(args, name) < 1:
-            raise TextxferError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.workers < 1:
+        raise TextxferError(f"--workers must be at least 1, got {args.workers}")
     settings = ServeSettings(model=args.model, max_batch_size=args.max_batch_size, batch_window_ms=args.batch_window_ms,
                              batching=not args.no_batching, max_texts=args.max_texts, max_text_chars=args.max_text_chars,
                              device=args.device, precision=args.precision)

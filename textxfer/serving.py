@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textxfer.batching import MicroBatcher
 from textxfer.classifier import load, to_predictions
+from textxfer.errors import TextxferError
 from textxfer.manifest import read_manifest
 
 SETTINGS_ENV = "TEXTXFER_SERVE_SETTINGS"
@@ -40,6 +41,15 @@ class ServeSettings:
     max_text_chars: int = 10_000
     device: str = "auto"
     precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_texts", "max_text_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TextxferError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        window = self.batch_window_ms
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window <= 10_000:
+            raise TextxferError(f"--batch-window-ms must be between 0 and 10000 milliseconds, got {window!r}")
 
     @property
     def max_body_bytes(self) -> int:
@@ -85,6 +95,8 @@ def parse_request(body: bytes, settings: ServeSettings) -> list[str]:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(422, f"the body is not valid JSON ({exc}); send {{\"texts\": [\"...\"]}}") from None
+    except RecursionError:  # like the CLI's JSONL reader: a client error, not a server fault
+        raise RequestError(422, "the body is JSON nested too deeply to read; send {\"texts\": [\"...\"]}") from None
     if not isinstance(payload, dict):
         raise RequestError(422, "the body must be a JSON object such as {\"texts\": [\"...\"]} or {\"text\": \"...\"}")
     try:
