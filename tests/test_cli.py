@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 FAST = ["--vector-size", "16", "--epochs", "5", "--min-count", "1", "--n-estimators", "20", "--n-jobs", "1"]
 
 
@@ -61,3 +63,30 @@ def test_help_and_baseline_do_not_import_torch(tmp_path, reviews_csv):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"n_estimators": "100"}, "option 'n_estimators' must be a whole number, got the string '100'"),
+    ({"max_depth": 2.5}, "option 'max_depth' must be a whole number or none, got float 2.5"),
+    ({"sg": "yes"}, "option 'sg' must be true or false, got the string 'yes'"),
+    ({"n_jobs": True}, "option 'n_jobs' must be a whole number, got bool True"),
+    ({"test_size": "0.2"}, "option 'test_size' must be a number, got the string '0.2'"),
+    ({"text_column": 3}, "option 'text_column' must be a string, got int 3"),
+])
+def test_config_values_of_the_wrong_type_are_one_line(tmp_path, reviews_csv, capsys, settings, message):
+    from textxfer.cli import main
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"data": str(reviews_csv), **settings}))
+    assert main(["baseline", "--config", str(config), "--output", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{config}: {message}" in err and not (tmp_path / "r").exists()
+
+
+def test_config_sections_of_compare_are_type_checked_too(tmp_path, reviews_csv, capsys):
+    from textxfer.cli import main
+
+    config = tmp_path / "cmp.json"
+    config.write_text(json.dumps({"data": str(reviews_csv), "finetune": {"epochs": "2"}}))
+    assert main(["compare", "--config", str(config), "--output", str(tmp_path / "c"), "--no-progress"]) == 2
+    assert f"{config} (finetune): option 'epochs' must be a number, got the string '2'" in capsys.readouterr().err

@@ -36,10 +36,10 @@ def _options(args: argparse.Namespace, config_cls: type) -> tuple[DataOptions, o
     data_values = {k: v for k, v in given.items() if k in data_names} | collect(args, DataOptions)
     config_values = {k: v for k, v in given.items() if k in config_names and k not in data_names}
     config_values |= {k: v for k, v in collect(args, config_cls).items() if k not in data_names}
-    data = from_dict(DataOptions, data_values)
+    data = from_dict(DataOptions, data_values, source=args.config)
     if "seed" in config_names:
         config_values["seed"] = data.seed
-    return data, from_dict(config_cls, config_values)
+    return data, from_dict(config_cls, config_values, source=args.config)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -89,13 +89,15 @@ def _pipeline_configs(args: argparse.Namespace) -> tuple[DataOptions, dict[str, 
     if unknown:
         raise TextxferError(f"{args.config}: unknown option(s) {unknown}; put pipeline options under "
                             "'baseline' or 'finetune'")
-    data = from_dict(DataOptions, {k: v for k, v in given.items() if k in data_names} | collect(args, DataOptions))
+    data = from_dict(DataOptions, {k: v for k, v in given.items() if k in data_names} | collect(args, DataOptions),
+                     source=args.config)
     configs = {}
     for name, cls in sections.items():
         section = given.get(name) or {}
         if not isinstance(section, dict):
             raise TextxferError(f"{args.config}: '{name}' must be a mapping of {name} options")
-        configs[name] = from_dict(cls, {"seed": data.seed, **section, **collect(args, cls, prefix=name)})
+        configs[name] = from_dict(cls, {"seed": data.seed, **section, **collect(args, cls, prefix=name)},
+                                  source=f"{args.config} ({name})" if args.config else None)
     return data, configs
 
 

@@ -88,13 +88,45 @@ def collect(namespace: argparse.Namespace, cls: type, prefix: str = "") -> dict[
     return {k[len(start):]: v for k, v in vars(namespace).items() if k.startswith(start) and k[len(start):] in names}
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming the known ones."""
+def from_dict(cls: type[T], data: dict[str, Any], source: str | None = None) -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys, and values of the wrong type (a config file's
+    ``"n_estimators": "100"``), are an error naming the option (and ``source``, the file they came from)."""
     known = field_names(cls)
     unknown = sorted(set(data) - known)
+    where = f"{source}: " if source else ""
     if unknown:
-        raise TextxferError(f"unknown {cls.__name__} option(s) {unknown}; known options: {sorted(known)}")
+        raise TextxferError(f"{where}unknown {cls.__name__} option(s) {unknown}; known options: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        expected = _type_problem(hints[name], value)
+        if expected:
+            shown = f"the string {value!r}" if isinstance(value, str) else f"{type(value).__name__} {value!r:.60}"
+            raise TextxferError(f"{where}option {name!r} must be {expected}, got {shown}")
     return cls(**data)
+
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", type(None): "none"}
+
+
+def _type_problem(annotation: Any, value: Any) -> str | None:
+    """None when ``value`` fits ``annotation`` (``int``, ``float``, ``bool``, ``str``, unions of them with
+    None), else what was expected in words. A whole number is a fine float; a boolean is not a number."""
+    allowed = (typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+               else (annotation,))
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return None
+        if kind is bool and isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if kind is str and isinstance(value, str):
+            return None
+        if kind not in _KINDS:  # a type this check does not know: the dataclass checks it
+            return None
+    return " or ".join(_KINDS[kind] for kind in allowed)
 
 
 def read_config_file(path: str) -> dict[str, Any]:
