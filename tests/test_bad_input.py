@@ -43,6 +43,12 @@ CASES = {
     "duplicate_columns.csv": (["duplicate column names ['text']", "rename"], ["duplicate column names ['text']", "rename"]),
     "broken.jsonl": (["line 7 is not valid JSON", "fix or remove"], ["line 7 is not valid JSON", "fix or remove"]),
     "split_source.csv": (OK, OK),  # the data of the split files in splits/
+    "object_text.jsonl": (["row 3, column 'text': expected text, got a JSON object", "--text-column"],
+                          ["line 3, column 'text': expected text, got a JSON object", "--text-column"]),
+    "number_text.jsonl": (["row 8, column 'text': expected text, got a number 12345"],
+                          ["line 8, column 'text': expected text, got a number 12345"]),
+    "struct_text.parquet": (["row 1, column 'text': expected text, got a JSON object (or struct)"],
+                            ["cannot tell the input format from '.parquet'"]),  # predict reads CSV/TSV/JSONL
 }
 
 # splits/<file> with --data split_source.csv → what `textxfer baseline --split` does (OK or key words).
@@ -83,12 +89,43 @@ def check(code: int, err: str, name: str, expected) -> None:
 
 
 def test_corpus_is_complete_and_small():
-    files = {p.name for p in BAD.iterdir() if p.suffix in (".csv", ".jsonl")}
+    files = {p.name for p in BAD.iterdir() if p.suffix in (".csv", ".jsonl", ".parquet")}
     assert files == set(CASES)
     assert {p.name for p in (BAD / "splits").iterdir()} == set(SPLIT_CASES)
     assert all(p.stat().st_size < 10_000 for p in [*BAD.iterdir(), *(BAD / "splits").iterdir()] if p.is_file())
     readme = (BAD / "README.md").read_text(encoding="utf-8")
     assert all(name in readme for name in [*CASES, *SPLIT_CASES])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--text-column", "label"], "--text-column and --label-column both name column 'label'"),
+    (["--text-column", "label", "--label-column", "text"], "text column 'label' has only 2 distinct value(s)"),
+])
+def test_text_and_label_column_mix_ups_are_refused(flags, message, tmp_path, capsys):
+    code, err = run_cli(["baseline", "--data", str(BAD / "split_source.csv"), *flags, "--output", str(tmp_path / "run"),
+                         "--no-progress", *FAST], capsys)
+    check(code, err, "split_source.csv", [message, "point --text-column at the texts"])
+
+
+def test_a_label_column_full_of_texts_is_refused(tmp_path, capsys):
+    from conftest import make_rows, write_csv
+
+    rows = make_rows(120)  # --label-column naming a free-text column (here: a reply to each review)
+    path = write_csv(tmp_path / "replies.csv", [(text, "回复：" + text) for text, _ in rows], header=("text", "reply"))
+    code, err = run_cli(["baseline", "--data", str(path), "--label-column", "reply", "--output", str(tmp_path / "run"),
+                         "--no-progress", *FAST], capsys)
+    check(code, err, "replies.csv", ["label column 'reply' has 120 distinct values in 120 training rows",
+                                     "looks like a text column"])
+
+
+def test_few_shot_intents_with_one_short_label_per_text_are_not_refused(tmp_path, capsys):
+    from conftest import write_csv
+
+    rows = [(f"请帮我处理第{i}类的事情，谢谢", f"intent{i}") for i in range(120)]  # 120 classes, one text each
+    path = write_csv(tmp_path / "intents.csv", rows)
+    code, err = run_cli(["baseline", "--data", str(path), "--output", str(tmp_path / "run"), "--no-progress",
+                         "--test-size", "0", "--validation-size", "0", *FAST], capsys)
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT_CASES))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from textxfer.errors import TextxferError
-from textxfer.tables import delimiter_hint, has_utf16_bom, is_missing
+from textxfer.tables import as_text, delimiter_hint, has_utf16_bom, is_missing
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -102,10 +102,7 @@ class ChunkReader:
         if is_missing(value) or value == "":
             self.empty_texts += 1
             return ""
-        if isinstance(value, (dict, list)):
-            raise TextxferError(f"{where}: column {self.text_column!r} holds a JSON {type(value).__name__}, "
-                                "expected text; point --text-column at a text field")
-        return str(value)
+        return as_text(value, where, self.text_column)
 
     def _csv_rows(self, handle: IO[str]) -> Iterator[tuple[list, str]]:
         reader = csv.reader(handle, delimiter=DELIMITERS[self.fmt])

@@ -240,6 +240,20 @@ def _read_hub_dataset(name: str) -> dict[str, Table]:
     return {split: Table(f"{name}[{split}]", ds.to_dict(), ds._fingerprint) for split, ds in loaded.items()}
 
 
+def as_text(value: Any, where: str, column: str) -> str:
+    """``value`` when it is a string; anything else where text is expected — a number, a boolean, a JSON
+    object or list, a Parquet struct — is refused in one line (``str()`` of it would train on its repr)."""
+    if isinstance(value, str):
+        return value
+    kind = ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, (int, float)) or
+            type(value).__module__ == "numpy" else "a JSON object (or struct)" if isinstance(value, dict) else
+            "a list" if isinstance(value, (list, tuple)) else f"a {type(value).__name__}")
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise TextxferError(f"{where}, column {column!r}: expected text, got {kind} {shown}; point --text-column at the "
+                        "column that holds the texts")
+
+
 def is_missing(value: Any) -> bool:
     """True for None, NaN and empty/whitespace-only strings."""
     if value is None:

@@ -72,10 +72,27 @@ def main() -> None:
         json.dumps({"text": t.replace("，", "\u2028", 1) + "\x85", "label": l}, ensure_ascii=False) + "\n"
         for t, l in rows()).encode()
     files["split_source.csv"] = good.encode()  # the data the split files below refer to
+    files["object_text.jsonl"] = "".join(  # row 3's text is a JSON object
+        json.dumps({"text": {"title": t} if i == 2 else t, "label": l}, ensure_ascii=False) + "\n"
+        for i, (t, l) in enumerate(rows())).encode()
+    files["number_text.jsonl"] = "".join(  # row 8's text is a number
+        json.dumps({"text": 12345 if i == 7 else t, "label": l}, ensure_ascii=False) + "\n"
+        for i, (t, l) in enumerate(rows())).encode()
+    files["struct_text.parquet"] = parquet_bytes(  # every text a struct: str() would train on its repr
+        {"text": [{"body": t, "stars": 5} for t, _ in rows()], "label": [l for _, l in rows()]})
     for name, data in files.items():
         assert len(data) < 10_000, name
         (HERE / name).write_bytes(data)
     write_split_files(hashlib.sha256(files["split_source.csv"]).hexdigest())
+
+
+def parquet_bytes(columns: dict) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue()
 
 
 def write_split_files(sha256: str) -> None:
