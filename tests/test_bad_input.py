@@ -49,6 +49,12 @@ CASES = {
                           ["line 8, column 'text': expected text, got a number 12345"]),
     "struct_text.parquet": (["row 1, column 'text': expected text, got a JSON object (or struct)"],
                             ["cannot tell the input format from '.parquet'"]),  # predict reads CSV/TSV/JSONL
+    "gzip.csv": (["this is a gzip-compressed file, not a text file", "gunzip"],
+                 ["this is a gzip-compressed file, not a text file", "gunzip"]),
+    "xlsx.csv": (["this is a zip archive (an Excel .xlsx workbook is one)", "Save As → CSV UTF-8"],
+                 ["this is a zip archive (an Excel .xlsx workbook is one)", "Save As → CSV UTF-8"]),
+    "tsv_with_commas.csv": (["row 1 (line 2) has 2 fields but the header has 1", "looks delimited by '\\t'"],
+                            ["no column 'text'", "looks delimited by '\\t'"]),
 }
 
 # splits/<file> with --data split_source.csv → what `textxfer baseline --split` does (OK or key words).

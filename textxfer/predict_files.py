@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from textxfer.errors import TextxferError
-from textxfer.tables import as_text, delimiter_hint, has_utf16_bom, is_missing
+from textxfer.tables import as_text, binary_kind, delimiter_hint, has_utf16_bom, is_missing
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -67,7 +67,9 @@ class ChunkReader:
         try:
             if self.source != "-":
                 with open(self.source, "rb") as raw:
-                    if has_utf16_bom(raw.read(2), self.encoding):
+                    head = raw.read(8)
+                    binary_kind(self.source, head)
+                    if has_utf16_bom(head, self.encoding):
                         encoding = "utf-16"  # a UTF-16 file (e.g. Excel's "Unicode text"): read it as such
             if self.source == "-":
                 return io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, newline="")

@@ -114,6 +114,28 @@ def delimiter_hint(header: list[str]) -> str:
     return ""
 
 
+# What a file really is when its first bytes say so: (magic, what it is, what to do). A compressed file or a
+# workbook named .csv otherwise fails as "not valid utf-8 … try --encoding gbk", which sends users astray.
+MAGIC = [
+    (b"\x1f\x8b", "a gzip-compressed file", "decompress it first (gunzip), then pass the .csv/.jsonl inside"),
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook is one)",
+     "save the sheet as CSV (Excel: Save As → CSV UTF-8) or unzip it, then pass the text file"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel/Office file (.xls)", "save the sheet as CSV (Excel: Save As → CSV UTF-8)"),
+    (b"PAR1", "a Parquet file", "name it .parquet (textxfer reads Parquet for training) or export it as CSV"),
+    (b"BZh", "a bzip2-compressed file", "decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file", "decompress it first (unxz)"),
+    (b"%PDF", "a PDF document", "export its table as CSV"),
+]
+
+
+def binary_kind(path: Path | str, head: bytes) -> None:
+    """Refuse, in one line, a file whose first bytes show it is not text (compressed, a workbook, Parquet)."""
+    for magic, what, fix in MAGIC:
+        if head.startswith(magic):
+            raise TextxferError(f"{path}: this is {what}, not a text file ({Path(str(path)).suffix or 'no extension'} "
+                                f"by name); {fix}")
+
+
 def has_utf16_bom(head: bytes, encoding: str) -> bool:
     """True when a file read as UTF-8 starts with a UTF-16 byte-order mark (never valid UTF-8)."""
     return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") and \
@@ -122,6 +144,7 @@ def has_utf16_bom(head: bytes, encoding: str) -> bool:
 
 def _decode(path: Path, encoding: str) -> str:
     data = path.read_bytes()
+    binary_kind(path, data[:8])
     if has_utf16_bom(data, encoding):
         encoding = "utf-16"  # a UTF-16 file (e.g. saved by Excel as "Unicode text"): read it as such
     try:
@@ -156,9 +179,11 @@ def _parse_delimited(path: Path, text: str, delimiter: str) -> dict[str, list[An
             if not row:
                 continue  # csv yields [] for blank lines
             if len(row) != len(header):
+                hint = delimiter_hint(header)  # e.g. a TSV named .csv whose texts hold commas
                 raise TextxferError(
                     f"{path}: row {len(values[0]) + 1} (line {reader.line_num}) has {len(row)} fields but the "
-                    f"header has {len(header)}; quote fields that contain the delimiter {delimiter!r}"
+                    f"header has {len(header)}" + (f".{hint}" if hint else
+                                                   f"; quote fields that contain the delimiter {delimiter!r}")
                 )
             for column, value in zip(values, row):
                 column.append(value)

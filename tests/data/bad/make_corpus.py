@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import hashlib
 import io
 import json
+import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -78,12 +80,25 @@ def main() -> None:
     files["number_text.jsonl"] = "".join(  # row 8's text is a number
         json.dumps({"text": 12345 if i == 7 else t, "label": l}, ensure_ascii=False) + "\n"
         for i, (t, l) in enumerate(rows())).encode()
+    files["gzip.csv"] = gzip.compress(good.encode(), mtime=0)  # a compressed file named .csv
+    files["xlsx.csv"] = zip_bytes({"[Content_Types].xml": "<Types/>", "xl/workbook.xml": "<workbook/>"})
+    files["tsv_with_commas.csv"] = csv_text([(t.replace("。", ", 还行。"), l) for t, l in rows()],
+                                            delimiter="\t").encode()  # a TSV named .csv, commas in its texts
     files["struct_text.parquet"] = parquet_bytes(  # every text a struct: str() would train on its repr
         {"text": [{"body": t, "stars": 5} for t, _ in rows()], "label": [l for _, l in rows()]})
     for name, data in files.items():
         assert len(data) < 10_000, name
         (HERE / name).write_bytes(data)
     write_split_files(hashlib.sha256(files["split_source.csv"]).hexdigest())
+
+
+def zip_bytes(members: dict[str, str]) -> bytes:
+    """A zip archive (what an .xlsx workbook is) with fixed dates, so the file is the same every time."""
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), text)
+    return sink.getvalue()
 
 
 def parquet_bytes(columns: dict) -> bytes:
