@@ -49,6 +49,8 @@ CASES = {
                           ["line 8, column 'text': expected text, got a number 12345"]),
     "struct_text.parquet": (["row 1, column 'text': expected text, got a JSON object (or struct)"],
                             ["cannot tell the input format from '.parquet'"]),  # predict reads CSV/TSV/JSONL
+    "zero_width.csv": (["1 row(s) with an empty, whitespace-only or invisible (zero-width) text", "(rows 5)",
+                        "--drop-invalid"], OK),  # predict: an empty text, counted
     "gzip.csv": (["this is a gzip-compressed file, not a text file", "gunzip"],
                  ["this is a gzip-compressed file, not a text file", "gunzip"]),
     "xlsx.csv": (["this is a zip archive (an Excel .xlsx workbook is one)", "Save As → CSV UTF-8"],

@@ -138,7 +138,7 @@ def test_empty_texts_and_missing_labels(tmp_path, rows):
     path = write_csv(tmp_path / "bad.csv", bad)
     with pytest.raises(TextxferError) as error:
         load_data(DataOptions(data=str(path)))
-    assert "bad.csv: 1 row(s) with an empty or whitespace-only text in column 'text' (rows 4)" in str(error.value)
+    assert "bad.csv: 1 row(s) with an empty, whitespace-only or invisible (zero-width) text in column 'text' (rows 4)" in str(error.value)
     assert "--drop-invalid" in str(error.value)
     data = load_data(DataOptions(data=str(path), drop_invalid=True))
     assert data.counts["dropped_invalid"] == 2
@@ -215,3 +215,19 @@ def test_hub_name_offline_gives_an_actionable_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(TextxferError, match=r"nobody/no-such-dataset: not a local file or folder, and loading it as a Hugging Face hub dataset failed"):
         load_data(DataOptions(data="nobody/no-such-dataset"))
+
+
+def test_evaluation_splits_missing_a_class_or_thin_in_one_get_a_note(tmp_path):
+    rows = make_rows(80, seed=4)
+    positives = [r for r in rows if r[1] == "positive"]
+    negatives = [r for r in rows if r[1] == "negative"]
+    train = write_csv(tmp_path / "train.csv", positives[:20] + negatives[:20])
+    test = write_csv(tmp_path / "test.csv", positives[20:32])  # no negative row at all
+    validation = write_csv(tmp_path / "validation.csv", positives[32:37] + negatives[20:23])
+    data = load_data(DataOptions(train=str(train), validation=str(validation), test=str(test)))
+    notes = " | ".join(data.notes)
+    assert "test has no rows of class(es) ['negative']" in notes and "macro-F1 averages the other classes only" in notes
+    assert "validation has fewer than 10 rows of some classes ('negative' 3, 'positive' 5, of 8 rows)" in notes
+    assert "test has fewer than" not in notes  # 12 positives are enough
+    balanced = load_data(DataOptions(data=str(write_csv(tmp_path / "all.csv", make_rows(400)))))
+    assert not [n for n in balanced.notes if "rows of class" in n or "fewer than" in n]

@@ -104,6 +104,7 @@ def load_data(options: DataOptions) -> PreparedData:
     _check_unseen_labels(datasets, labels)
     _remove_leakage(datasets, parts, notes, counts)
     _report_conflicts(datasets, notes, counts)
+    _note_thin_classes(datasets, labels, notes)
     for name in SPLITS:
         counts[f"{name}_rows"] = len(datasets[name])
     record = {
@@ -213,7 +214,7 @@ def _pool(location: str, key: str, table: Table, options: DataOptions, notes: li
             rows.append(row)
             texts.append(as_text(text, f"{table.origin}: row {row}", options.text_column))
             labels.append(_label_name(label, table.origin, row, options.label_column))
-    for problem, bad_rows, column in (("an empty or whitespace-only text", empty_text, options.text_column),
+    for problem, bad_rows, column in (("an empty, whitespace-only or invisible (zero-width) text", empty_text, options.text_column),
                                       ("a missing label", missing_label, options.label_column)):
         if not bad_rows:
             continue
@@ -308,6 +309,28 @@ def _check_unseen_labels(datasets: dict[str, TextDataset], labels: LabelSet) -> 
                 f"{datasets[name].origin}: {name} has labels that never occur in training: {listed}; "
                 "add training examples for them or remove those rows"
             )
+
+
+# A class with fewer test (or validation) rows than this gets a note: its F1, and macro-F1 with it, are noisy.
+FEW_ROWS = 10
+
+
+def _note_thin_classes(datasets: dict[str, TextDataset], labels: LabelSet, notes: list[str]) -> None:
+    """Notes for evaluation splits a class is missing from, or has only a few rows in."""
+    for name in ("validation", "test"):
+        split = datasets[name]
+        if not len(split):
+            continue
+        counts = Counter(split.labels)
+        missing = [label for label in labels.names if not counts[label]]
+        if missing:
+            notes.append(f"{name} has no rows of class(es) {missing}: their F1 is undefined, and macro-F1 averages "
+                         "the other classes only (add rows of them to score them)")
+        thin = {label: counts[label] for label in labels.names if 0 < counts[label] < FEW_ROWS}
+        if thin:
+            listed = ", ".join(f"{label!r} {n}" for label, n in thin.items())
+            notes.append(f"{name} has fewer than {FEW_ROWS} rows of some classes ({listed}, of {len(split):,} rows): "
+                         "their F1, and macro-F1, are noisy")
 
 
 def _remove_leakage(datasets: dict[str, TextDataset], parts: dict, notes: list[str], counts: Counter) -> None:

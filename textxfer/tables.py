@@ -279,10 +279,14 @@ def as_text(value: Any, where: str, column: str) -> str:
                         "column that holds the texts")
 
 
+# Characters that draw nothing and are not whitespace to str.strip(): a text of only these is empty.
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u180e\u00ad"))
+
+
 def is_missing(value: Any) -> bool:
-    """True for None, NaN and empty/whitespace-only strings."""
+    """True for None, NaN and strings that are empty, whitespace or invisible (zero-width) characters only."""
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return isinstance(value, str) and not value.strip()
+    return isinstance(value, str) and not value.translate(INVISIBLE).strip()

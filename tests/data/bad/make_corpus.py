@@ -80,6 +80,8 @@ def main() -> None:
     files["number_text.jsonl"] = "".join(  # row 8's text is a number
         json.dumps({"text": 12345 if i == 7 else t, "label": l}, ensure_ascii=False) + "\n"
         for i, (t, l) in enumerate(rows())).encode()
+    files["zero_width.csv"] = csv_text([("\u200b\u200d\ufeff" if i == 4 else t, l)  # row 5: invisible only
+                                        for i, (t, l) in enumerate(rows())]).encode()
     files["gzip.csv"] = gzip.compress(good.encode(), mtime=0)  # a compressed file named .csv
     files["xlsx.csv"] = zip_bytes({"[Content_Types].xml": "<Types/>", "xl/workbook.xml": "<workbook/>"})
     files["tsv_with_commas.csv"] = csv_text([(t.replace("。", ", 还行。"), l) for t, l in rows()],
