@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -90,3 +91,56 @@ def test_config_sections_of_compare_are_type_checked_too(tmp_path, reviews_csv, 
     config.write_text(json.dumps({"data": str(reviews_csv), "finetune": {"epochs": "2"}}))
     assert main(["compare", "--config", str(config), "--output", str(tmp_path / "c"), "--no-progress"]) == 2
     assert f"{config} (finetune): option 'epochs' must be a number, got the string '2'" in capsys.readouterr().err
+
+
+def _help(command: str) -> str:
+    import contextlib
+    import io
+
+    from textxfer.cli import build_parser
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    return " ".join(out.getvalue().split())  # argparse wraps lines
+
+
+@pytest.mark.parametrize("command", ["baseline", "finetune", "compare", "study"])
+def test_help_says_each_default_once_and_shows_the_choices(command):
+    text = _help(command)
+    assert "(default:" in text
+    assert not re.search(r"default:[^)]*\) \(default:", text)  # no flag says its default twice
+    if command in ("baseline", "compare"):
+        assert "{mean,tfidf,nb,nb-tfidf}" in text and "nb (by how strongly" in text  # the default is explained
+    if command in ("finetune", "compare", "study"):
+        assert "{auto,full,freeze-embeddings,head-only,gradual-unfreeze,contrastive}" in text
+
+
+def test_none_is_accepted_where_the_help_offers_it(tmp_path):
+    from textxfer.cli import build_parser
+
+    args = build_parser().parse_args(["baseline", "--max-depth", "none", "--max-features", "0.5"])
+    assert args.max_depth is None and args.max_features == "0.5"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["baseline", "--n-estimators", "none"])  # not optional: refused
+
+
+def test_hyphenated_keys_work_in_compare_sections(tmp_path):
+    from textxfer.config import read_config_file
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"validation-size": 0.2, "baseline": {"n-estimators": 7}, "finetune": {"max-steps": 3}}))
+    assert read_config_file(str(config)) == {"validation_size": 0.2, "baseline": {"n_estimators": 7},
+                                             "finetune": {"max_steps": 3}}
+    yaml_config = tmp_path / "c.yaml"
+    yaml_config.write_text("baseline:\n  n-estimators: 7\n")
+    assert read_config_file(str(yaml_config)) == {"baseline": {"n_estimators": 7}}
+
+
+def test_predict_names_its_batch_apart_from_training():
+    from textxfer.cli import build_parser
+
+    args = build_parser().parse_args(["predict", "--model", "m", "--predict-batch-size", "8", "x"])
+    assert args.predict_batch_size == 8
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "--model", "m", "--batch-size", "8", "x"])

@@ -137,8 +137,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if bool(args.texts) == bool(args.input):
         raise TextxferError("give texts to predict, or --input FILE (use --input - for stdin), not both")
     model = classifier.load(args.model, device=args.device, precision=args.precision)
-    if args.batch_size:
-        model.predict_batch_size = args.batch_size  # used by transformer models; the baseline has no batches
+    if args.predict_batch_size is not None:
+        if args.predict_batch_size < 1:
+            raise TextxferError(f"--predict-batch-size must be at least 1, got {args.predict_batch_size}")
+        model.predict_batch_size = args.predict_batch_size  # used by transformer models; the baseline has no batches
     if args.texts:
         for text, result in zip(args.texts, classifier.predict(list(args.texts), model=model)):
             print(f"{result.label}\t{result.score:.4f}\t{text}")
@@ -260,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input-format", choices=("csv", "tsv", "jsonl"), help="input format (default: from the extension; csv for stdin)")
     predict.add_argument("--output-format", choices=("csv", "tsv", "jsonl"), help="output format (default: from the extension)")
     predict.add_argument("--chunk-size", type=int, default=2048, help="rows read and predicted at a time (bounds memory)")
-    predict.add_argument("--batch-size", type=int, help="texts per forward pass of a transformer model (default: 16 on "
+    predict.add_argument("--predict-batch-size", type=int, help="texts per forward pass of a transformer model "
+                                                                "(named apart from finetune's training --batch-size; default: 16 on "
                                                         "the CPU; on a GPU batches of up to 32,768 padded tokens)")
     _add_device(predict)
     predict.add_argument("--encoding", default="utf-8", help="text encoding of the input")

@@ -65,20 +65,43 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: 
     two pipelines whose option names overlap.
     """
     group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
     for f, kind in _fields(cls):
         if f.name in skip:
             continue
         dest = f"{prefix}__{f.name}" if prefix else f.name
         flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        help_text = f.metadata.get("help", "")
+        if "default:" not in help_text:  # a help that explains its default already says it once
+            help_text += f" (default: {'none' if default is None else default})"
+        choices = f.metadata.get("choices")
         if kind is bool:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         else:
-            group.add_argument(flag, dest=dest, type=kind if kind in (int, float) else str,
-                               default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text,
-                               choices=f.metadata.get("choices"))
+            optional = type(None) in typing.get_args(hints[f.name])
+            group.add_argument(flag, dest=dest, type=_flag_type(kind, optional, f.name),
+                               default=argparse.SUPPRESS, help=help_text, choices=choices,
+                               metavar=None if choices else f.name.upper())
+
+
+def _flag_type(kind: Any, optional: bool, name: str):
+    """argparse's converter for a field: int/float/str, and ``none`` → None for optional fields (the help offers
+    it: ``--max-depth none``)."""
+    def convert(text: str):
+        if optional and text.strip().lower() == "none":
+            return None
+        if kind not in (int, float):
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}{' or none' if optional else ''}, got {text!r}") from None
+
+    convert.__name__ = {int: "int", float: "float"}.get(kind, "str")
+    return convert
 
 
 def collect(namespace: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
@@ -138,7 +161,7 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise TextxferError(f"{path}: cannot read config file ({exc.strerror})") from None
     try:
         if file.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+            import yaml  # PyYAML: a dependency of textxfer (pyproject.toml)
 
             data = yaml.safe_load(text)
         else:
@@ -147,4 +170,6 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise TextxferError(f"{path}: not a valid config file ({exc})") from None
     if not isinstance(data, dict):
         raise TextxferError(f"{path}: a config file must hold one mapping of option names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    # Hyphenated keys (max-depth) as the flags spell them, at the top and in compare's sections alike.
+    return {str(k).replace("-", "_"): ({str(sk).replace("-", "_"): sv for sk, sv in v.items()} if isinstance(v, dict) else v)
+            for k, v in data.items()}

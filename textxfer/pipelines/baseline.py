@@ -42,7 +42,7 @@ class BaselineConfig:
     sample: float = field(default=0.0, metadata={"help": "word2vec down-sampling of frequent words (0: off)"})
     label_tokens: int = field(default=3, metadata={"help": "insert each training text's label as a token every N words of its word2vec sentence, so the vectors absorb the labels (0: off; prediction texts carry no label tokens)"})
     label_dimensions: bool = field(default=True, metadata={"help": "append each word's per-label log-count ratios (from the training split) to its vector before averaging"})
-    weighting: str = field(default="nb", metadata={"help": "how word vectors are averaged: mean | tfidf | nb-tfidf (idf × how strongly a word separates the training labels)", "choices": WEIGHTINGS})
+    weighting: str = field(default="nb", metadata={"help": "how word vectors are averaged: mean | tfidf (idf) | nb (by how strongly a word separates the training labels: its largest log-count ratio) | nb-tfidf (idf × (0.1 + that))", "choices": WEIGHTINGS})
     n_estimators: int = field(default=100, metadata={"help": "number of trees"})
     max_depth: int | None = field(default=None, metadata={"help": "maximum tree depth (none: unlimited)"})
     min_samples_leaf: int = field(default=3, metadata={"help": "minimum samples per leaf"})
