@@ -146,7 +146,7 @@ def prediction(folder: Path, texts: list[str], cpu_texts: int) -> dict:
         result["gpu_fp32"] = {"texts_per_second": round(rate, 1), "peak_gib": peak}
         labels, rate, peak = timed("cuda", "auto", texts)
         result["gpu_auto"] = {"texts_per_second": round(rate, 1), "peak_gib": peak,
-                              "precision": classifier.load(folder, device="cuda").precision_,
+                              "precision": classifier.load(folder, device="cuda").precision,
                               "label_agreement_with_fp32": round(float(np.mean(labels == reference)), 5)}
     sample = texts[:cpu_texts]
     labels, rate, _ = timed("cpu", "auto", sample)

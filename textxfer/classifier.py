@@ -15,6 +15,7 @@ from typing import Sequence
 
 from textxfer.errors import TextxferError
 from textxfer.manifest import read_manifest
+from textxfer.pipelines.base import ClassifierBase
 
 _CACHE: dict[tuple[Path, str, str], object] = {}
 _CACHE_LOCK = threading.Lock()
@@ -29,26 +30,37 @@ class Prediction:
     probabilities: dict[str | int, float]
 
 
-def load(path: str | Path, device: str = "auto", precision: str = "auto"):
-    """Load the model in folder ``path`` as the right ``Classifier`` for its kind.
+# Every model kind: its manifest ``kind`` → (module, class). A kind added later joins here and in the
+# contract test (tests/test_contract.py runs over this mapping).
+KINDS = {
+    "baseline": ("textxfer.pipelines.baseline", "BaselineClassifier"),
+    "finetune": ("textxfer.pipelines.finetune", "FinetuneClassifier"),
+    "onnx": ("textxfer.pipelines.onnx", "OnnxClassifier"),
+}
+
+
+def kind_class(kind: str):
+    """The ``Classifier`` class of model kind ``kind`` (imported on first use: the kinds pull in heavy libraries)."""
+    import importlib
+
+    if kind not in KINDS:
+        raise TextxferError(f"models of kind {kind!r} cannot be loaded by this version of textxfer")
+    module, name = KINDS[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def load(path: str | Path, device: str = "auto", precision: str = "auto") -> ClassifierBase:
+    """Load the model in folder ``path`` as the right ``Classifier`` for its kind (its manifest read once).
 
     A fine-tuned model is placed on ``device`` (auto | cpu | cuda | cuda:N; auto: this process's GPU when
     one is visible — the local rank's under torchrun — else the CPU) and predicts in ``precision`` (auto:
     bf16 on a GPU, fp16 where it lacks bf16, fp32 on the CPU). Other kinds run on the CPU."""
-    manifest = read_manifest(path)
-    if manifest["kind"] == "baseline":
-        from textxfer.pipelines.baseline import BaselineClassifier
+    from textxfer.labels import LabelSet
 
-        return BaselineClassifier.load(path)
-    if manifest["kind"] == "finetune":
-        from textxfer.pipelines.finetune import FinetuneClassifier
-
-        return FinetuneClassifier.load(path, device=device, precision=precision)
-    if manifest["kind"] == "onnx":
-        from textxfer.pipelines.onnx import OnnxClassifier
-
-        return OnnxClassifier.load(path)
-    raise TextxferError(f"{path}: models of kind {manifest['kind']!r} cannot be loaded by this version of textxfer")
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    cls = kind_class(manifest["kind"])
+    return cls.from_manifest(folder, manifest, LabelSet.from_dict(manifest["labels"]), device, precision)
 
 
 def cached(path: str | Path, device: str = "auto", precision: str = "auto"):
@@ -86,7 +98,7 @@ def predict(texts: str | Sequence[str], model, device: str = "auto", precision: 
     """
     if isinstance(model, (str, Path)):
         model = cached(model, device, precision)
-    if not hasattr(model, "predict_proba") or not hasattr(model, "labels"):
+    if not isinstance(model, ClassifierBase):
         raise TextxferError(f"model must be a model folder or a loaded textxfer classifier, got {type(model).__name__}")
     single = isinstance(texts, str)
     batch = [texts] if single else list(texts)

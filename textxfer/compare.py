@@ -161,7 +161,7 @@ def _load_checked(folder: Path, data: PreparedData, device: str = "auto"):
 
 def _description(model) -> str:
     """A short human name: the pipeline, and the base encoder of a fine-tuned model."""
-    base = getattr(model, "source_", None) or getattr(model, "config_", {}).get("base_model")
+    base = model.base_model
     return f"{DESCRIPTIONS.get(model.kind, model.kind)}: {base}" if base else DESCRIPTIONS.get(model.kind, model.kind)
 
 

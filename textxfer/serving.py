@@ -140,8 +140,7 @@ def model_info(folder: Path, model) -> dict:
     return {"kind": manifest["kind"], "labels": [model.labels.value(n) for n in model.labels.names],
             "base_model": config.get("base_model"), "created": manifest.get("created"),
             "metrics": {split: {k: m.get(k) for k in ("n", "accuracy", "macro_f1")} for split, m in metrics.items()},
-            "folder": str(folder), "device": getattr(model, "device", "cpu"),
-            "precision": getattr(model, "precision_", "fp32")}
+            "folder": str(folder), "device": model.device, "precision": model.precision}
 
 
 def create_app(settings: ServeSettings) -> FastAPI:

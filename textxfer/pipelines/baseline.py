@@ -13,7 +13,7 @@ from textxfer.data import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.imports import skops_io
 from textxfer.labels import LabelSet
-from textxfer.manifest import build_manifest, read_manifest, write_manifest
+from textxfer.manifest import build_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
 from textxfer.text import MAX_TEXT_CHARS, TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize, unicode_safe
 from textxfer.vectors import WordVectors, read_pretrained, train_word2vec
@@ -196,19 +196,17 @@ class BaselineClassifier(ClassifierBase):
         write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "BaselineClassifier":
-        """Load a saved baseline; the forest file may only contain the types a forest needs."""
+    def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",
+                      precision: str = "auto") -> "BaselineClassifier":
+        """A saved baseline (it runs on the CPU: ``device`` and ``precision`` do not apply); the forest file may
+        only contain the types a forest needs."""
         sio = skops_io()
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        if manifest["kind"] != cls.kind:
-            raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not a baseline; use textxfer.classifier.load")
         config = dict(manifest["config"])
         tokenizer, engine = config.pop("resolved_tokenizer", None), config.pop("tokenizer_engine", None)
         from textxfer.config import from_dict
 
         model = cls(from_dict(BaselineConfig, config))
-        model.labels = LabelSet.from_dict(manifest["labels"])
+        model.labels = labels
         model.tokenizer_ = resolve_tokenizer(tokenizer or "auto", [])
         model.tokenizer_engine_ = engine
         model.vectors_ = WordVectors.load(folder)

@@ -17,7 +17,7 @@ from textxfer.data import TextDataset
 from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, prediction_batches
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
-from textxfer.manifest import build_manifest, read_manifest, write_manifest
+from textxfer.manifest import build_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
 from textxfer.pooling import POOLINGS
 from textxfer.schedules import SCHEDULES
@@ -170,6 +170,18 @@ class FinetuneClassifier(ClassifierBase):
         self._check_fitted()
         return str(next(self.model_.parameters()).device)
 
+    @property
+    def precision(self) -> str:
+        """The precision of prediction: ``bf16``/``fp16`` (autocast) on a GPU, ``fp32`` on the CPU."""
+        from textxfer import devices
+
+        return getattr(self, "precision_", None) or devices.inference_precision(self.device)
+
+    @property
+    def base_model(self) -> str | None:
+        """The pretrained checkpoint this model was fine-tuned from."""
+        return getattr(self, "source_", None)
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities (columns in ``labels`` order), batched by length, in input order."""
         import torch
@@ -178,8 +190,7 @@ class FinetuneClassifier(ClassifierBase):
 
         self._check_fitted()
         model, device = self.model_.eval(), self.device
-        precision = getattr(self, "precision_", None) or devices.inference_precision(device)
-        with torch.inference_mode(), devices.autocast(device, precision):
+        with torch.inference_mode(), devices.autocast(device, self.precision):
             return self.batched_proba(texts, lambda batch: torch.softmax(model(**batch).logits.double(), dim=-1).cpu().numpy())
 
     def batches(self, texts: Sequence[str]):
@@ -209,20 +220,17 @@ class FinetuneClassifier(ClassifierBase):
         write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files))
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto", precision: str = "auto") -> "FinetuneClassifier":
-        """Load a saved fine-tuned model (safetensors weights only) onto ``device`` (see :meth:`to_device`)."""
+    def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",
+                      precision: str = "auto") -> "FinetuneClassifier":
+        """A saved fine-tuned model (safetensors weights only) on ``device`` (see :meth:`to_device`)."""
         from textxfer.config import from_dict
         from textxfer.models import load_saved
 
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        if manifest["kind"] != cls.kind:
-            raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not a fine-tuned one; use textxfer.classifier.load")
         config = dict(manifest["config"])
         max_length, source = config.pop("resolved_max_length", None), config.pop("base_model", None)
         prefix = config.pop("resolved_text_prefix", "")  # absent: saved before prefixes existed
         model = cls(from_dict(FinetuneConfig, config))
-        model.labels = LabelSet.from_dict(manifest["labels"])
+        model.labels = labels
         model.tokenizer_, model.model_ = load_saved(folder, model.labels)
         model.max_length_ = int(max_length or 512)
         model.source_ = source
