@@ -205,7 +205,7 @@ class BaselineClassifier(ClassifierBase):
         tokenizer, engine = config.pop("resolved_tokenizer", None), config.pop("tokenizer_engine", None)
         from textxfer.config import from_dict
 
-        model = cls(from_dict(BaselineConfig, config))
+        model = cls(from_dict(BaselineConfig, config, source=f"{folder}/textxfer.json config"))
         model.labels = labels
         model.tokenizer_ = resolve_tokenizer(tokenizer or "auto", [])
         model.tokenizer_engine_ = engine

@@ -229,7 +229,7 @@ class FinetuneClassifier(ClassifierBase):
         config = dict(manifest["config"])
         max_length, source = config.pop("resolved_max_length", None), config.pop("base_model", None)
         prefix = config.pop("resolved_text_prefix", "")  # absent: saved before prefixes existed
-        model = cls(from_dict(FinetuneConfig, config))
+        model = cls(from_dict(FinetuneConfig, config, source=f"{folder}/textxfer.json config"))
         model.labels = labels
         model.tokenizer_, model.model_ = load_saved(folder, model.labels)
         model.max_length_ = int(max_length or 512)
