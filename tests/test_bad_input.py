@@ -22,7 +22,7 @@ OK = None  # the command succeeds
 
 # file → (what `textxfer baseline` does, what `textxfer predict --input` does): OK or key words of the error.
 CASES = {
-    "empty.csv": (["the file is empty", "header row"], ["the input is empty", "header row"]),
+    "empty.csv": (["the file is empty", "header row"], ["the file is empty", "header row"]),
     "header_only.csv": (["has a header but no data rows", "add rows"], OK),
     "semicolon.csv": (["no column 'text'", "looks delimited by ';'", ".csv"], ["no column 'text'", "looks delimited by ';'"]),
     "ragged.csv": (["row 21 (line 22) has 3 fields", "header has 2", "quote fields"],
@@ -56,7 +56,7 @@ CASES = {
     "xlsx.csv": (["this is a zip archive (an Excel .xlsx workbook is one)", "Save As → CSV UTF-8"],
                  ["this is a zip archive (an Excel .xlsx workbook is one)", "Save As → CSV UTF-8"]),
     "tsv_with_commas.csv": (["row 1 (line 2) has 2 fields but the header has 1", "looks delimited by '\\t'"],
-                            ["no column 'text'", "looks delimited by '\\t'"]),
+                            ["row 1 (line 2) has 2 fields but the header has 1", "looks delimited by '\\t'"]),
 }
 
 # splits/<file> with --data split_source.csv → what `textxfer baseline --split` does (OK or key words).
@@ -159,6 +159,30 @@ def test_baseline(name, tmp_path, capsys):
     check(code, err, name, CASES[name][0])
     assert (tmp_path / "run").exists() == (code == 0)
     assert digest(path) == before
+
+
+@pytest.mark.parametrize("name", sorted(name for name in CASES if not name.endswith(".parquet") and
+                                         "expected text" not in str(CASES[name][1])))
+def test_one_reader_gives_one_message(name):
+    """Training's table reader and predict's chunk reader parse through one RowReader: a file that cannot be
+    parsed is refused by both with the very same line, and one that can gives both the same rows. (A text
+    that is not text is refused by predict as it reads, by training when it builds the dataset: left out.)"""
+    from textxfer.errors import TextxferError
+    from textxfer.predict_files import ChunkReader, file_format
+    from textxfer.tables import read_source
+
+    path = str(BAD / name)
+    answers = []
+    for read in (lambda: len(read_source(path)["all"].column("text", "text")),
+                 lambda: sum(len(chunk.records) for chunk in ChunkReader(path, file_format(path, None, "input"),
+                                                                         "text", 7))):
+        try:
+            answers.append(read())
+        except TextxferError as exc:
+            answers.append(str(exc))
+    assert answers[0] == answers[1]
+    if CASES[name][0] is not OK and CASES[name][1] is not OK:
+        assert isinstance(answers[0], str) and name in answers[0]
 
 
 @pytest.mark.parametrize("kind", ["baseline", "finetune"])

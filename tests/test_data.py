@@ -173,6 +173,21 @@ def test_non_utf8_names_file_and_offset(tmp_path, rows):
     assert len(load_data(DataOptions(data=str(many), encoding="gbk")).train) == 192
 
 
+def test_utf16_without_a_byte_order_mark_reads_as_little_endian_in_training_and_predict(tmp_path, rows):
+    from textxfer.predict_files import ChunkReader
+
+    path = tmp_path / "le.csv"
+    path.write_bytes("\n".join(["text,label"] + [f"{t},{l}" for t, l in rows]).encode("utf-16-le"))  # no BOM
+    data = load_data(DataOptions(data=str(path), encoding="utf-16"))
+    assert sorted(data.train.texts + data.validation.texts + data.test.texts) == sorted(t for t, _ in rows)
+    chunks = list(ChunkReader(str(path), "csv", "text", 1000, encoding="utf-16"))
+    assert chunks[0].texts == [t for t, _ in rows]
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes("text,label\n好,p\n".encode("utf-16-le") + b"\x00")  # a dangling half character
+    with pytest.raises(TextxferError, match=r"odd.csv: not valid utf-16 .*--encoding"):
+        load_data(DataOptions(data=str(odd), encoding="utf-16"))
+
+
 def test_ragged_rows_and_broken_jsonl_name_the_place(tmp_path, rows):
     ragged = tmp_path / "r.csv"
     ragged.write_text("text,label\n好,positive\n差,negative,extra\n", encoding="utf-8")
