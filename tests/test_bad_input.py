@@ -57,6 +57,9 @@ CASES = {
                  ["this is a zip archive (an Excel .xlsx workbook is one)", "Save As → CSV UTF-8"]),
     "tsv_with_commas.csv": (["row 1 (line 2) has 2 fields but the header has 1", "looks delimited by '\\t'"],
                             ["row 1 (line 2) has 2 fields but the header has 1", "looks delimited by '\\t'"]),
+    "header_case.csv": (["no column 'text'", "Column 'Text' differs from 'text' only in case or surrounding spaces",
+                         "--text-column 'Text'"],
+                        ["no column 'text'", "Column 'Text' differs from 'text' only in case or surrounding spaces"]),
 }
 
 # splits/<file> with --data split_source.csv → what `textxfer baseline --split` does (OK or key words).

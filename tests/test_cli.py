@@ -137,6 +137,21 @@ def test_hyphenated_keys_work_in_compare_sections(tmp_path):
     assert read_config_file(str(yaml_config)) == {"baseline": {"n_estimators": 7}}
 
 
+def test_config_file_errors_are_one_line(tmp_path):
+    from textxfer.config import read_config_file
+    from textxfer.errors import TextxferError
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("baseline:\n  n-estimators: [7\n")
+    with pytest.raises(TextxferError) as error:
+        read_config_file(str(broken))
+    assert "\n" not in str(error.value) and "broken.yaml: not a valid config file at line 3, column 1" in str(error.value)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('{"n_estimators": 5, "note": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(TextxferError, match=r"latin.json: a config file must be UTF-8 text \(byte 0xe9 at offset 32"):
+        read_config_file(str(latin))
+
+
 def test_predict_names_its_batch_apart_from_training():
     from textxfer.cli import build_parser
 

@@ -159,6 +159,9 @@ def read_config_file(path: str) -> dict[str, Any]:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise TextxferError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise TextxferError(f"{path}: a config file must be UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                            f"{exc.start} is not); save it as UTF-8") from None
     try:
         if file.suffix.lower() in (".yaml", ".yml"):
             import yaml  # PyYAML: a dependency of textxfer (pyproject.toml)
@@ -166,8 +169,12 @@ def read_config_file(path: str) -> dict[str, Any]:
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except Exception as exc:  # json and yaml raise different types
-        raise TextxferError(f"{path}: not a valid config file ({exc})") from None
+    except Exception as exc:  # json and yaml raise different types; YAML's message spans lines: keep one
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise TextxferError(f"{path}: not a valid config file{where} ({reason}); it must hold one mapping of option "
+                            "names to values") from None
     if not isinstance(data, dict):
         raise TextxferError(f"{path}: a config file must hold one mapping of option names to values")
     # Hyphenated keys (max-depth) as the flags spell them, at the top and in compare's sections alike.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from textxfer.errors import TextxferError
-from textxfer.reader import DELIMITERS, RowReader, delimiter_hint
+from textxfer.reader import DELIMITERS, RowReader, missing_column
 from textxfer.tables import as_text, is_missing
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -97,8 +97,7 @@ class ChunkReader:
 
     def _position(self) -> int:
         if self.text_column not in self.header:
-            raise TextxferError(f"{self.name}: no column {self.text_column!r}; columns are {self.header}. "
-                                f"Pass --text-column with one of them.{delimiter_hint(self.header)}")
+            raise missing_column(self.name, self.text_column, self.header, "text")
         return self.header.index(self.text_column)
 
     def _text(self, value, where: str) -> str:

@@ -70,6 +70,15 @@ def delimiter_hint(header: list[str]) -> str:
     return ""
 
 
+def missing_column(source: str, name: str, columns: list[str], role: str) -> TextxferError:
+    """The one-line error for a ``--{role}-column`` that names no column, with the likely fix."""
+    near = [column for column in columns if str(column).strip().lower() == name.strip().lower()]
+    hint = (f" Column {near[0]!r} differs from {name!r} only in case or surrounding spaces: pass --{role}-column "
+            f"{near[0]!r} or fix the header." if near else delimiter_hint(columns))
+    return TextxferError(f"{source}: no column {name!r}; columns are {columns}. Pass --{role}-column with one of "
+                         f"them.{hint}")
+
+
 def _is_utf8(encoding: str) -> bool:
     return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from textxfer.errors import TextxferError
-from textxfer.reader import DELIMITERS, RowReader, delimiter_hint
+from textxfer.reader import DELIMITERS, RowReader, missing_column
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                 ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
@@ -39,10 +39,7 @@ class Table:
     def column(self, name: str, role: str) -> list[Any]:
         """The values of column ``name``; a missing column names the ones that exist."""
         if name not in self.columns:
-            raise TextxferError(
-                f"{self.origin}: no column {name!r}; columns are {list(self.columns)}. "
-                f"Pass --{role}-column with one of them.{delimiter_hint(list(self.columns))}"
-            )
+            raise missing_column(self.origin, name, list(self.columns), role)
         return self.columns[name]
 
 

@@ -86,6 +86,7 @@ def main() -> None:
     files["xlsx.csv"] = zip_bytes({"[Content_Types].xml": "<Types/>", "xl/workbook.xml": "<workbook/>"})
     files["tsv_with_commas.csv"] = csv_text([(t.replace("。", ", 还行。"), l) for t, l in rows()],
                                             delimiter="\t").encode()  # a TSV named .csv, commas in its texts
+    files["header_case.csv"] = csv_text(rows(), header=("Text", "label")).encode()  # 'Text' for --text-column text
     files["struct_text.parquet"] = parquet_bytes(  # every text a struct: str() would train on its repr
         {"text": [{"body": t, "stars": 5} for t, _ in rows()], "label": [l for _, l in rows()]})
     for name, data in files.items():
