@@ -58,6 +58,7 @@ def run_recipe(data, overrides: dict) -> dict:
             "train_samples_per_second": stats["train_samples_per_second"], "fit_seconds": fit_seconds,
             "train_seconds": stats["train_seconds"], "max_length": stats["max_length"],
             "precision": stats["precision"], "device": stats["device"],
+            "batch_size": stats["recipe"]["batch_size"], "learning_rate": stats["recipe"]["learning_rate"],
             "best_validation_macro_f1": stats["best_validation_macro_f1"], "config": overrides,
             "errors": [(t, l) for t, l, p in zip(data.test.texts, data.test.labels, predicted)
                        if data.labels.names[p] != l]}
@@ -123,7 +124,8 @@ def main() -> None:
 
         defaults = FinetuneConfig(**overrides)
         steps = min(recipe["steps"], args.naive_steps or recipe["steps"])
-        figures["naive"] = run_naive(data, defaults.model, steps, defaults.batch_size, defaults.learning_rate,
+        # The recipe's batch and learning rate as it resolved them (--batch-size auto: 16 on the CPU).
+        figures["naive"] = run_naive(data, defaults.model, steps, recipe["batch_size"], recipe["learning_rate"],
                                      defaults.seed)
     print(f"{'set-up':8} {'steps':>6} {'train samples/s':>16} {'test acc':>9} {'macro-F1':>9} {'fit s':>8}")
     for name, f in figures.items():

@@ -22,7 +22,7 @@ OK = None  # the command succeeds
 
 # file → (what `textxfer baseline` does, what `textxfer predict --input` does): OK or key words of the error.
 CASES = {
-    "empty.csv": (["the file is empty", "header row"], ["the input is empty", "header row"]),
+    "empty.csv": (["the file is empty", "header row"], ["the file is empty", "header row"]),
     "header_only.csv": (["has a header but no data rows", "add rows"], OK),
     "semicolon.csv": (["no column 'text'", "looks delimited by ';'", ".csv"], ["no column 'text'", "looks delimited by ';'"]),
     "ragged.csv": (["row 21 (line 22) has 3 fields", "header has 2", "quote fields"],
@@ -42,6 +42,38 @@ CASES = {
     "one_example_class.csv": (OK, OK),  # the lone 'neutral' row stays in train
     "duplicate_columns.csv": (["duplicate column names ['text']", "rename"], ["duplicate column names ['text']", "rename"]),
     "broken.jsonl": (["line 7 is not valid JSON", "fix or remove"], ["line 7 is not valid JSON", "fix or remove"]),
+    "split_source.csv": (OK, OK),  # the data of the split files in splits/
+    "object_text.jsonl": (["row 3, column 'text': expected text, got a JSON object", "--text-column"],
+                          ["line 3, column 'text': expected text, got a JSON object", "--text-column"]),
+    "number_text.jsonl": (["row 8, column 'text': expected text, got a number 12345"],
+                          ["line 8, column 'text': expected text, got a number 12345"]),
+    "struct_text.parquet": (["row 1, column 'text': expected text, got a JSON object (or struct)"],
+                            ["cannot tell the input format from '.parquet'"]),  # predict reads CSV/TSV/JSONL
+    "zero_width.csv": (["1 row(s) with an empty, whitespace-only or invisible (zero-width) text", "(rows 5)",
+                        "--drop-invalid"], OK),  # predict: an empty text, counted
+    "gzip.csv": (["this is a gzip-compressed file, not a text file", "gunzip"],
+                 ["this is a gzip-compressed file, not a text file", "gunzip"]),
+    "xlsx.csv": (["this is a zip archive (an Excel .xlsx workbook is one)", "Save As → CSV UTF-8"],
+                 ["this is a zip archive (an Excel .xlsx workbook is one)", "Save As → CSV UTF-8"]),
+    "tsv_with_commas.csv": (["row 1 (line 2) has 2 fields but the header has 1", "looks delimited by '\\t'"],
+                            ["row 1 (line 2) has 2 fields but the header has 1", "looks delimited by '\\t'"]),
+    "header_case.csv": (["no column 'text'", "Column 'Text' differs from 'text' only in case or surrounding spaces",
+                         "--text-column 'Text'"],
+                        ["no column 'text'", "Column 'Text' differs from 'text' only in case or surrounding spaces"]),
+}
+
+# splits/<file> with --data split_source.csv → what `textxfer baseline --split` does (OK or key words).
+SPLIT_CASES = {
+    "valid.json": OK,
+    "no_sha256.json": ["splits.test.sha256 must be the 64-hex-digit fingerprint", "got None", "without --split"],
+    "repeated_row.json": ["lists row 19 of split_source.csv twice", "each row once"],
+    "true_row.json": ["splits.test.rows holds True", "whole numbers from 1"],
+    "row_in_two_splits.json": ["lists row 14 of split_source.csv in both train and test"],
+    "row_zero.json": ["splits.validation.rows holds 0"],
+    "row_past_end.json": ["split rows [21] are not valid rows of the file"],
+    "rows_not_a_list.json": ["splits.train.rows must be a list of row numbers"],
+    "text_column_number.json": ["'text_column' must be a column name, got 5"],
+    "changed_source.json": ["its contents changed since the split was made"],
 }
 
 
@@ -68,11 +100,58 @@ def check(code: int, err: str, name: str, expected) -> None:
 
 
 def test_corpus_is_complete_and_small():
-    files = {p.name for p in BAD.iterdir() if p.suffix in (".csv", ".jsonl")}
+    files = {p.name for p in BAD.iterdir() if p.suffix in (".csv", ".jsonl", ".parquet")}
     assert files == set(CASES)
-    assert all(p.stat().st_size < 10_000 for p in BAD.iterdir())
+    assert {p.name for p in (BAD / "splits").iterdir()} == set(SPLIT_CASES)
+    assert all(p.stat().st_size < 10_000 for p in [*BAD.iterdir(), *(BAD / "splits").iterdir()] if p.is_file())
     readme = (BAD / "README.md").read_text(encoding="utf-8")
-    assert all(name in readme for name in CASES)
+    assert all(name in readme for name in [*CASES, *SPLIT_CASES])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--text-column", "label"], "--text-column and --label-column both name column 'label'"),
+    (["--text-column", "label", "--label-column", "text"], "text column 'label' has only 2 distinct value(s)"),
+])
+def test_text_and_label_column_mix_ups_are_refused(flags, message, tmp_path, capsys):
+    code, err = run_cli(["baseline", "--data", str(BAD / "split_source.csv"), *flags, "--output", str(tmp_path / "run"),
+                         "--no-progress", *FAST], capsys)
+    check(code, err, "split_source.csv", [message, "point --text-column at the texts"])
+
+
+def test_a_label_column_full_of_texts_is_refused(tmp_path, capsys):
+    from conftest import make_rows, write_csv
+
+    rows = make_rows(120)  # --label-column naming a free-text column (here: a reply to each review)
+    path = write_csv(tmp_path / "replies.csv", [(text, "回复：" + text) for text, _ in rows], header=("text", "reply"))
+    code, err = run_cli(["baseline", "--data", str(path), "--label-column", "reply", "--output", str(tmp_path / "run"),
+                         "--no-progress", *FAST], capsys)
+    check(code, err, "replies.csv", ["label column 'reply' has 120 distinct values in 120 training rows",
+                                     "looks like a text column"])
+
+
+def test_few_shot_intents_with_one_short_label_per_text_are_not_refused(tmp_path, capsys):
+    from conftest import write_csv
+
+    rows = [(f"请帮我处理第{i}类的事情，谢谢", f"intent{i}") for i in range(120)]  # 120 classes, one text each
+    path = write_csv(tmp_path / "intents.csv", rows)
+    code, err = run_cli(["baseline", "--data", str(path), "--output", str(tmp_path / "run"), "--no-progress",
+                         "--test-size", "0", "--validation-size", "0", *FAST], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_CASES))
+def test_split_files(name, tmp_path, capsys):
+    split = BAD / "splits" / name
+    before = digest(split)
+    code, err = run_cli(["baseline", "--data", str(BAD / "split_source.csv"), "--split", str(split),
+                         "--output", str(tmp_path / "run"), "--no-progress", *FAST], capsys)
+    check(code, err, "split" if name != "row_past_end.json" and name != "changed_source.json" else "split_source.csv",
+          SPLIT_CASES[name])
+    assert (tmp_path / "run").exists() == (code == 0) and digest(split) == before
+    if code == 0:  # the run used exactly the split's rows
+        record = json.loads((tmp_path / "run" / "split.json").read_text(encoding="utf-8"))
+        assert [record["splits"][s]["rows"] for s in ("train", "validation", "test")] == \
+            [list(range(1, 15)), [15, 16, 17], [18, 19, 20]]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -83,6 +162,30 @@ def test_baseline(name, tmp_path, capsys):
     check(code, err, name, CASES[name][0])
     assert (tmp_path / "run").exists() == (code == 0)
     assert digest(path) == before
+
+
+@pytest.mark.parametrize("name", sorted(name for name in CASES if not name.endswith(".parquet") and
+                                         "expected text" not in str(CASES[name][1])))
+def test_one_reader_gives_one_message(name):
+    """Training's table reader and predict's chunk reader parse through one RowReader: a file that cannot be
+    parsed is refused by both with the very same line, and one that can gives both the same rows. (A text
+    that is not text is refused by predict as it reads, by training when it builds the dataset: left out.)"""
+    from textxfer.errors import TextxferError
+    from textxfer.predict_files import ChunkReader, file_format
+    from textxfer.tables import read_source
+
+    path = str(BAD / name)
+    answers = []
+    for read in (lambda: len(read_source(path)["all"].column("text", "text")),
+                 lambda: sum(len(chunk.records) for chunk in ChunkReader(path, file_format(path, None, "input"),
+                                                                         "text", 7))):
+        try:
+            answers.append(read())
+        except TextxferError as exc:
+            answers.append(str(exc))
+    assert answers[0] == answers[1]
+    if CASES[name][0] is not OK and CASES[name][1] is not OK:
+        assert isinstance(answers[0], str) and name in answers[0]
 
 
 @pytest.mark.parametrize("kind", ["baseline", "finetune"])
@@ -169,7 +272,8 @@ HUGE_TEXT_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, megabytes", [("baseline", 50), ("finetune", 50)])
 def test_a_huge_text_is_predicted_without_crashing(kind, megabytes, tmp_path, trained_models):
-    """One 50 MB text: the baseline averages all its words; the transformer keeps head+tail tokens."""
+    """One 50 MB text: the baseline reads the head and tail 50,000 characters, the transformer keeps head+tail
+    tokens; peak memory stays bounded."""
     path = tmp_path / "huge.txt"
     path.write_text("酒店很好，房间干净。" * (megabytes * 2**20 // 30), encoding="utf-8")
     assert path.stat().st_size >= megabytes * 10**6
@@ -179,6 +283,9 @@ def test_a_huge_text_is_predicted_without_crashing(kind, megabytes, tmp_path, tr
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     print(kind, result)
     assert abs(result["sum"] - 1) < 1e-6 and 0 <= result["score"] <= 1
+    # Bounded: the baseline keeps the first and last 50,000 characters (peak 2.0 GB before that cap), the
+    # transformer tokenizes only the ends it keeps (9 GB before). The 50 MB text itself is about 0.1 GB.
+    assert result["peak_rss_mib"] < 1200, result
 
 
 @pytest.mark.slow

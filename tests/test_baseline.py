@@ -185,5 +185,22 @@ def test_integer_labels_come_back_as_integers(tmp_path, rows, fast_config):
 
 def test_dataset_with_one_text_per_class_trains(fast_config):
     tiny = TextDataset(["好 好 好", "差 差 差"], ["p", "n"], [1, 2], "inline")
+    # Leaves of one text (the default, 3, cannot split two texts at all: every tree is a class prior).
+    fast_config.min_samples_leaf = 1
     model = BaselineClassifier(fast_config).fit(tiny)
-    assert model.predict(["好"]) in (["p"], ["n"])
+    assert model.predict(["好 好 好", "差 差 差", "好", "差"]) == ["p", "n", "p", "n"]  # each class's own word
+
+
+def test_a_huge_text_contributes_its_head_and_tail_only(fast_config):
+    from textxfer.text import MAX_TEXT_CHARS, capped, tokenize
+
+    half = MAX_TEXT_CHARS // 2
+    text = "好" * half + "中" * 3 * MAX_TEXT_CHARS + "差" * half
+    kept = capped(text)
+    assert len(kept) == MAX_TEXT_CHARS + 1 and "中" not in kept and kept.startswith("好") and kept.endswith("差")
+    assert capped("短文本") == "短文本"
+    assert set(tokenize([text], "chars")[0]) == {"好", "差"}
+    rows = ["很好 干净", "很差 脏", "满意 推荐", "失望 糟糕"]
+    train = TextDataset(rows + [text], ["p", "n", "p", "n", "p"], [1, 2, 3, 4, 5], "inline")
+    stats = BaselineClassifier(fast_config).fit(train).fit_stats_["long_texts"]
+    assert stats == {"max_chars": MAX_TEXT_CHARS, "train_texts_capped": 1, "policy": "head and tail, half each"}

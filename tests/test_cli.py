@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+
+import pytest
 
 FAST = ["--vector-size", "16", "--epochs", "5", "--min-count", "1", "--n-estimators", "20", "--n-jobs", "1"]
 
@@ -61,3 +64,98 @@ def test_help_and_baseline_do_not_import_torch(tmp_path, reviews_csv):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"n_estimators": "100"}, "option 'n_estimators' must be a whole number, got the string '100'"),
+    ({"max_depth": 2.5}, "option 'max_depth' must be a whole number or none, got float 2.5"),
+    ({"sg": "yes"}, "option 'sg' must be true or false, got the string 'yes'"),
+    ({"n_jobs": True}, "option 'n_jobs' must be a whole number, got bool True"),
+    ({"test_size": "0.2"}, "option 'test_size' must be a number, got the string '0.2'"),
+    ({"text_column": 3}, "option 'text_column' must be a string, got int 3"),
+])
+def test_config_values_of_the_wrong_type_are_one_line(tmp_path, reviews_csv, capsys, settings, message):
+    from textxfer.cli import main
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"data": str(reviews_csv), **settings}))
+    assert main(["baseline", "--config", str(config), "--output", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{config}: {message}" in err and not (tmp_path / "r").exists()
+
+
+def test_config_sections_of_compare_are_type_checked_too(tmp_path, reviews_csv, capsys):
+    from textxfer.cli import main
+
+    config = tmp_path / "cmp.json"
+    config.write_text(json.dumps({"data": str(reviews_csv), "finetune": {"epochs": "2"}}))
+    assert main(["compare", "--config", str(config), "--output", str(tmp_path / "c"), "--no-progress"]) == 2
+    assert f"{config} (finetune): option 'epochs' must be a number, got the string '2'" in capsys.readouterr().err
+
+
+def _help(command: str) -> str:
+    import contextlib
+    import io
+
+    from textxfer.cli import build_parser
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    return " ".join(out.getvalue().split())  # argparse wraps lines
+
+
+@pytest.mark.parametrize("command", ["baseline", "finetune", "compare", "study"])
+def test_help_says_each_default_once_and_shows_the_choices(command):
+    text = _help(command)
+    assert "(default:" in text
+    assert not re.search(r"default:[^)]*\) \(default:", text)  # no flag says its default twice
+    if command in ("baseline", "compare"):
+        assert "{mean,tfidf,nb,nb-tfidf}" in text and "nb (by how strongly" in text  # the default is explained
+    if command in ("finetune", "compare", "study"):
+        assert "{auto,full,freeze-embeddings,head-only,gradual-unfreeze,contrastive}" in text
+
+
+def test_none_is_accepted_where_the_help_offers_it(tmp_path):
+    from textxfer.cli import build_parser
+
+    args = build_parser().parse_args(["baseline", "--max-depth", "none", "--max-features", "0.5"])
+    assert args.max_depth is None and args.max_features == "0.5"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["baseline", "--n-estimators", "none"])  # not optional: refused
+
+
+def test_hyphenated_keys_work_in_compare_sections(tmp_path):
+    from textxfer.config import read_config_file
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"validation-size": 0.2, "baseline": {"n-estimators": 7}, "finetune": {"max-steps": 3}}))
+    assert read_config_file(str(config)) == {"validation_size": 0.2, "baseline": {"n_estimators": 7},
+                                             "finetune": {"max_steps": 3}}
+    yaml_config = tmp_path / "c.yaml"
+    yaml_config.write_text("baseline:\n  n-estimators: 7\n")
+    assert read_config_file(str(yaml_config)) == {"baseline": {"n_estimators": 7}}
+
+
+def test_config_file_errors_are_one_line(tmp_path):
+    from textxfer.config import read_config_file
+    from textxfer.errors import TextxferError
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("baseline:\n  n-estimators: [7\n")
+    with pytest.raises(TextxferError) as error:
+        read_config_file(str(broken))
+    assert "\n" not in str(error.value) and "broken.yaml: not a valid config file at line 3, column 1" in str(error.value)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('{"n_estimators": 5, "note": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(TextxferError, match=r"latin.json: a config file must be UTF-8 text \(byte 0xe9 at offset 32"):
+        read_config_file(str(latin))
+
+
+def test_predict_names_its_batch_apart_from_training():
+    from textxfer.cli import build_parser
+
+    args = build_parser().parse_args(["predict", "--model", "m", "--predict-batch-size", "8", "x"])
+    assert args.predict_batch_size == 8
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "--model", "m", "--batch-size", "8", "x"])

@@ -99,9 +99,22 @@ def test_compare_script_is_the_same_command(tmp_path, compared):
     assert (output / "comparison.md").is_file()
 
 
-def test_compare_with_an_earlier_good_output_keeps_it_on_failure(tmp_path, compared):
+def test_a_compare_that_fails_mid_run_keeps_the_earlier_output(tmp_path, compared, sample_csv, tiny_bert, capsys):
     target = tmp_path / "kept"
-    shutil.copytree(compared / "baseline", target / "baseline")
-    before = sorted(p.name for p in (target / "baseline").iterdir())
-    assert main(["compare", "--data", str(tmp_path / "missing.csv"), "--output", str(target)]) == 2
-    assert sorted(p.name for p in (target / "baseline").iterdir()) == before
+    shutil.copytree(compared, target)  # an earlier, complete comparison
+    snapshot = lambda: {str(p.relative_to(target)): p.read_bytes() for p in sorted(target.rglob("*")) if p.is_file()}  # noqa: E731
+    before = snapshot()
+    # Same settings, except a fine-tuning schedule that fails inside training (reduce-on-plateau without
+    # evaluations): the baseline is scored from the earlier run, the fine-tuned model is loaded and set up,
+    # then the run fails — after compare has done real work.
+    argv = ["compare", "--data", str(sample_csv), "--output", str(target), "--no-progress",
+            "--baseline-vector-size", "16", "--baseline-min-count", "1", "--baseline-n-estimators", "20",
+            "--baseline-n-jobs", "1", "--finetune-model", str(tiny_bert), "--finetune-strategy", "full",
+            "--finetune-epochs", "5", "--finetune-learning-rate", "3e-3", "--finetune-batch-size", "8",
+            "--finetune-early-stopping", "0", "--finetune-warmup", "0",
+            "--finetune-lr-scheduler", "reduce-on-plateau", "--finetune-eval-strategy", "no"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "baseline: scoring" in captured.out and "finetune: training" in captured.out  # it got that far
+    assert "reduce-on-plateau" in captured.err
+    assert snapshot() == before  # every earlier file, byte for byte

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+
 import numpy as np
 import pytest
 
 from textxfer import classifier
 from textxfer.data import DataOptions, load_data
 from textxfer.errors import TextxferError
+from textxfer.pipelines.base import ClassifierBase
 from textxfer.pipelines.baseline import BaselineClassifier
 from textxfer.pipelines.finetune import FinetuneClassifier
 
@@ -40,3 +44,57 @@ def test_fit_predict_save_load_round_trip(tmp_path, reviews_csv, pipeline):
     assert np.array_equal(loaded.predict_proba(texts), probabilities)
     single = classifier.predict(data.test.texts[0], model=loaded)
     assert single.label == predicted[0] and abs(sum(single.probabilities.values()) - 1) < 1e-9
+
+
+# -- one contract test over every model kind (textxfer.classifier.KINDS) ------------------------------------
+TEXTS = ["这家酒店很干净，服务热情", "太差了，房间又脏又吵", "", "一般般", "完全陌生的内容 🙂" * 40, "很好", "很差很差"]
+
+
+@pytest.fixture(scope="module")
+def models_by_kind(trained_models, tmp_path_factory):
+    """A trained (or exported) model folder of every kind."""
+    folders = dict(trained_models)
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+        from textxfer.export import export_onnx
+
+        folders["onnx"] = export_onnx(trained_models["finetune"], tmp_path_factory.mktemp("onnx") / "model")
+    return folders
+
+
+def test_every_subclass_is_a_registered_kind():
+    for module, _ in classifier.KINDS.values():
+        importlib.import_module(module)
+    assert {cls.kind for cls in ClassifierBase.__subclasses__()} == set(classifier.KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(classifier.KINDS))
+def test_every_kind_keeps_the_contract(kind, models_by_kind, tmp_path):
+    if kind not in models_by_kind:
+        pytest.skip(f"no {kind} model here (its optional packages are not installed)")
+    cls = classifier.kind_class(kind)
+    with pytest.raises(TextxferError, match="not trained yet"):  # unfitted use is a clear error
+        cls.__new__(cls).predict_proba(["x"])
+    model = classifier.load(models_by_kind[kind])
+    assert isinstance(model, ClassifierBase) and type(model) is cls and model.kind == kind
+    n = len(model.labels)
+    probabilities = model.predict_proba(TEXTS)
+    assert probabilities.shape == (len(TEXTS), n) and np.isfinite(probabilities).all()
+    assert np.allclose(probabilities.sum(axis=1), 1) and (probabilities >= 0).all()
+    assert model.predict(TEXTS) == [model.labels.value(model.labels.names[i]) for i in probabilities.argmax(axis=1)]
+    assert model.predict_proba([]).shape == (0, n)
+    # A text's row depends neither on the order of the texts nor on the others in the batch.
+    assert np.allclose(model.predict_proba(TEXTS[::-1])[::-1], probabilities, atol=1e-6)
+    alone = np.vstack([model.predict_proba([text]) for text in TEXTS])
+    assert np.allclose(alone, probabilities, atol=1e-5)
+    # write → load gives the same probabilities, through the kind's own load and the generic one.
+    model.save(tmp_path / "copy")
+    assert np.allclose(cls.load(tmp_path / "copy").predict_proba(TEXTS), probabilities, atol=1e-12)
+    assert classifier.load(tmp_path / "copy").labels == model.labels
+    # The declared parts every caller uses, without probing.
+    assert isinstance(model.device, str) and model.precision in ("fp32", "bf16", "fp16")
+    assert isinstance(model.fit_stats, dict) and isinstance(model.input_report(TEXTS), dict)
+    if kind == "onnx":
+        with pytest.raises(TextxferError, match="cannot be trained"):
+            model.fit(None)
+    with pytest.raises(TextxferError, match=f"holds a {kind!r} model"):  # another kind's load refuses it
+        classifier.kind_class("baseline" if kind != "baseline" else "finetune").load(models_by_kind[kind])

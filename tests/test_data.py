@@ -138,7 +138,7 @@ def test_empty_texts_and_missing_labels(tmp_path, rows):
     path = write_csv(tmp_path / "bad.csv", bad)
     with pytest.raises(TextxferError) as error:
         load_data(DataOptions(data=str(path)))
-    assert "bad.csv: 1 row(s) with an empty or whitespace-only text in column 'text' (rows 4)" in str(error.value)
+    assert "bad.csv: 1 row(s) with an empty, whitespace-only or invisible (zero-width) text in column 'text' (rows 4)" in str(error.value)
     assert "--drop-invalid" in str(error.value)
     data = load_data(DataOptions(data=str(path), drop_invalid=True))
     assert data.counts["dropped_invalid"] == 2
@@ -173,6 +173,21 @@ def test_non_utf8_names_file_and_offset(tmp_path, rows):
     assert len(load_data(DataOptions(data=str(many), encoding="gbk")).train) == 192
 
 
+def test_utf16_without_a_byte_order_mark_reads_as_little_endian_in_training_and_predict(tmp_path, rows):
+    from textxfer.predict_files import ChunkReader
+
+    path = tmp_path / "le.csv"
+    path.write_bytes("\n".join(["text,label"] + [f"{t},{l}" for t, l in rows]).encode("utf-16-le"))  # no BOM
+    data = load_data(DataOptions(data=str(path), encoding="utf-16"))
+    assert sorted(data.train.texts + data.validation.texts + data.test.texts) == sorted(t for t, _ in rows)
+    chunks = list(ChunkReader(str(path), "csv", "text", 1000, encoding="utf-16"))
+    assert chunks[0].texts == [t for t, _ in rows]
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes("text,label\n好,p\n".encode("utf-16-le") + b"\x00")  # a dangling half character
+    with pytest.raises(TextxferError, match=r"odd.csv: not valid utf-16 .*--encoding"):
+        load_data(DataOptions(data=str(odd), encoding="utf-16"))
+
+
 def test_ragged_rows_and_broken_jsonl_name_the_place(tmp_path, rows):
     ragged = tmp_path / "r.csv"
     ragged.write_text("text,label\n好,positive\n差,negative,extra\n", encoding="utf-8")
@@ -200,8 +215,14 @@ def test_missing_file_and_no_data(tmp_path):
         DataOptions(data="a.csv", train="b.csv")
 
 
-def test_bigger_fixture_rows_are_distinct():
-    assert len({t for t, _ in make_rows(500, seed=3)}) == 500
+def test_every_row_lands_in_exactly_one_split_with_its_own_text_and_label(tmp_path):
+    rows = make_rows(500, seed=3)
+    data = load_data(DataOptions(data=str(write_csv(tmp_path / "r.csv", rows))))
+    parts = (data.train, data.validation, data.test)
+    numbers = [n for part in parts for n in part.rows]
+    assert sorted(numbers) == list(range(1, 501)) and [len(p) for p in parts] == [400, 50, 50]
+    for part in parts:  # row n is the n-th data row of the file, text and label together
+        assert all(rows[n - 1] == (text, label) for n, text, label in zip(part.rows, part.texts, part.labels))
 
 
 def test_hub_name_offline_gives_an_actionable_error(monkeypatch):
@@ -209,3 +230,19 @@ def test_hub_name_offline_gives_an_actionable_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(TextxferError, match=r"nobody/no-such-dataset: not a local file or folder, and loading it as a Hugging Face hub dataset failed"):
         load_data(DataOptions(data="nobody/no-such-dataset"))
+
+
+def test_evaluation_splits_missing_a_class_or_thin_in_one_get_a_note(tmp_path):
+    rows = make_rows(80, seed=4)
+    positives = [r for r in rows if r[1] == "positive"]
+    negatives = [r for r in rows if r[1] == "negative"]
+    train = write_csv(tmp_path / "train.csv", positives[:20] + negatives[:20])
+    test = write_csv(tmp_path / "test.csv", positives[20:32])  # no negative row at all
+    validation = write_csv(tmp_path / "validation.csv", positives[32:37] + negatives[20:23])
+    data = load_data(DataOptions(train=str(train), validation=str(validation), test=str(test)))
+    notes = " | ".join(data.notes)
+    assert "test has no rows of class(es) ['negative']" in notes and "macro-F1 averages the other classes only" in notes
+    assert "validation has fewer than 10 rows of some classes ('negative' 3, 'positive' 5, of 8 rows)" in notes
+    assert "test has fewer than" not in notes  # 12 positives are enough
+    balanced = load_data(DataOptions(data=str(write_csv(tmp_path / "all.csv", make_rows(400)))))
+    assert not [n for n in balanced.notes if "rows of class" in n or "fewer than" in n]

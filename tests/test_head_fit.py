@@ -90,3 +90,6 @@ def test_the_feature_cache_is_reused_only_for_the_same_texts_and_model(tmp_path,
     shorter = data.train.texts[:-1]
     assert feature_cache.key(first, shorter, first.model_.classifier) != feature_cache.key(
         first, data.train.texts, first.model_.classifier)
+    same = feature_cache.key(first, data.train.texts, first.model_.classifier)
+    first.precision_ = "bf16"  # features computed in bf16 on a GPU are another entry
+    assert feature_cache.key(first, data.train.texts, first.model_.classifier) != same

@@ -1,3 +1,5 @@
+import pytest
+
 from textxfer.labels import LabelSet
 from textxfer.metrics import format_table, score
 
@@ -21,3 +23,13 @@ def test_absent_class_scores_zero_not_error():
     result = score([0, 0], [0, 0], LabelSet(("x", "y")))
     assert result["per_class"]["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert "validation" in format_table({"validation": result})
+
+
+def test_macro_f1_averages_only_the_classes_with_rows():
+    labels = LabelSet.from_labels(["a", "b", "c"])
+    # No true 'c' row: sklearn's macro over a, b, c would count c's F1 as 0 (a mean of 2/3 here).
+    result = score([0, 0, 1, 1], [0, 0, 1, 2], labels)
+    assert result["classes_without_rows"] == ["c"]
+    f1_b = 2 * 1.0 * 0.5 / 1.5  # precision 1, recall 1/2
+    assert result["macro_f1"] == pytest.approx((1.0 + f1_b) / 2)
+    assert score([0, 1, 2], [0, 1, 2], labels)["classes_without_rows"] == []

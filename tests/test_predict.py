@@ -159,6 +159,20 @@ def test_cli_file_errors_are_one_line(tmp_path, model_dir, capsys):
     assert "row 2 (line 3) has 3 fields" in capsys.readouterr().err
 
 
+COUNTED_PREDICT = """
+import os, sys
+from textxfer.pipelines.finetune import FinetuneClassifier
+original = FinetuneClassifier.predict_proba
+def counted(self, texts):
+    with open(os.path.join(os.environ["COUNT_DIR"], "rank" + os.environ.get("RANK", "0")), "a") as handle:
+        handle.write(f"{len(texts)}\\n")
+    return original(self, texts)
+FinetuneClassifier.predict_proba = counted
+from textxfer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_two_processes_write_the_single_process_output(tmp_path, trained_models, texts):
     model_dir = trained_models["finetune"]
     source = tmp_path / "in.csv"
@@ -166,9 +180,14 @@ def test_two_processes_write_the_single_process_output(tmp_path, trained_models,
     single, double = tmp_path / "one.csv", tmp_path / "two.csv"
     assert main(["predict", "--model", str(model_dir), "--input", str(source), "--output", str(single),
                  "--chunk-size", "16", "--no-progress"]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    script = tmp_path / "counted_predict.py"  # the CLI, with each process counting the texts it predicts
+    script.write_text(COUNTED_PREDICT, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "COUNT_DIR": str(counts)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "textxfer.cli", "predict", "--model", str(model_dir), "--input", str(source),
+               str(script), "predict", "--model", str(model_dir), "--input", str(source),
                "--output", str(double), "--chunk-size", "16", "--no-progress"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
@@ -184,3 +203,7 @@ def test_two_processes_write_the_single_process_output(tmp_path, trained_models,
     assert np.allclose(np.array([row[4:] for row in two[1:]], float), np.array([row[4:] for row in one[1:]], float),
                        atol=1e-5)
     assert not list(tmp_path.glob(".two.csv*"))  # parts folder removed
+    # The work was shared: each process predicted some of the rows, and no row twice.
+    per_rank = {p.name: sum(int(n) for n in p.read_text().split()) for p in counts.iterdir()}
+    assert sorted(per_rank) == ["rank0", "rank1"] and min(per_rank.values()) > 0
+    assert sum(per_rank.values()) == len(texts) * 3

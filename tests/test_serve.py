@@ -109,6 +109,7 @@ BAD_REQUESTS = [
     ("too long text", json.dumps({"texts": ["x" * 501]}).encode(), 413, "limit is 500"),
     ("body too large", json.dumps({"texts": ["x" * 3_000_000]}).encode(), 413, "bytes"),
     ("not UTF-8", b'{"texts": ["\xff\xfe"]}', 422, "not valid JSON"),
+    ("nested 40,000 deep", b'{"texts": ' + b"[" * 40_000 + b"]" * 40_000 + b"}", 422, "nested too deeply"),
 ]
 
 
@@ -156,6 +157,21 @@ def test_sigterm_lets_in_flight_requests_finish(trained_models):
         assert len(result["response"].json()["predictions"]) == 2
         # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it
         assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-window-ms", "-1", "--batch-window-ms must be between 0 and 10000 milliseconds, got -1.0"),
+    ("--batch-window-ms", "nan", "--batch-window-ms must be between 0 and 10000"),
+    ("--max-batch-size", "0", "--max-batch-size must be a whole number of at least 1, got 0"),
+    ("--max-texts", "-3", "--max-texts must be a whole number of at least 1"),
+    ("--workers", "0", "--workers must be at least 1"),
+])
+def test_bad_server_settings_are_one_line(trained_models, capsys, flag, value, message):
+    from textxfer.cli import main
+
+    assert main(["serve", "--model", str(trained_models["baseline"]), flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
 
 
 def test_bad_model_folder_is_one_line(tmp_path):

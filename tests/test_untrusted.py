@@ -319,3 +319,33 @@ def test_onnx_folder_asking_for_remote_code_is_refused(trained_models, tmp_path,
     folder = onnx_folder(trained_models, tmp_path, "weights.data")
     plant_remote_code(folder, marker, "tokenizer_config.json")
     refused(folder, "auto_map", "never runs code")
+
+
+MANIFEST_CORRUPTIONS = {  # manifest change → words of the one-line error (which also names textxfer.json)
+    "labels a list": (lambda m: m.__setitem__("labels", ["a", "b"]), "'labels.names' must list at least 2"),
+    "label names a string": (lambda m: m["labels"].__setitem__("names", "ab"), "got 'ab'"),  # was: labels 'a', 'b'
+    "label names numbers": (lambda m: m["labels"].__setitem__("names", [1, 2]), "got [1, 2]"),
+    "one label": (lambda m: m["labels"].__setitem__("names", ["a"]), "at least 2 label names"),
+    "duplicate labels": (lambda m: m["labels"].__setitem__("names", ["a", "a"]), "duplicate label names"),
+    "label kind": (lambda m: m["labels"].__setitem__("kind", "float"), "label kind must be 'str' or 'int'"),
+    "version true": (lambda m: m.__setitem__("format_version", True), "no integer format_version"),
+    "config option unknown": (lambda m: m["config"].__setitem__("bogus", 1), "unknown BaselineConfig option(s) ['bogus']"),
+    "config value a string": (lambda m: m["config"].__setitem__("n_estimators", "100"),
+                              "option 'n_estimators' must be a whole number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANIFEST_CORRUPTIONS))
+def test_every_manifest_field_is_checked(case, trained_models, tmp_path):
+    import copy
+
+    change, words = MANIFEST_CORRUPTIONS[case]
+    folder = tmp_path / "model"
+    shutil.copytree(trained_models["baseline"], folder)
+    manifest = copy.deepcopy(json.loads((folder / "textxfer.json").read_text(encoding="utf-8")))
+    change(manifest)
+    (folder / "textxfer.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(TextxferError) as error:
+        classifier.load(folder)
+    message = str(error.value)
+    assert words in message and "textxfer.json" in message and "\n" not in message

@@ -1,7 +1,9 @@
 """Use any trained textxfer model from Python: ``load(path)`` and ``predict(texts, model=...)``.
 
 ``predict`` accepts a model folder (loaded once, then cached) or a loaded classifier; it is safe to
-call from several threads.
+call from several threads. A fine-tuned model predicts on this process's GPU when one is visible (in
+bf16 there), else on the CPU; ``device=`` and ``precision=`` choose otherwise (``textxfer.devices``).
+Baseline and exported ONNX models run on the CPU whatever ``device`` says.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Sequence
 
 from textxfer.errors import TextxferError
 from textxfer.manifest import read_manifest
+from textxfer.pipelines.base import ClassifierBase
 
-_CACHE: dict[Path, object] = {}
+_CACHE: dict[tuple[Path, str, str], object] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -27,30 +30,45 @@ class Prediction:
     probabilities: dict[str | int, float]
 
 
-def load(path: str | Path):
-    """Load the model in folder ``path`` as the right ``Classifier`` for its kind."""
-    manifest = read_manifest(path)
-    if manifest["kind"] == "baseline":
-        from textxfer.pipelines.baseline import BaselineClassifier
-
-        return BaselineClassifier.load(path)
-    if manifest["kind"] == "finetune":
-        from textxfer.pipelines.finetune import FinetuneClassifier
-
-        return FinetuneClassifier.load(path)
-    if manifest["kind"] == "onnx":
-        from textxfer.pipelines.onnx import OnnxClassifier
-
-        return OnnxClassifier.load(path)
-    raise TextxferError(f"{path}: models of kind {manifest['kind']!r} cannot be loaded by this version of textxfer")
+# Every model kind: its manifest ``kind`` → (module, class). A kind added later joins here and in the
+# contract test (tests/test_contract.py runs over this mapping).
+KINDS = {
+    "baseline": ("textxfer.pipelines.baseline", "BaselineClassifier"),
+    "finetune": ("textxfer.pipelines.finetune", "FinetuneClassifier"),
+    "onnx": ("textxfer.pipelines.onnx", "OnnxClassifier"),
+}
 
 
-def cached(path: str | Path):
-    """The classifier in folder ``path``, loaded on first use and then kept in memory."""
-    key = Path(path).resolve()
+def kind_class(kind: str):
+    """The ``Classifier`` class of model kind ``kind`` (imported on first use: the kinds pull in heavy libraries)."""
+    import importlib
+
+    if kind not in KINDS:
+        raise TextxferError(f"models of kind {kind!r} cannot be loaded by this version of textxfer")
+    module, name = KINDS[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def load(path: str | Path, device: str = "auto", precision: str = "auto") -> ClassifierBase:
+    """Load the model in folder ``path`` as the right ``Classifier`` for its kind (its manifest read once).
+
+    A fine-tuned model is placed on ``device`` (auto | cpu | cuda | cuda:N; auto: this process's GPU when
+    one is visible — the local rank's under torchrun — else the CPU) and predicts in ``precision`` (auto:
+    bf16 on a GPU, fp16 where it lacks bf16, fp32 on the CPU). Other kinds run on the CPU."""
+    from textxfer.labels import LabelSet
+
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    cls = kind_class(manifest["kind"])
+    return cls.from_manifest(folder, manifest, LabelSet.from_dict(manifest["labels"]), device, precision)
+
+
+def cached(path: str | Path, device: str = "auto", precision: str = "auto"):
+    """The classifier in folder ``path`` on ``device``, loaded on first use and then kept in memory."""
+    key = (Path(path).resolve(), device, precision)
     with _CACHE_LOCK:  # one load per folder even when threads ask at the same time
         if key not in _CACHE:
-            _CACHE[key] = load(key)
+            _CACHE[key] = load(key[0], device, precision)
         return _CACHE[key]
 
 
@@ -70,16 +88,17 @@ def to_predictions(model, probabilities) -> list[Prediction]:
     return results
 
 
-def predict(texts: str | Sequence[str], model) -> Prediction | list[Prediction]:
+def predict(texts: str | Sequence[str], model, device: str = "auto", precision: str = "auto") -> Prediction | list[Prediction]:
     """Predict one text (returns a :class:`Prediction`) or a list of texts (returns a list).
 
-    ``model`` is a folder path or an already loaded classifier. Texts are batched by length; an empty
-    text gets the model's prediction for no evidence, and a text longer than the model's limit is
+    ``model`` is a folder path (loaded once onto ``device`` in ``precision``, see :func:`load`, then
+    cached) or an already loaded classifier (which stays where it is). Texts are batched by length; an
+    empty text gets the model's prediction for no evidence, and a text longer than the model's limit is
     shortened by the model's long-text policy.
     """
     if isinstance(model, (str, Path)):
-        model = cached(model)
-    if not hasattr(model, "predict_proba") or not hasattr(model, "labels"):
+        model = cached(model, device, precision)
+    if not isinstance(model, ClassifierBase):
         raise TextxferError(f"model must be a model folder or a loaded textxfer classifier, got {type(model).__name__}")
     single = isinstance(texts, str)
     batch = [texts] if single else list(texts)

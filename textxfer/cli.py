@@ -13,6 +13,7 @@ from importlib import metadata
 
 from textxfer.config import add_arguments, collect, field_names, from_dict, read_config_file
 from textxfer.data import DataOptions
+from textxfer.devices import DEVICE_HELP, PRECISIONS
 from textxfer.errors import TextxferError
 
 
@@ -35,10 +36,10 @@ def _options(args: argparse.Namespace, config_cls: type) -> tuple[DataOptions, o
     data_values = {k: v for k, v in given.items() if k in data_names} | collect(args, DataOptions)
     config_values = {k: v for k, v in given.items() if k in config_names and k not in data_names}
     config_values |= {k: v for k, v in collect(args, config_cls).items() if k not in data_names}
-    data = from_dict(DataOptions, data_values)
+    data = from_dict(DataOptions, data_values, source=args.config)
     if "seed" in config_names:
         config_values["seed"] = data.seed
-    return data, from_dict(config_cls, config_values)
+    return data, from_dict(config_cls, config_values, source=args.config)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -88,13 +89,15 @@ def _pipeline_configs(args: argparse.Namespace) -> tuple[DataOptions, dict[str, 
     if unknown:
         raise TextxferError(f"{args.config}: unknown option(s) {unknown}; put pipeline options under "
                             "'baseline' or 'finetune'")
-    data = from_dict(DataOptions, {k: v for k, v in given.items() if k in data_names} | collect(args, DataOptions))
+    data = from_dict(DataOptions, {k: v for k, v in given.items() if k in data_names} | collect(args, DataOptions),
+                     source=args.config)
     configs = {}
     for name, cls in sections.items():
         section = given.get(name) or {}
         if not isinstance(section, dict):
             raise TextxferError(f"{args.config}: '{name}' must be a mapping of {name} options")
-        configs[name] = from_dict(cls, {"seed": data.seed, **section, **collect(args, cls, prefix=name)})
+        configs[name] = from_dict(cls, {"seed": data.seed, **section, **collect(args, cls, prefix=name)},
+                                  source=f"{args.config} ({name})" if args.config else None)
     return data, configs
 
 
@@ -106,7 +109,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     data, configs = _pipeline_configs(args)
     output = args.output or default_run_dir("compare")
     models = {"baseline": args.baseline_run, "finetune": args.finetune_run}
-    compare(data, output, configs, models, progress=not args.no_progress)
+    compare(data, output, configs, models, progress=not args.no_progress, device=args.device)
     print(f"report: {output}/comparison.md (plus comparison.json, PNG plots, disagreements.csv)")
     return 0
 
@@ -133,9 +136,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if bool(args.texts) == bool(args.input):
         raise TextxferError("give texts to predict, or --input FILE (use --input - for stdin), not both")
-    model = classifier.load(args.model)
-    if args.batch_size:
-        model.predict_batch_size = args.batch_size  # used by transformer models; the baseline has no batches
+    model = classifier.load(args.model, device=args.device, precision=args.precision)
+    if args.predict_batch_size is not None:
+        if args.predict_batch_size < 1:
+            raise TextxferError(f"--predict-batch-size must be at least 1, got {args.predict_batch_size}")
+        model.predict_batch_size = args.predict_batch_size  # used by transformer models; the baseline has no batches
     if args.texts:
         for text, result in zip(args.texts, classifier.predict(list(args.texts), model=model)):
             print(f"{result.label}\t{result.score:.4f}\t{text}")
@@ -171,11 +176,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a trained model over HTTP: POST /predict, GET /health, GET /model, a web page at /, docs at /docs."""
     from textxfer.serving import ServeSettings, serve
 
-    for name in ("max_batch_size", "max_texts", "max_text_chars", "workers"):
-        if getattr(args, name) < 1:
-            raise TextxferError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.workers < 1:
+        raise TextxferError(f"--workers must be at least 1, got {args.workers}")
     settings = ServeSettings(model=args.model, max_batch_size=args.max_batch_size, batch_window_ms=args.batch_window_ms,
-                             batching=not args.no_batching, max_texts=args.max_texts, max_text_chars=args.max_text_chars)
+                             batching=not args.no_batching, max_texts=args.max_texts, max_text_chars=args.max_text_chars,
+                             device=args.device, precision=args.precision)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"textxfer: note: listening on {args.host}, reachable from other machines; there is no authentication",
               file=sys.stderr)
@@ -196,6 +201,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return 0
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="of a fine-tuned model's prediction: auto (bf16 on a GPU, fp16 where it lacks bf16; fp32 "
+                             "on the CPU) | fp32 | bf16 | fp16 (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(compare)
     compare.add_argument("--baseline-run", help="a trained baseline run folder to score instead of training one")
     compare.add_argument("--finetune-run", help="a fine-tuned (or exported) run folder to score instead of training one")
+    compare.add_argument("--device", default="auto", help=f"{DEVICE_HELP} — for a model loaded by --finetune-run "
+                                                          "(a trained one scores where it trained) (default: auto)")
     add_arguments(compare, BaselineConfig, "baseline (--baseline-*)", skip=("seed",), prefix="baseline")
     add_arguments(compare, FinetuneConfig, "fine-tuning (--finetune-*)", skip=("seed",), prefix="finetune")
     compare.set_defaults(handler=cmd_compare)
@@ -248,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input-format", choices=("csv", "tsv", "jsonl"), help="input format (default: from the extension; csv for stdin)")
     predict.add_argument("--output-format", choices=("csv", "tsv", "jsonl"), help="output format (default: from the extension)")
     predict.add_argument("--chunk-size", type=int, default=2048, help="rows read and predicted at a time (bounds memory)")
-    predict.add_argument("--batch-size", type=int, help="texts per forward pass of a transformer model (default: 16 on CPU, the model's eval batch size on GPU)")
+    predict.add_argument("--predict-batch-size", type=int, help="texts per forward pass of a transformer model "
+                                                                "(named apart from finetune's training --batch-size; default: 16 on "
+                                                        "the CPU; on a GPU batches of up to 32,768 padded tokens)")
+    _add_device(predict)
     predict.add_argument("--encoding", default="utf-8", help="text encoding of the input")
     predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     predict.set_defaults(handler=cmd_predict)
@@ -274,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--max-texts", type=int, default=64, help="most texts in one request (more: 413)")
     server.add_argument("--max-text-chars", type=int, default=10_000, help="longest text in characters (longer: 413)")
     server.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    _add_device(server)
     server.set_defaults(handler=cmd_serve)
     models = commands.add_parser("models", help="list the bundled offline encoders", description=cmd_models.__doc__)
     models.set_defaults(handler=cmd_models)

@@ -29,12 +29,13 @@ WARM_UP_TEXTS = 8
 
 
 def compare(options: DataOptions, output: str | Path, configs: dict[str, object] | None = None,
-            models: dict[str, str | Path] | None = None, progress: bool = True, log=print) -> dict:
+            models: dict[str, str | Path] | None = None, progress: bool = True, log=print, device: str = "auto") -> dict:
     """Train (or load) the baseline and the fine-tuned model on one split and write the comparison.
 
     ``configs`` maps ``"baseline"`` / ``"finetune"`` to pipeline configs used for training;
     ``models`` maps the same names to existing model folders to load instead. Returns the comparison
-    dict that is also written to ``comparison.json``.
+    dict that is also written to ``comparison.json``. ``device``: where a loaded fine-tuned model predicts
+    (``textxfer.devices``; a model trained here scores where it trained).
     """
     from textxfer.report import comparison_table, mcnemar, write_disagreements, write_report
 
@@ -53,11 +54,11 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
     for name in ("baseline", "finetune"):
         if name in models:
             folder = models[name]
-            model, train_seconds = _load_checked(folder, data), _recorded_fit_seconds(folder)
+            model, train_seconds = _load_checked(folder, data, device), _recorded_fit_seconds(folder)
         elif finished_run(output / name, name, configs.get(name), data):
             folder = output / name  # left by an earlier, interrupted compare with the same settings and split
             log(f"{name}: reusing the finished run in {folder}")
-            model, train_seconds = _load_checked(folder, data), _recorded_fit_seconds(folder)
+            model, train_seconds = _load_checked(folder, data, device), _recorded_fit_seconds(folder)
         else:
             folder = output / name
             model, train_seconds = _train(name, configs, options.seed, data, folder, progress, log)
@@ -137,7 +138,7 @@ def _train(name: str, configs: dict, seed: int, data: PreparedData, folder: Path
     return model, result.report["timing"]["fit_seconds"]
 
 
-def _load_checked(folder: Path, data: PreparedData):
+def _load_checked(folder: Path, data: PreparedData, device: str = "auto"):
     """Load a given model folder after checking its labels and that its test split is this one."""
     from textxfer import classifier
 
@@ -152,7 +153,7 @@ def _load_checked(folder: Path, data: PreparedData):
                 (current[part]["sha256"], current[part]["rows"]):
             raise TextxferError(f"{folder}: this model was trained on a different split than the one being compared; "
                                 f"pass --split {folder}/split.json (and the same data) so both are scored on the same rows")
-    model = classifier.load(folder)
+    model = classifier.load(folder, device=device)
     if list(model.labels.names) != list(data.labels.names):
         raise TextxferError(f"{folder}: labels {list(model.labels.names)} differ from the data's {list(data.labels.names)}")
     return model
@@ -160,7 +161,7 @@ def _load_checked(folder: Path, data: PreparedData):
 
 def _description(model) -> str:
     """A short human name: the pipeline, and the base encoder of a fine-tuned model."""
-    base = getattr(model, "source_", None) or getattr(model, "config_", {}).get("base_model")
+    base = model.base_model
     return f"{DESCRIPTIONS.get(model.kind, model.kind)}: {base}" if base else DESCRIPTIONS.get(model.kind, model.kind)
 
 

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from textxfer.batch_size import nominal
 from textxfer.errors import TextxferError
 
 PAIR_ITERATIONS = 20  # SetFit's classic setting: per iteration, one same-label and one other-label partner per text
@@ -111,15 +112,17 @@ def tune_body(classifier, texts: list[str], y: np.ndarray, progress: bool, devic
     train_set = datasets.Dataset.from_dict({"first": first, "second": second, "target": target,
                                             "length": np.maximum(tokens[first], tokens[second])})
     trainable = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.pair_learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.pair_learning_rate, weight_decay=cfg.weight_decay,
+                                  fused=device.get("_fused") or None)
+    batch = nominal(cfg.batch_size)  # SetFit's 16 for auto: the pair stage runs below 65 texts
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="textxfer-contrastive-") as scratch:  # nothing is saved there
         arguments = TrainingArguments(
-            output_dir=scratch, num_train_epochs=1, per_device_train_batch_size=cfg.batch_size,
-            learning_rate=cfg.pair_learning_rate, warmup_steps=math.ceil(WARMUP_RATIO * len(first) / cfg.batch_size),
+            output_dir=scratch, num_train_epochs=1, per_device_train_batch_size=batch,
+            learning_rate=cfg.pair_learning_rate, warmup_steps=math.ceil(WARMUP_RATIO * len(first) / batch),
             save_strategy="no", eval_strategy="no", logging_strategy="steps", logging_steps=cfg.logging_steps,
             report_to="none", seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=not progress,
-            dataloader_num_workers=0, remove_unused_columns=False,
+            remove_unused_columns=False,
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
             **{k: v for k, v in device.items() if not k.startswith("_")})
         trainer = Trainer(model=encoder, args=arguments, train_dataset=train_set,

@@ -13,7 +13,7 @@ from typing import Any
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
 from textxfer.splits import SPLITS, canonical_split_name, read_split_file, stratified_split
-from textxfer.tables import Table, is_missing, read_source
+from textxfer.tables import Table, as_text, is_missing, read_source
 
 FIRST_ROWS = 5  # how many offending row numbers a message lists
 
@@ -98,11 +98,13 @@ def load_data(options: DataOptions) -> PreparedData:
         text_column, label_column = options.text_column, options.label_column
         parts, method = _parts_from_sources(options, notes, counts)
     datasets = {name: _subset(pool, indices) for name, (pool, indices) in parts.items()}
+    _check_columns(datasets["train"], text_column, label_column)
     _check_classes(datasets["train"], label_column)
     labels = LabelSet.from_labels(datasets["train"].labels)
     _check_unseen_labels(datasets, labels)
     _remove_leakage(datasets, parts, notes, counts)
     _report_conflicts(datasets, notes, counts)
+    _note_thin_classes(datasets, labels, notes)
     for name in SPLITS:
         counts[f"{name}_rows"] = len(datasets[name])
     record = {
@@ -210,9 +212,9 @@ def _pool(location: str, key: str, table: Table, options: DataOptions, notes: li
             missing_label.append(row)
         else:
             rows.append(row)
-            texts.append(text if isinstance(text, str) else str(text))
+            texts.append(as_text(text, f"{table.origin}: row {row}", options.text_column))
             labels.append(_label_name(label, table.origin, row, options.label_column))
-    for problem, bad_rows, column in (("an empty or whitespace-only text", empty_text, options.text_column),
+    for problem, bad_rows, column in (("an empty, whitespace-only or invisible (zero-width) text", empty_text, options.text_column),
                                       ("a missing label", missing_label, options.label_column)):
         if not bad_rows:
             continue
@@ -263,6 +265,31 @@ def _subset(pool: _Pool, indices: list[int]) -> TextDataset:
                        [pool.rows[i] for i in indices], pool.table.origin)
 
 
+# A "label" column with at least this many classes, nearly one per row, whose median value is this long,
+# holds texts (swapped columns); few-shot intent data (one short name per row) is not refused.
+MANY_CLASSES = 50
+LONG_LABEL = 20
+
+
+def _check_columns(train: TextDataset, text_column: str, label_column: str) -> None:
+    """Refuse the text/label column mix-ups that would otherwise train a model on nonsense, in one line."""
+    fix = "point --text-column at the texts and --label-column at the labels"
+    if text_column == label_column:
+        raise TextxferError(f"{train.origin}: --text-column and --label-column both name column {text_column!r}; "
+                            f"a model would learn its labels from themselves — {fix}")
+    if len(train) >= 20 and all(text.strip() == label for text, label in zip(train.texts, train.labels)):
+        raise TextxferError(f"{train.origin}: column {text_column!r} holds the same values as label column "
+                            f"{label_column!r} in every training row; {fix}")
+    texts, classes = len(set(train.texts)), len(set(train.labels))
+    lengths = sorted(len(label) for label in train.labels)
+    if classes >= MANY_CLASSES and classes > 0.9 * len(train) and lengths[len(lengths) // 2] >= LONG_LABEL:
+        raise TextxferError(f"{train.origin}: label column {label_column!r} has {classes:,} distinct values in "
+                            f"{len(train):,} training rows — it looks like a text column (swapped columns?); {fix}")
+    if len(train) >= 20 and texts <= classes and texts < len(train) / 2:  # repeats like a label column
+        raise TextxferError(f"{train.origin}: text column {text_column!r} has only {texts} distinct value(s) in "
+                            f"{len(train):,} training rows — it looks like a label or category column; {fix}")
+
+
 def _check_classes(train: TextDataset, column: str) -> None:
     found = sorted(set(train.labels))
     if len(found) < 2:
@@ -282,6 +309,28 @@ def _check_unseen_labels(datasets: dict[str, TextDataset], labels: LabelSet) -> 
                 f"{datasets[name].origin}: {name} has labels that never occur in training: {listed}; "
                 "add training examples for them or remove those rows"
             )
+
+
+# A class with fewer test (or validation) rows than this gets a note: its F1, and macro-F1 with it, are noisy.
+FEW_ROWS = 10
+
+
+def _note_thin_classes(datasets: dict[str, TextDataset], labels: LabelSet, notes: list[str]) -> None:
+    """Notes for evaluation splits a class is missing from, or has only a few rows in."""
+    for name in ("validation", "test"):
+        split = datasets[name]
+        if not len(split):
+            continue
+        counts = Counter(split.labels)
+        missing = [label for label in labels.names if not counts[label]]
+        if missing:
+            notes.append(f"{name} has no rows of class(es) {missing}: their F1 is undefined, and macro-F1 averages "
+                         "the other classes only (add rows of them to score them)")
+        thin = {label: counts[label] for label in labels.names if 0 < counts[label] < FEW_ROWS}
+        if thin:
+            listed = ", ".join(f"{label!r} {n}" for label, n in thin.items())
+            notes.append(f"{name} has fewer than {FEW_ROWS} rows of some classes ({listed}, of {len(split):,} rows): "
+                         "their F1, and macro-F1, are noisy")
 
 
 def _remove_leakage(datasets: dict[str, TextDataset], parts: dict, notes: list[str], counts: Counter) -> None:

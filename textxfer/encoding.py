@@ -128,13 +128,13 @@ CHARS_PER_TOKEN = 100  # the longest word WordPiece splits (longer ones become o
 CPU_PREDICT_BATCH = 16
 
 
-def predict_batch_size(requested: int | None, on_gpu: bool, gpu_default: int) -> int:
-    """``requested`` if given, else ``gpu_default`` on a GPU and :data:`CPU_PREDICT_BATCH` on a CPU."""
+def predict_batch_size(requested: int | None) -> int:
+    """``requested`` if given (at least 1), else :data:`CPU_PREDICT_BATCH`."""
     if requested is not None:
         if requested < 1:
             raise TextxferError(f"batch size must be at least 1, got {requested}")
         return requested
-    return gpu_default if on_gpu else CPU_PREDICT_BATCH
+    return CPU_PREDICT_BATCH
 
 
 # Prediction batches on a CPU also stop growing once padding would exceed this share of real tokens:
@@ -142,19 +142,29 @@ def predict_batch_size(requested: int | None, on_gpu: bool, gpu_default: int) ->
 # padded to their longest ran at 11 texts/s against 19 one at a time (fine-tuned e5-small, 2 cores).
 CPU_MAX_PADDING = 0.25
 
+# On a GPU, prediction batches are sized by padded tokens (count × longest), not by a count: short texts
+# go many to a batch, long ones few, so every forward pass is about equally large and none runs out of
+# memory on a run of long texts. The count is capped too (a batch of 1,000 one-token texts is no faster).
+GPU_TOKEN_BUDGET = 32_768
+GPU_MAX_BATCH = 512
 
-def length_groups(lengths: Sequence[int], batch_size: int, max_padding: float | None = None) -> list[np.ndarray]:
+
+def length_groups(lengths: Sequence[int], batch_size: int, max_padding: float | None = None,
+                  max_tokens: int | None = None) -> list[np.ndarray]:
     """Row indices in batches of at most ``batch_size``, shortest texts first.
 
     With ``max_padding``, a batch is also closed before a text whose length would make the padded
-    size (count × longest) exceed ``(1 + max_padding)`` × the real tokens.
+    size (count × longest) exceed ``(1 + max_padding)`` × the real tokens; with ``max_tokens``, before
+    the padded size would exceed ``max_tokens`` (a text longer than that alone still gets a batch).
     """
     order = np.argsort(np.asarray(lengths), kind="stable")
     groups, current, tokens = [], [], 0
     for row in order:
         length = int(lengths[row])
-        if current and (len(current) == batch_size or (
-                max_padding is not None and (len(current) + 1) * length > (1 + max_padding) * (tokens + length))):
+        padded = (len(current) + 1) * length
+        if current and (len(current) == batch_size
+                        or (max_padding is not None and padded > (1 + max_padding) * (tokens + length))
+                        or (max_tokens is not None and padded > max_tokens)):
             groups.append(np.asarray(current))
             current, tokens = [], 0
         current.append(int(row))
@@ -165,14 +175,20 @@ def length_groups(lengths: Sequence[int], batch_size: int, max_padding: float | 
 
 
 def prediction_batches(tokenizer, features: dict[str, list[list[int]]], requested: int | None, on_gpu: bool,
-                       gpu_default: int, return_tensors: str) -> Iterator[tuple[np.ndarray, dict]]:
-    """:func:`padded_batches` for prediction: the device's batch size, and on a CPU a padding cap."""
-    size = predict_batch_size(requested, on_gpu, gpu_default)
-    return padded_batches(tokenizer, features, size, return_tensors, None if on_gpu else CPU_MAX_PADDING)
+                       return_tensors: str) -> Iterator[tuple[np.ndarray, dict]]:
+    """:func:`padded_batches` for prediction. On a CPU: ``requested`` texts (default
+    :data:`CPU_PREDICT_BATCH`) with a padding cap. On a GPU: a ``requested`` count as asked, else batches of
+    up to :data:`GPU_TOKEN_BUDGET` padded tokens (at most :data:`GPU_MAX_BATCH` texts)."""
+    if on_gpu:
+        if requested is not None:
+            return padded_batches(tokenizer, features, predict_batch_size(requested), return_tensors)
+        return padded_batches(tokenizer, features, GPU_MAX_BATCH, return_tensors, max_tokens=GPU_TOKEN_BUDGET)
+    return padded_batches(tokenizer, features, predict_batch_size(requested), return_tensors, CPU_MAX_PADDING)
 
 
 def padded_batches(tokenizer, features: dict[str, list[list[int]]], batch_size: int,
-                   return_tensors: str = "np", max_padding: float | None = None) -> Iterator[tuple[np.ndarray, dict]]:
+                   return_tensors: str = "np", max_padding: float | None = None,
+                   max_tokens: int | None = None) -> Iterator[tuple[np.ndarray, dict]]:
     """Yield ``(row indices, padded batch)`` over encoded ``features``, shortest texts first.
 
     Sorting by length keeps padding small (``max_padding``: see :func:`length_groups`); the row
@@ -183,7 +199,7 @@ def padded_batches(tokenizer, features: dict[str, list[list[int]]], batch_size: 
     from transformers import DataCollatorWithPadding
 
     collator = DataCollatorWithPadding(tokenizer, return_tensors=return_tensors)
-    for rows in length_groups([len(ids) for ids in features["input_ids"]], batch_size, max_padding):
+    for rows in length_groups([len(ids) for ids in features["input_ids"]], batch_size, max_padding, max_tokens):
         yield rows, collator([{k: v[i] for k, v in features.items()} for i in rows])
 
 

@@ -69,7 +69,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
 
     from textxfer.pipelines.finetune import FinetuneClassifier
 
-    source = FinetuneClassifier.load(model_dir)
+    source = FinetuneClassifier.load(model_dir, device="cpu")  # traced and checked on the CPU, as ONNX Runtime runs it
     source.model_ = source.model_.float().eval()  # the reference and the graph are both fp32 on CPU
     started = time.perf_counter()
     with atomic_output_dir(output) as staging:

@@ -15,7 +15,8 @@ from textxfer.pooling import of as pooling_of
 
 def key(classifier, texts: list[str], module) -> str:
     """A digest of everything the features depend on: the frozen weights, the head module they feed and
-    the pooling, the text prefix, the tokenisation settings and the texts in order."""
+    the pooling, the text prefix, the tokenisation settings, the precision they are computed in (bf16 on a
+    GPU) and the texts in order."""
     import torch
 
     digest = hashlib.blake2b(digest_size=20)
@@ -23,8 +24,9 @@ def key(classifier, texts: list[str], module) -> str:
     name = next((n for n, m in model.named_modules() if m is module), type(module).__name__)
     pooling = pooling_of(model)
     prefix = getattr(classifier, "text_prefix_", "")
+    precision = getattr(classifier, "precision_", "fp32")
     digest.update(f"{type(model).__name__}|{pooling}|{name}|{classifier.max_length_}|{classifier.config.long_text}|"
-                  f"{prefix!r}".encode())
+                  f"{prefix!r}|{precision}".encode())
     for parameter_name, tensor in sorted(model.state_dict().items()):
         if not parameter_name.startswith(name + ".") and parameter_name != name:  # the head's own weights don't matter
             digest.update(parameter_name.encode())

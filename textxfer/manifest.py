@@ -66,7 +66,7 @@ def read_manifest(folder: str | Path) -> dict:
     if not isinstance(manifest, dict):
         raise TextxferError(f"{path}: corrupt manifest (expected a JSON object)")
     version = manifest.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise TextxferError(f"{path}: corrupt manifest (no integer format_version)")
     if version > FORMAT_VERSION:
         raise TextxferError(f"{path}: format version {version} is newer than this textxfer supports "
@@ -87,5 +87,17 @@ def read_manifest(folder: str | Path) -> dict:
             raise TextxferError(f"{folder}: {name} listed in the manifest is missing; re-train or restore the folder")
         if base not in (folder / name).resolve().parents:
             raise TextxferError(f"{path}: {name} is a link to a file outside the model folder; refusing to load")
-    LabelSet.from_dict(manifest.get("labels") or {})
+    _check_labels(path, manifest.get("labels"))
     return manifest
+
+
+def _check_labels(path: Path, labels) -> None:
+    """The manifest's label set: ``{"names": [≥ 2 distinct non-empty strings], "kind": "str" | "int"}``."""
+    names = labels.get("names") if isinstance(labels, dict) else None
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) and n for n in names)):
+        raise TextxferError(f"{path}: corrupt manifest ('labels.names' must list at least 2 label names as strings, "
+                            f"got {names!r:.80}); re-train or restore the folder")
+    try:
+        LabelSet.from_dict(labels)
+    except TextxferError as exc:
+        raise TextxferError(f"{path}: corrupt manifest ({exc}); re-train or restore the folder") from None

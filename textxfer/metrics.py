@@ -40,8 +40,11 @@ def _metric_class():
             predictions, references = np.asarray(predictions), np.asarray(references)
             precision, recall, f1, support = precision_recall_fscore_support(
                 references, predictions, labels=ids, zero_division=0)
+            # Macro-F1 averages the classes that have rows here: a class with none has no F1 to average
+            # (sklearn would count it as 0 and quietly pull the mean down).
+            present = [i for i in ids if support[i] > 0] or ids
             _, _, macro_f1, _ = precision_recall_fscore_support(
-                references, predictions, labels=ids, average="macro", zero_division=0)
+                references, predictions, labels=present, average="macro", zero_division=0)
             _, _, weighted_f1, _ = precision_recall_fscore_support(
                 references, predictions, labels=ids, average="weighted", zero_division=0)
             return {
@@ -62,7 +65,8 @@ _METRIC = None
 def score(references: Sequence[int], predictions: Sequence[int], labels: LabelSet) -> dict:
     """Score predicted class ids against true class ids (both in ``labels`` order).
 
-    Returns ``accuracy``, ``macro_f1``, ``weighted_f1``, ``n``, ``per_class`` (label → precision,
+    Returns ``accuracy``, ``macro_f1`` (over the classes with at least one true row; those without are
+    listed in ``classes_without_rows``), ``weighted_f1``, ``n``, ``per_class`` (label → precision,
     recall, f1, support) and ``confusion_matrix`` (rows: true label, columns: predicted, in
     ``labels`` order, which is also stored under ``labels``).
     """
@@ -77,6 +81,7 @@ def score(references: Sequence[int], predictions: Sequence[int], labels: LabelSe
         for i, name in enumerate(labels.names)
     }
     return {"n": len(references), "accuracy": raw["accuracy"], "macro_f1": raw["macro_f1"],
+            "classes_without_rows": [name for name in labels.names if per_class[name]["support"] == 0],
             "weighted_f1": raw["weighted_f1"], "per_class": per_class,
             "labels": list(labels.names), "confusion_matrix": raw["confusion_matrix"]}
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from textxfer.errors import TextxferError
-from textxfer.tables import delimiter_hint, has_utf16_bom, is_missing
+from textxfer.reader import DELIMITERS, RowReader, missing_column
+from textxfer.tables import as_text, is_missing
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-DELIMITERS = {"csv": ",", "tsv": "\t"}
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 @dataclass
@@ -51,126 +50,61 @@ def file_format(location: str, given: str | None, role: str) -> str:
 
 
 class ChunkReader:
-    """Reads ``source`` chunk by chunk; ``header`` holds the CSV/TSV column names once opened."""
+    """Reads ``source`` chunk by chunk through the one :class:`~textxfer.reader.RowReader`; ``header`` holds
+    the CSV/TSV column names once opened."""
 
     def __init__(self, source: str, fmt: str, text_column: str, chunk_size: int, encoding: str = "utf-8") -> None:
         if chunk_size < 1:
             raise TextxferError(f"--chunk-size must be at least 1, got {chunk_size}")
-        self.source, self.fmt, self.text_column = source, fmt, text_column
-        self.chunk_size, self.encoding = chunk_size, encoding
-        self.name = "stdin" if source == "-" else source
-        self.header: list[str] | None = None
+        self.rows = RowReader(source, fmt, encoding)
+        self.fmt, self.text_column, self.chunk_size = fmt, text_column, chunk_size
+        self.name = self.rows.name
         self.empty_texts = 0
 
-    def _open(self) -> IO[str]:
-        encoding = "utf-8-sig" if self.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else self.encoding
-        try:
-            if self.source != "-":
-                with open(self.source, "rb") as raw:
-                    if has_utf16_bom(raw.read(2), self.encoding):
-                        encoding = "utf-16"  # a UTF-16 file (e.g. Excel's "Unicode text"): read it as such
-            if self.source == "-":
-                return io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, newline="")
-            return open(self.source, encoding=encoding, newline="")
-        except FileNotFoundError:
-            raise TextxferError(f"{self.source}: no such file") from None
-        except LookupError:
-            raise TextxferError(f"unknown --encoding {self.encoding!r}; try utf-8, gbk, gb18030 or utf-16") from None
+    @property
+    def header(self) -> list[str] | None:
+        return self.rows.header
 
     def __iter__(self) -> Iterator[Chunk]:
-        with self._open() as handle:
-            try:
-                rows = self._csv_rows(handle) if self.fmt in DELIMITERS else self._jsonl_rows(handle)
-                records: list = []
-                texts: list[str] = []
-                index = 0
-                for record, text in rows:
-                    records.append(record)
-                    texts.append(text)
-                    if len(records) == self.chunk_size:
-                        yield Chunk(index, records, texts)
-                        index, records, texts = index + 1, [], []
-                if records:
-                    yield Chunk(index, records, texts)
-            except UnicodeDecodeError as exc:
-                where = _bad_byte(self.source, handle.encoding) if self.source != "-" else None
-                where = f"at byte offset {where}" if where is not None else f"at byte {exc.start} of a read block"
-                raise TextxferError(f"{self.name}: not valid {self.encoding} {where} ({exc.reason}); pass --encoding "
-                                    "with the file's real encoding, e.g. --encoding gbk or --encoding utf-16") from None
+        records: list = []
+        texts: list[str] = []
+        index = 0
+        for record, text in self._texts():
+            records.append(record)
+            texts.append(text)
+            if len(records) == self.chunk_size:
+                yield Chunk(index, records, texts)
+                index, records, texts = index + 1, [], []
+        if records:
+            yield Chunk(index, records, texts)
+
+    def _texts(self) -> Iterator[tuple[list | dict, str]]:
+        """Each row's record and its text (an empty, missing or invisible text counted and given as "")."""
+        position = None
+        for row in self.rows:
+            if self.fmt in DELIMITERS:
+                if position is None:
+                    position = self._position()
+                value, where = row.values[position], f"{self.name}: row {row.number}"
+            else:
+                if self.text_column not in row.values:
+                    raise TextxferError(f"{self.name}: line {row.line} has no field {self.text_column!r} "
+                                        f"(fields: {list(row.values)}); pass --text-column")
+                value, where = row.values[self.text_column], f"{self.name}: line {row.line}"
+            yield row.values, self._text(value, where)
+        if self.fmt in DELIMITERS and position is None and self.header is not None:
+            self._position()  # a header-only file still names a missing text column
+
+    def _position(self) -> int:
+        if self.text_column not in self.header:
+            raise missing_column(self.name, self.text_column, self.header, "text")
+        return self.header.index(self.text_column)
 
     def _text(self, value, where: str) -> str:
         if is_missing(value) or value == "":
             self.empty_texts += 1
             return ""
-        if isinstance(value, (dict, list)):
-            raise TextxferError(f"{where}: column {self.text_column!r} holds a JSON {type(value).__name__}, "
-                                "expected text; point --text-column at a text field")
-        return str(value)
-
-    def _csv_rows(self, handle: IO[str]) -> Iterator[tuple[list, str]]:
-        reader = csv.reader(handle, delimiter=DELIMITERS[self.fmt])
-        try:
-            self.header = next(reader)
-        except StopIteration:
-            raise TextxferError(f"{self.name}: the input is empty; expected a header row naming a "
-                                f"{self.text_column!r} column") from None
-        if self.text_column not in self.header:
-            raise TextxferError(f"{self.name}: no column {self.text_column!r}; columns are {self.header}. "
-                                f"Pass --text-column with one of them.{delimiter_hint(self.header)}")
-        duplicated = sorted({name for name in self.header if self.header.count(name) > 1})
-        if duplicated:
-            raise TextxferError(f"{self.name}: duplicate column names {duplicated} in the header; rename them")
-        position = self.header.index(self.text_column)
-        number = 0
-        try:
-            for row in reader:
-                if not row:
-                    continue
-                number += 1
-                if len(row) != len(self.header):
-                    raise TextxferError(
-                        f"{self.name}: row {number} (line {reader.line_num}) has {len(row)} fields but the header "
-                        f"has {len(self.header)}; quote fields that contain the delimiter {DELIMITERS[self.fmt]!r}")
-                yield row, self._text(row[position], f"{self.name}: row {number}")
-        except csv.Error as exc:
-            raise TextxferError(f"{self.name}: line {reader.line_num}: malformed CSV ({exc})") from None
-
-    def _jsonl_rows(self, handle: IO[str]) -> Iterator[tuple[dict, str]]:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TextxferError(f"{self.name}: line {line_number} is not valid JSON ({exc.msg}); "
-                                    "fix or remove it") from None
-            except RecursionError:
-                raise TextxferError(f"{self.name}: line {line_number}: JSON nested too deeply to read; "
-                                    "fix or remove it") from None
-            if not isinstance(record, dict):
-                raise TextxferError(f"{self.name}: line {line_number} is a JSON {type(record).__name__}, "
-                                    "expected an object")
-            if self.text_column not in record:
-                raise TextxferError(f"{self.name}: line {line_number} has no field {self.text_column!r} "
-                                    f"(fields: {list(record)}); pass --text-column")
-            yield record, self._text(record[self.text_column], f"{self.name}: line {line_number}")
-
-
-def _bad_byte(path: str, encoding: str) -> int | None:
-    """The file offset of the first byte that does not decode as ``encoding`` (read again in blocks)."""
-    import codecs
-
-    decoder = codecs.getincrementaldecoder("utf-8" if encoding == "utf-8-sig" else encoding)()
-    offset = 0
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            pending = len(decoder.getstate()[0])  # undecoded bytes kept from the previous block
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as exc:
-                return offset - pending + exc.start
-            offset += len(block)
-    return None
+        return as_text(value, where, self.text_column)
 
 
 class ChunkWriter:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 from textxfer import contrastive
+from textxfer.batch_size import nominal
 
 # --strategy auto with a mean-pooled sentence-embedding encoder: feature extraction (head-only, logistic regression
 # on frozen features) below this many training texts, fine-tuning (freeze-embeddings) from it on. Read off the
@@ -82,7 +83,8 @@ def plan(cfg, train_texts: int, world_size: int = 1, pooling: str = "cls") -> di
     """
     strategy, why = choose_strategy(cfg, train_texts, pooling)
     choices = [why] if why else []
-    per_epoch = steps_per_epoch(train_texts, cfg.batch_size, cfg.gradient_accumulation, world_size)
+    batch = nominal(cfg.batch_size)  # train_model passes the resolved batch; plans made before training count 16 for auto
+    per_epoch = steps_per_epoch(train_texts, batch, cfg.gradient_accumulation, world_size)
     epochs = float(cfg.epochs)
     planned = cfg.max_steps if cfg.max_steps > 0 else math.ceil(per_epoch * epochs)
     fitted_head = fits_head(strategy, cfg.head_solver)
@@ -108,12 +110,12 @@ def plan(cfg, train_texts: int, world_size: int = 1, pooling: str = "cls") -> di
         if floor_binds:
             eval_steps = max(1, math.ceil(cfg.min_steps / EVALUATIONS_UNDER_FLOOR))
             choices.append(f"evaluation every {eval_steps} steps rather than every epoch (--eval-strategy to set it)")
-    pair_steps = (contrastive.planned_steps(train_texts, cfg.batch_size * world_size, cfg.pair_iterations)
+    pair_steps = (contrastive.planned_steps(train_texts, batch * world_size, cfg.pair_iterations)
                   if strategy == "contrastive" else 0)  # the pair stage; the head is then fitted, not trained
     return {"strategy": strategy, "strategy_asked": cfg.strategy, "train_texts": train_texts,
             "steps_per_epoch": per_epoch, "epochs_asked": cfg.epochs, "epochs": 0.0 if fitted_head else epochs,
             "planned_steps": pair_steps if fitted_head else planned, "min_steps": cfg.min_steps,
-            "learning_rate": cfg.learning_rate, "head_learning_rate": head_rate,
+            "batch_size": batch, "learning_rate": cfg.learning_rate, "head_learning_rate": head_rate,
             "eval_strategy": eval_strategy, "eval_steps": eval_steps, "choices": choices}
 
 

@@ -89,9 +89,9 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     predict_seconds = time.perf_counter() - started
     report = {
         "data": {"notes": data.notes, "counts": data.counts},
-        "fit": getattr(classifier, "fit_stats_", {}),
-        "evaluation_inputs": {name: classifier.input_report(getattr(data, name).texts)
-                              for name in metrics} if hasattr(classifier, "input_report") else {},
+        "fit": classifier.fit_stats,
+        "evaluation_inputs": {name: report for name in metrics
+                              if (report := classifier.input_report(getattr(data, name).texts))},
         "timing": {"fit_seconds": round(fit_seconds, 3), "evaluate_seconds": round(predict_seconds, 3),
                    "predict_texts_per_second": round(evaluated / predict_seconds, 1) if predict_seconds else None},
     }
@@ -114,7 +114,7 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     else:
         log("note: validation and test are empty (too few rows per label to hold any out), so nothing was "
             "scored; add data or pass --validation/--test files")
-    warning = warning_line(report["model_check"], "this model", getattr(classifier, "kind", ""))
+    warning = warning_line(report["model_check"], "this model", classifier.kind)
     if warning:
         log(warning)
     return RunResult(Path(output), metrics, report, predictions)

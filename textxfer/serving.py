@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textxfer.batching import MicroBatcher
 from textxfer.classifier import load, to_predictions
+from textxfer.errors import TextxferError
 from textxfer.manifest import read_manifest
 
 SETTINGS_ENV = "TEXTXFER_SERVE_SETTINGS"
@@ -38,6 +39,17 @@ class ServeSettings:
     batching: bool = True
     max_texts: int = 64
     max_text_chars: int = 10_000
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_texts", "max_text_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TextxferError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        window = self.batch_window_ms
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window <= 10_000:
+            raise TextxferError(f"--batch-window-ms must be between 0 and 10000 milliseconds, got {window!r}")
 
     @property
     def max_body_bytes(self) -> int:
@@ -83,6 +95,8 @@ def parse_request(body: bytes, settings: ServeSettings) -> list[str]:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(422, f"the body is not valid JSON ({exc}); send {{\"texts\": [\"...\"]}}") from None
+    except RecursionError:  # like the CLI's JSONL reader: a client error, not a server fault
+        raise RequestError(422, "the body is JSON nested too deeply to read; send {\"texts\": [\"...\"]}") from None
     if not isinstance(payload, dict):
         raise RequestError(422, "the body must be a JSON object such as {\"texts\": [\"...\"]} or {\"text\": \"...\"}")
     try:
@@ -126,13 +140,13 @@ def model_info(folder: Path, model) -> dict:
     return {"kind": manifest["kind"], "labels": [model.labels.value(n) for n in model.labels.names],
             "base_model": config.get("base_model"), "created": manifest.get("created"),
             "metrics": {split: {k: m.get(k) for k in ("n", "accuracy", "macro_f1")} for split, m in metrics.items()},
-            "folder": str(folder)}
+            "folder": str(folder), "device": model.device, "precision": model.precision}
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """The app for ``settings.model`` (loaded now, so a bad folder fails before the server starts)."""
     folder = Path(settings.model)
-    model = load(folder)
+    model = load(folder, settings.device, settings.precision)
     info = model_info(folder, model)
     batcher = MicroBatcher(model.predict_proba, settings.max_batch_size, settings.batch_window_ms, settings.batching)
 
@@ -205,7 +219,11 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
     common = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": 30}
     if workers > 1:
         os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
-        load(Path(settings.model))  # fail here, once, with a clear message, not in every worker
+        # Fail here, once, with a clear message, not in every worker (on the CPU: the workers take the GPU).
+        from textxfer import devices
+
+        devices.inference_precision(devices.resolve(settings.device), settings.precision)
+        load(Path(settings.model), device="cpu")
         uvicorn.run("textxfer.serving:app_from_environment", factory=True, workers=workers, **common)
     else:
         uvicorn.run(create_app(settings), **common)

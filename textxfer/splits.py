@@ -75,7 +75,9 @@ def write_split_file(path: Path, record: dict) -> None:
 
 
 def read_split_file(path: str | Path) -> dict:
-    """Read and sanity-check a ``split.json``."""
+    """Read a ``split.json`` and check every field it is trusted with: a strict partition of valid row
+    numbers per source table, a sha256 per split, the column names. Anything else is one line naming the
+    file and the field."""
     path = Path(path)
     if path.is_dir():
         path = path / "split.json"
@@ -85,16 +87,53 @@ def read_split_file(path: str | Path) -> dict:
         raise TextxferError(f"{path}: no such split file; pass the split.json of an earlier run") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TextxferError(f"{path}: not a valid split.json ({exc})") from None
+    except RecursionError:
+        raise TextxferError(f"{path}: not a valid split.json (JSON nested too deeply)") from None
     version = record.get("format_version") if isinstance(record, dict) else None
-    if not isinstance(version, int) or version > SPLIT_FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > SPLIT_FORMAT_VERSION:
         raise TextxferError(
             f"{path}: split format version {version!r} is not supported (this textxfer reads up to "
             f"{SPLIT_FORMAT_VERSION}); upgrade textxfer or re-create the split"
         )
+    fix = "re-create it by running without --split, or restore the file an earlier run wrote"
+    for field in ("text_column", "label_column"):
+        if not isinstance(record.get(field), str) or not record[field]:
+            raise TextxferError(f"{path}: malformed split.json: '{field}' must be a column name, got "
+                                f"{record.get(field)!r}; {fix}")
+    if "method" in record and not isinstance(record["method"], str):
+        raise TextxferError(f"{path}: malformed split.json: 'method' must be a string, got {record['method']!r}; {fix}")
     splits = record.get("splits")
     if not isinstance(splits, dict) or "train" not in splits:
-        raise TextxferError(f"{path}: malformed split.json: no 'splits.train' entry")
+        raise TextxferError(f"{path}: malformed split.json: no 'splits.train' entry; {fix}")
+    seen: dict[tuple[str, str], dict[int, str]] = {}
     for name, entry in splits.items():
-        if name not in SPLITS or not isinstance(entry, dict) or not isinstance(entry.get("rows"), list):
-            raise TextxferError(f"{path}: malformed split.json entry {name!r}")
+        if name not in SPLITS or not isinstance(entry, dict):
+            raise TextxferError(f"{path}: malformed split.json entry {name!r} (expected train, validation or test, "
+                                f"each an object); {fix}")
+        _check_entry(path, name, entry, fix, seen)
     return record
+
+
+def _check_entry(path: Path, name: str, entry: dict, fix: str, seen: dict) -> None:
+    """One ``splits.<name>`` entry: source, table, sha256 and rows, and no row also in another split."""
+    for field in ("source", "table"):
+        if not isinstance(entry.get(field), str):
+            raise TextxferError(f"{path}: malformed split.json: splits.{name}.{field} must be a string, got "
+                                f"{entry.get(field)!r}; {fix}")
+    digest = entry.get("sha256")
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise TextxferError(f"{path}: malformed split.json: splits.{name}.sha256 must be the 64-hex-digit fingerprint "
+                            f"of its source table, got {digest!r}; {fix}")
+    rows = entry.get("rows")
+    if not isinstance(rows, list):
+        raise TextxferError(f"{path}: malformed split.json: splits.{name}.rows must be a list of row numbers; {fix}")
+    owner = seen.setdefault((entry["source"], entry["table"]), {})
+    for row in rows:
+        if not isinstance(row, int) or isinstance(row, bool) or row < 1:
+            raise TextxferError(f"{path}: malformed split.json: splits.{name}.rows holds {row!r}; row numbers are "
+                                f"whole numbers from 1; {fix}")
+        if row in owner:
+            where = "twice" if owner[row] == name else f"in both {owner[row]} and {name}"
+            raise TextxferError(f"{path}: split.json lists row {row} of {entry['source']} {where}; a split must use "
+                                f"each row once (otherwise it is scored twice or leaks into training); {fix}")
+        owner[row] = name

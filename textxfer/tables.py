@@ -1,5 +1,7 @@
 """Read a tabular source (CSV, TSV, JSONL, JSON records, Parquet, a saved or hub dataset) into columns.
 
+Text files are parsed by :class:`textxfer.reader.RowReader`, the one reader ``predict`` uses too.
+
 Every reader returns :class:`Table` objects: column-oriented values plus a fingerprint of the source,
 so a saved split can later prove it is applied to the very same data. Nothing here ever writes to
 the source.
@@ -7,23 +9,17 @@ the source.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import hashlib
-import io
-import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from textxfer.errors import TextxferError
+from textxfer.reader import DELIMITERS, RowReader, missing_column
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                 ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
-# csv's default field limit (128 KiB) is smaller than some real reviews and documents.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 @dataclass
@@ -43,10 +39,7 @@ class Table:
     def column(self, name: str, role: str) -> list[Any]:
         """The values of column ``name``; a missing column names the ones that exist."""
         if name not in self.columns:
-            raise TextxferError(
-                f"{self.origin}: no column {name!r}; columns are {list(self.columns)}. "
-                f"Pass --{role}-column with one of them.{delimiter_hint(list(self.columns))}"
-            )
+            raise missing_column(self.origin, name, list(self.columns), role)
         return self.columns[name]
 
 
@@ -94,112 +87,15 @@ def _read_file(path: Path, encoding: str) -> Table:
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise TextxferError(f"{path}: not a readable Parquet file ({exc})") from None
         return Table(str(path), columns, fingerprint)
-    text = _decode(path, encoding)
-    if fmt in ("csv", "tsv"):
-        columns = _parse_delimited(path, text, "\t" if fmt == "tsv" else ",")
-    elif fmt == "jsonl":
-        columns = _records_to_columns(path, _parse_jsonl(path, text))
-    else:
-        columns = _records_to_columns(path, _parse_json(path, text))
-    return Table(str(path), columns, fingerprint)
-
-
-def delimiter_hint(header: list[str]) -> str:
-    """A hint when a one-column header looks split by another delimiter (``text;label``)."""
-    if len(header) == 1:
-        for delimiter in (";", "\t", "|", ","):
-            if delimiter in str(header[0]):
-                return (f" The header {header[0]!r} looks delimited by {delimiter!r}: save the file comma-separated "
-                        "as .csv (or tab-separated as .tsv)")
-    return ""
-
-
-def has_utf16_bom(head: bytes, encoding: str) -> bool:
-    """True when a file read as UTF-8 starts with a UTF-16 byte-order mark (never valid UTF-8)."""
-    return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") and \
-        head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-
-
-def _decode(path: Path, encoding: str) -> str:
-    data = path.read_bytes()
-    if has_utf16_bom(data, encoding):
-        encoding = "utf-16"  # a UTF-16 file (e.g. saved by Excel as "Unicode text"): read it as such
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        raise TextxferError(
-            f"{path}: not valid {encoding} at byte offset {exc.start} "
-            f"(byte 0x{data[exc.start]:02x}); pass --encoding with the file's real encoding, "
-            "e.g. --encoding gbk or --encoding utf-16"
-        ) from None
-    except LookupError:
-        raise TextxferError(f"unknown --encoding {encoding!r}; try utf-8, gbk, gb18030 or utf-16") from None
-    return text.removeprefix("\ufeff")
-
-
-def _parse_delimited(path: Path, text: str, delimiter: str) -> dict[str, list[Any]]:
-    # io.StringIO(newline="") ends lines only at \n, \r and \r\n, like csv itself; str.splitlines would
-    # also split at \x0c, \x1c, \x85, \u2028 ... that csv.writer leaves unquoted inside fields.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise TextxferError(f"{path}: the file is empty; expected a header row such as 'text,label'") from None
-    if not any(field.strip() for field in header):
-        raise TextxferError(f"{path}: the first line is blank; expected a header row such as 'text,label'")
-    duplicated = sorted({name for name in header if header.count(name) > 1})
-    if duplicated:
-        raise TextxferError(f"{path}: duplicate column names {duplicated} in the header; rename them")
-    values: list[list[Any]] = [[] for _ in header]
-    try:
-        for row in reader:
-            if not row:
-                continue  # csv yields [] for blank lines
-            if len(row) != len(header):
-                raise TextxferError(
-                    f"{path}: row {len(values[0]) + 1} (line {reader.line_num}) has {len(row)} fields but the "
-                    f"header has {len(header)}; quote fields that contain the delimiter {delimiter!r}"
-                )
-            for column, value in zip(values, row):
-                column.append(value)
-    except csv.Error as exc:
-        raise TextxferError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
-    return dict(zip(header, values))
-
-
-def _parse_jsonl(path: Path, text: str) -> list[dict]:
-    records = []
-    # JSON strings may hold a raw \u2028 or \x85, so split at \n only (not str.splitlines).
-    for line_number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TextxferError(f"{path}: line {line_number} is not valid JSON ({exc.msg}); fix or remove it") from None
-        except RecursionError:
-            raise TextxferError(f"{path}: line {line_number}: JSON nested too deeply to read; fix or remove it") from None
-        if not isinstance(record, dict):
-            raise TextxferError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object")
-        records.append(record)
-    return records
-
-
-def _parse_json(path: Path, text: str) -> list[dict]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TextxferError(f"{path}: not valid JSON at line {exc.lineno} ({exc.msg})") from None
-    except RecursionError:
-        raise TextxferError(f"{path}: JSON nested too deeply to read; expected a list of flat records") from None
-    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
-        lengths = {len(v) for v in data.values()}
-        if len(lengths) > 1:
-            raise TextxferError(f"{path}: column lists have different lengths {sorted(lengths)}")
-        data = [dict(zip(data, row)) for row in zip(*data.values())]
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise TextxferError(f"{path}: expected a JSON list of records like [{{\"text\": ..., \"label\": ...}}]")
-    return data
+    reader = RowReader(str(path), fmt, encoding)
+    if fmt not in DELIMITERS:
+        return Table(str(path), _records_to_columns(path, [row.values for row in reader]), fingerprint)
+    values: list[list[Any]] | None = None
+    for row in reader:
+        values = values or [[] for _ in reader.header]
+        for column, value in zip(values, row.values):
+            column.append(value)
+    return Table(str(path), dict(zip(reader.header, values or [[] for _ in reader.header])), fingerprint)
 
 
 def _records_to_columns(path: Path, records: list[dict]) -> dict[str, list[Any]]:
@@ -240,10 +136,28 @@ def _read_hub_dataset(name: str) -> dict[str, Table]:
     return {split: Table(f"{name}[{split}]", ds.to_dict(), ds._fingerprint) for split, ds in loaded.items()}
 
 
+def as_text(value: Any, where: str, column: str) -> str:
+    """``value`` when it is a string; anything else where text is expected — a number, a boolean, a JSON
+    object or list, a Parquet struct — is refused in one line (``str()`` of it would train on its repr)."""
+    if isinstance(value, str):
+        return value
+    kind = ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, (int, float)) or
+            type(value).__module__ == "numpy" else "a JSON object (or struct)" if isinstance(value, dict) else
+            "a list" if isinstance(value, (list, tuple)) else f"a {type(value).__name__}")
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise TextxferError(f"{where}, column {column!r}: expected text, got {kind} {shown}; point --text-column at the "
+                        "column that holds the texts")
+
+
+# Characters that draw nothing and are not whitespace to str.strip(): a text of only these is empty.
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u180e\u00ad"))
+
+
 def is_missing(value: Any) -> bool:
-    """True for None, NaN and empty/whitespace-only strings."""
+    """True for None, NaN and strings that are empty, whitespace or invisible (zero-width) characters only."""
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return isinstance(value, str) and not value.strip()
+    return isinstance(value, str) and not value.translate(INVISIBLE).strip()

@@ -63,11 +63,27 @@ def unicode_safe(text: str) -> str:
         return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
+# The characters one text contributes to the baseline: the first and the last half of this many. A 50 MB
+# text otherwise became tens of millions of word tokens (2 GB of memory to predict one text); an average
+# of word vectors does not move after the first few thousand words, and reviews put their verdict at the
+# start or the end (the transformers' head-tail policy, for the same reason).
+MAX_TEXT_CHARS = 100_000
+
+
+def capped(text: str) -> str:
+    """``text`` itself, or its first and last ``MAX_TEXT_CHARS / 2`` characters when it is longer."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    half = MAX_TEXT_CHARS // 2
+    return text[:half] + "\n" + text[-half:]
+
+
 def tokenize(texts: Iterable[str], name: str, progress: bool = False, total: int | None = None) -> list[list[str]]:
-    """Tokenize every text with tokenizer ``name`` (already resolved), with an optional progress bar."""
+    """Tokenize every text with tokenizer ``name`` (already resolved), with an optional progress bar; a text
+    longer than :data:`MAX_TEXT_CHARS` contributes its head and tail (:func:`capped`)."""
     cut = make_tokenizer(name)
     if progress:
         from tqdm.auto import tqdm
 
         texts = tqdm(texts, total=total, desc=f"tokenizing ({name})", unit="text", leave=False)
-    return [cut(text) for text in texts]
+    return [cut(capped(text)) for text in texts]

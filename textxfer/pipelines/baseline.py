@@ -13,9 +13,9 @@ from textxfer.data import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.imports import skops_io
 from textxfer.labels import LabelSet
-from textxfer.manifest import build_manifest, read_manifest, write_manifest
+from textxfer.manifest import build_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
-from textxfer.text import TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize, unicode_safe
+from textxfer.text import MAX_TEXT_CHARS, TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize, unicode_safe
 from textxfer.vectors import WordVectors, read_pretrained, train_word2vec
 
 FOREST_FILE = "forest.skops"
@@ -42,7 +42,7 @@ class BaselineConfig:
     sample: float = field(default=0.0, metadata={"help": "word2vec down-sampling of frequent words (0: off)"})
     label_tokens: int = field(default=3, metadata={"help": "insert each training text's label as a token every N words of its word2vec sentence, so the vectors absorb the labels (0: off; prediction texts carry no label tokens)"})
     label_dimensions: bool = field(default=True, metadata={"help": "append each word's per-label log-count ratios (from the training split) to its vector before averaging"})
-    weighting: str = field(default="nb", metadata={"help": "how word vectors are averaged: mean | tfidf | nb-tfidf (idf × how strongly a word separates the training labels)", "choices": WEIGHTINGS})
+    weighting: str = field(default="nb", metadata={"help": "how word vectors are averaged: mean | tfidf (idf) | nb (by how strongly a word separates the training labels: its largest log-count ratio) | nb-tfidf (idf × (0.1 + that))", "choices": WEIGHTINGS})
     n_estimators: int = field(default=100, metadata={"help": "number of trees"})
     max_depth: int | None = field(default=None, metadata={"help": "maximum tree depth (none: unlimited)"})
     min_samples_leaf: int = field(default=3, metadata={"help": "minimum samples per leaf"})
@@ -118,7 +118,10 @@ class BaselineClassifier(ClassifierBase):
         self.forest_ = self._fit_forest(features, y, progress)
         self.fit_stats_ = {"train_texts": len(train), "vocabulary": len(vocab),
                            "train_texts_without_known_words": empty, "tokenizer": self.tokenizer_,
-                           "tokenizer_engine": self.tokenizer_engine_}
+                           "tokenizer_engine": self.tokenizer_engine_,
+                           "long_texts": {"max_chars": MAX_TEXT_CHARS, "train_texts_capped":
+                                          sum(len(t) > MAX_TEXT_CHARS for t in train.texts),
+                                          "policy": "head and tail, half each"}}
         return self
 
     def _corpus_tokens(self, progress: bool) -> list[list[str]]:
@@ -193,19 +196,17 @@ class BaselineClassifier(ClassifierBase):
         write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "BaselineClassifier":
-        """Load a saved baseline; the forest file may only contain the types a forest needs."""
+    def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",
+                      precision: str = "auto") -> "BaselineClassifier":
+        """A saved baseline (it runs on the CPU: ``device`` and ``precision`` do not apply); the forest file may
+        only contain the types a forest needs."""
         sio = skops_io()
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        if manifest["kind"] != cls.kind:
-            raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not a baseline; use textxfer.classifier.load")
         config = dict(manifest["config"])
         tokenizer, engine = config.pop("resolved_tokenizer", None), config.pop("tokenizer_engine", None)
         from textxfer.config import from_dict
 
-        model = cls(from_dict(BaselineConfig, config))
-        model.labels = LabelSet.from_dict(manifest["labels"])
+        model = cls(from_dict(BaselineConfig, config, source=f"{folder}/textxfer.json config"))
+        model.labels = labels
         model.tokenizer_ = resolve_tokenizer(tokenizer or "auto", [])
         model.tokenizer_engine_ = engine
         model.vectors_ = WordVectors.load(folder)

@@ -10,17 +10,19 @@ from typing import Sequence
 
 import numpy as np
 
+from textxfer.batch_size import parse as parse_batch_size
 from textxfer.contrastive import PAIR_ITERATIONS
+from textxfer.devices import PRECISIONS
 from textxfer.data import TextDataset
 from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, prediction_batches
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
-from textxfer.manifest import build_manifest, read_manifest, write_manifest
+from textxfer.manifest import build_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
 from textxfer.pooling import POOLINGS
+from textxfer.schedules import SCHEDULES
 from textxfer.strategies import STRATEGIES
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 HEAD_SOLVERS = ("logistic", "trainer")
 TRAINER_LOG = "trainer_log.json"
 
@@ -45,9 +47,10 @@ class FinetuneConfig:
     pair_learning_rate: float = field(default=2e-5, metadata={"help": "--strategy contrastive: peak learning rate of the body on the pairs (SetFit's 2e-5)"})
     feature_cache: str | None = field(default=None, metadata={"help": "folder caching the frozen features of --strategy head-only (reused by runs of the same model, texts and max length)"})
     min_steps: int = field(default=150, metadata={"help": "a floor on optimizer steps: with little data the epochs are raised until training takes at least this many steps (0: off)"})
-    batch_size: int = field(default=16, metadata={"help": "training batch size per device"})
+    batch_size: int | str = field(default="auto", metadata={"help": "training texts per device and step: auto (16 on the CPU; on a GPU sized by tokens per step, steps per epoch and free memory, with the learning rate scaled by √(batch/16); see README) | a number (the learning rate as given)"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation / prediction batch size"})
     gradient_accumulation: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    lr_scheduler: str = field(default="linear", metadata={"help": "learning-rate schedule after the warm-up: linear | cosine | cosine-with-restarts (one cosine per epoch) | polynomial (power 2) | constant | constant-with-warmup | reduce-on-plateau (halve the rate when validation macro-F1 does not improve; needs validation)", "choices": tuple(SCHEDULES)})
     warmup: float = field(default=0.06, metadata={"help": "warm-up: a ratio of all steps if < 1, else a step count"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases / norms)"})
     class_weighted: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
@@ -56,7 +59,8 @@ class FinetuneConfig:
     early_stopping: int = field(default=2, metadata={"help": "stop after N evaluations without validation macro-F1 gain (0: off); the best model is kept"})
     logging_steps: int = field(default=50, metadata={"help": "log the training loss every N steps"})
     group_by_length: bool = field(default=True, metadata={"help": "batch texts of similar length together (less padding)"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16", "choices": PRECISIONS})
+    precision: str = field(default="auto", metadata={"help": "of training and of scoring afterwards: auto (bf16 on a GPU, fp16 where it lacks bf16, fp32 on the CPU) | fp32 | bf16 | fp16", "choices": PRECISIONS})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model for training (through the Trainer; a GPU option — its gain is not measured yet, see BENCHMARKS.md)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "train on a stratified subset of this many texts (CPU budgets)"})
     checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (default: <output>.checkpoints)"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in the checkpoint folder"})
@@ -77,11 +81,14 @@ class FinetuneConfig:
             raise TextxferError(f"unknown pooling {self.pooling!r}; choose one of {list(POOLINGS)}")
         if self.head_solver not in HEAD_SOLVERS:
             raise TextxferError(f"unknown head solver {self.head_solver!r}; choose one of {list(HEAD_SOLVERS)}")
+        if self.lr_scheduler not in SCHEDULES:
+            raise TextxferError(f"unknown learning-rate schedule {self.lr_scheduler!r}; choose one of {list(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise TextxferError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
         if not 0 < self.layer_lr_decay <= 1:
             raise TextxferError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
-        for name in ("batch_size", "eval_batch_size", "gradient_accumulation"):
+        self.batch_size = parse_batch_size(self.batch_size)
+        for name in ("eval_batch_size", "gradient_accumulation"):
             if getattr(self, name) < 1:
                 raise TextxferError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("learning_rate", "head_learning_rate", "pair_learning_rate"):
@@ -133,6 +140,9 @@ class FinetuneClassifier(ClassifierBase):
         length_texts = text_prefix.apply(self.text_prefix_, train.texts + (validation.texts if has_validation else []))
         self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, length_texts, cfg.max_length)
         length_stats["length_texts"] = len(length_texts)
+        # On this process's GPU when there is one (the Trainer's device too), so that frozen features, the
+        # validation and test scoring and a fitted head's feature extraction all run there.
+        self.to_device("auto", cfg.precision)
         self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
         self.fit_stats_ = {"train_texts": len(train), "base_model": self.source_, **length_stats, **train_stats}
         return self
@@ -142,20 +152,53 @@ class FinetuneClassifier(ClassifierBase):
         return encode(self.tokenizer_, texts, self.max_length_, self.config.long_text, getattr(self, "text_prefix_", ""))
 
     # -- inference ------------------------------------------------------------------------------
+    def to_device(self, device: str = "auto", precision: str = "auto") -> "FinetuneClassifier":
+        """Predict on ``device`` (auto | cpu | cuda | cuda:N; auto: this process's GPU when one is visible) in
+        ``precision`` (auto: bf16 on a GPU, fp16 where it lacks bf16, fp32 on the CPU). The weights stay fp32:
+        a GPU runs the forward pass under autocast, so writing the model afterwards saves it unchanged."""
+        from textxfer import devices
+
+        self._check_fitted()
+        target = devices.resolve(device)
+        self.precision_ = devices.inference_precision(target, precision)
+        self.model_.to(target)
+        return self
+
+    @property
+    def device(self) -> str:
+        """Where the model predicts (``cpu`` or ``cuda:N``)."""
+        self._check_fitted()
+        return str(next(self.model_.parameters()).device)
+
+    @property
+    def precision(self) -> str:
+        """The precision of prediction: ``bf16``/``fp16`` (autocast) on a GPU, ``fp32`` on the CPU."""
+        from textxfer import devices
+
+        return getattr(self, "precision_", None) or devices.inference_precision(self.device)
+
+    @property
+    def base_model(self) -> str | None:
+        """The pretrained checkpoint this model was fine-tuned from."""
+        return getattr(self, "source_", None)
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities (columns in ``labels`` order), batched by length, in input order."""
         import torch
 
+        from textxfer import devices
+
         self._check_fitted()
-        model = self.model_.eval()
-        with torch.inference_mode():
+        model, device = self.model_.eval(), self.device
+        with torch.inference_mode(), devices.autocast(device, self.precision):
             return self.batched_proba(texts, lambda batch: torch.softmax(model(**batch).logits.double(), dim=-1).cpu().numpy())
 
     def batches(self, texts: Sequence[str]):
-        """Yield ``(row indices, padded model inputs on the model's device)``, shortest texts first."""
+        """Yield ``(row indices, padded model inputs on the model's device)``, shortest texts first (on a GPU
+        batches hold up to a token budget, see :func:`textxfer.encoding.prediction_batches`)."""
         device = next(self.model_.parameters()).device
         for rows, batch in prediction_batches(self.tokenizer_, self.encode(texts), self.predict_batch_size,
-                                              device.type == "cuda", self.config.eval_batch_size, "pt"):
+                                              device.type == "cuda", "pt"):
             yield rows, {k: t.to(device) for k, t in batch.items()}
 
     # -- persistence ----------------------------------------------------------------------------
@@ -177,25 +220,22 @@ class FinetuneClassifier(ClassifierBase):
         write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "FinetuneClassifier":
-        """Load a saved fine-tuned model (safetensors weights only)."""
+    def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",
+                      precision: str = "auto") -> "FinetuneClassifier":
+        """A saved fine-tuned model (safetensors weights only) on ``device`` (see :meth:`to_device`)."""
         from textxfer.config import from_dict
         from textxfer.models import load_saved
 
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        if manifest["kind"] != cls.kind:
-            raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not a fine-tuned one; use textxfer.classifier.load")
         config = dict(manifest["config"])
         max_length, source = config.pop("resolved_max_length", None), config.pop("base_model", None)
         prefix = config.pop("resolved_text_prefix", "")  # absent: saved before prefixes existed
-        model = cls(from_dict(FinetuneConfig, config))
-        model.labels = LabelSet.from_dict(manifest["labels"])
+        model = cls(from_dict(FinetuneConfig, config, source=f"{folder}/textxfer.json config"))
+        model.labels = labels
         model.tokenizer_, model.model_ = load_saved(folder, model.labels)
         model.max_length_ = int(max_length or 512)
         model.source_ = source
         model.text_prefix_ = prefix if isinstance(prefix, str) else ""
-        return model
+        return model.to_device(device, precision)
 
 
 def _subset(dataset: TextDataset, size: int | None, seed: int) -> TextDataset:

@@ -19,7 +19,7 @@ import numpy as np
 from textxfer.encoding import encode, prediction_batches, softmax
 from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
-from textxfer.manifest import build_manifest, read_manifest, write_manifest
+from textxfer.manifest import build_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
 
 WEIGHTS = "model.onnx"
@@ -56,6 +56,11 @@ class OnnxClassifier(ClassifierBase):
     kind = "onnx"
     fitted_attribute = "session_"
 
+    @property
+    def base_model(self) -> str | None:
+        """The checkpoint the exported model was fine-tuned from."""
+        return self.config.get("base_model") if hasattr(self, "config") else None
+
     def fit(self, *args, **kwargs) -> "OnnxClassifier":
         """Exported models are inference-only."""
         raise TextxferError("an exported ONNX model cannot be trained; fine-tune the source model and export again")
@@ -73,7 +78,7 @@ class OnnxClassifier(ClassifierBase):
         """Yield ``(row indices, ONNX Runtime feed)``, shortest texts first; only the graph's inputs are fed."""
         on_gpu = self.session_.get_providers()[0] == "CUDAExecutionProvider"
         for rows, batch in prediction_batches(self.tokenizer_, self.encode(texts), self.predict_batch_size,
-                                              on_gpu, self.batch_size_, "np"):
+                                              on_gpu, "np"):
             feed = {}
             for name, dtype in self.inputs_.items():
                 if name in batch:
@@ -100,16 +105,13 @@ class OnnxClassifier(ClassifierBase):
         if "tokenizer" in files and not (folder / files["tokenizer"]).exists():
             del files["tokenizer"]
         data = data_info if data_info is not None else self.data_
-        write_manifest(folder, build_manifest(self.kind, self.labels, self.config_, data, files))
+        write_manifest(folder, build_manifest(self.kind, self.labels, self.config, data, files))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "OnnxClassifier":
-        """Load an exported folder (``textxfer export``); needs ``onnxruntime``."""
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        if manifest["kind"] != cls.kind:
-            raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not an ONNX export; "
-                                "use textxfer.classifier.load")
+    def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",
+                      precision: str = "auto") -> "OnnxClassifier":
+        """An exported folder (``textxfer export``) on ONNX Runtime (CUDA when its GPU build is installed, else
+        the CPU; ``device`` and ``precision`` do not apply); needs ``onnxruntime``."""
         try:
             require_packages("onnxruntime", "onnx")
         except TextxferError:
@@ -118,15 +120,14 @@ class OnnxClassifier(ClassifierBase):
 
         model = cls()
         model.folder_ = folder
-        model.labels = LabelSet.from_dict(manifest["labels"])
-        model.config_ = dict(manifest["config"])
+        model.labels = labels
+        model.config = dict(manifest["config"])
         model.data_ = manifest.get("data") or {}
         model.files_ = dict(manifest["files"])
-        model.max_length_ = int(model.config_.get("resolved_max_length") or 512)
-        model.long_text_ = model.config_.get("long_text", "head-tail")
-        prefix = model.config_.get("resolved_text_prefix") or ""
+        model.max_length_ = int(model.config.get("resolved_max_length") or 512)
+        model.long_text_ = model.config.get("long_text", "head-tail")
+        prefix = model.config.get("resolved_text_prefix") or ""
         model.text_prefix_ = prefix if isinstance(prefix, str) else ""
-        model.batch_size_ = int(model.config_.get("eval_batch_size") or 64)
         _check_label_maps(folder, model.files_.get("config"), model.labels)
         from textxfer.models import check_untrusted_model
 

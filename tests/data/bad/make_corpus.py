@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
+import hashlib
 import io
 import json
+import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -70,9 +73,86 @@ def main() -> None:
     files["line_separators.jsonl"] = "".join(
         json.dumps({"text": t.replace("，", "\u2028", 1) + "\x85", "label": l}, ensure_ascii=False) + "\n"
         for t, l in rows()).encode()
+    files["split_source.csv"] = good.encode()  # the data the split files below refer to
+    files["object_text.jsonl"] = "".join(  # row 3's text is a JSON object
+        json.dumps({"text": {"title": t} if i == 2 else t, "label": l}, ensure_ascii=False) + "\n"
+        for i, (t, l) in enumerate(rows())).encode()
+    files["number_text.jsonl"] = "".join(  # row 8's text is a number
+        json.dumps({"text": 12345 if i == 7 else t, "label": l}, ensure_ascii=False) + "\n"
+        for i, (t, l) in enumerate(rows())).encode()
+    files["zero_width.csv"] = csv_text([("\u200b\u200d\ufeff" if i == 4 else t, l)  # row 5: invisible only
+                                        for i, (t, l) in enumerate(rows())]).encode()
+    files["gzip.csv"] = gzip.compress(good.encode(), mtime=0)  # a compressed file named .csv
+    files["xlsx.csv"] = zip_bytes({"[Content_Types].xml": "<Types/>", "xl/workbook.xml": "<workbook/>"})
+    files["tsv_with_commas.csv"] = csv_text([(t.replace("。", ", 还行。"), l) for t, l in rows()],
+                                            delimiter="\t").encode()  # a TSV named .csv, commas in its texts
+    files["header_case.csv"] = csv_text(rows(), header=("Text", "label")).encode()  # 'Text' for --text-column text
+    files["struct_text.parquet"] = parquet_bytes(  # every text a struct: str() would train on its repr
+        {"text": [{"body": t, "stars": 5} for t, _ in rows()], "label": [l for _, l in rows()]})
     for name, data in files.items():
         assert len(data) < 10_000, name
         (HERE / name).write_bytes(data)
+    write_split_files(hashlib.sha256(files["split_source.csv"]).hexdigest())
+
+
+def zip_bytes(members: dict[str, str]) -> bytes:
+    """A zip archive (what an .xlsx workbook is) with fixed dates, so the file is the same every time."""
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), text)
+    return sink.getvalue()
+
+
+def parquet_bytes(columns: dict) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue()
+
+
+def write_split_files(sha256: str) -> None:
+    """``splits/*.json``: a valid split of ``split_source.csv`` with one field broken per file."""
+    def split(**changes) -> dict:
+        record = {"format_version": 1, "method": "stratified", "text_column": "text", "label_column": "label",
+                  "seed": 42, "validation_size": 0.15, "test_size": 0.15,
+                  "splits": {"train": {"source": "split_source.csv", "table": "all", "sha256": sha256,
+                                       "rows": list(range(1, 15))},
+                             "validation": {"source": "split_source.csv", "table": "all", "sha256": sha256,
+                                            "rows": [15, 16, 17]},
+                             "test": {"source": "split_source.csv", "table": "all", "sha256": sha256,
+                                      "rows": [18, 19, 20]}}}
+        for path, value in changes.items():
+            *parents, last = path.split(".")
+            target = record
+            for key in parents:
+                target = target[key]
+            if value is DELETE:
+                del target[last]
+            else:
+                target[last] = value
+        return record
+
+    cases = {
+        "valid.json": split(),
+        "no_sha256.json": split(**{"splits.test.sha256": DELETE}),
+        "repeated_row.json": split(**{"splits.test.rows": [18, 19, 19, 20]}),
+        "true_row.json": split(**{"splits.test.rows": [True, 19, 20]}),
+        "row_in_two_splits.json": split(**{"splits.test.rows": [14, 18, 19, 20]}),
+        "row_zero.json": split(**{"splits.validation.rows": [0, 15, 16, 17]}),
+        "row_past_end.json": split(**{"splits.test.rows": [18, 19, 20, 21]}),
+        "rows_not_a_list.json": split(**{"splits.train.rows": "1-14"}),
+        "text_column_number.json": split(text_column=5),
+        "changed_source.json": split(**{"splits.train.sha256": "0" * 64}),
+    }
+    (HERE / "splits").mkdir(exist_ok=True)
+    for name, record in cases.items():
+        (HERE / "splits" / name).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+DELETE = object()
 
 
 if __name__ == "__main__":
