@@ -58,6 +58,11 @@ def models_by_kind(trained_models, tmp_path_factory):
         from textxfer.export import export_onnx
 
         folders["onnx"] = export_onnx(trained_models["finetune"], tmp_path_factory.mktemp("onnx") / "model")
+    from textxfer.pipelines.ensemble import EnsembleClassifier, EnsembleConfig
+
+    members = [classifier.load(trained_models["baseline"]), classifier.load(trained_models["finetune"])]
+    folders["ensemble"] = tmp_path_factory.mktemp("ensemble") / "model"
+    EnsembleClassifier(members, EnsembleConfig("0.4,0.6")).fit(None, None).save(folders["ensemble"])
     return folders
 
 

@@ -3,7 +3,8 @@
 ``predict`` accepts a model folder (loaded once, then cached) or a loaded classifier; it is safe to
 call from several threads. A fine-tuned model predicts on this process's GPU when one is visible (in
 bf16 there), else on the CPU; ``device=`` and ``precision=`` choose otherwise (``textxfer.devices``).
-Baseline and exported ONNX models run on the CPU whatever ``device`` says.
+Baseline and exported ONNX models run on the CPU whatever ``device`` says; an ensemble places each
+member as its kind does.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from textxfer.errors import TextxferError
-from textxfer.manifest import read_manifest
 from textxfer.pipelines.base import ClassifierBase
+from textxfer.pipelines.registry import KINDS, kind_class, load
 
 _CACHE: dict[tuple[Path, str, str], object] = {}
 _CACHE_LOCK = threading.Lock()
@@ -30,37 +31,8 @@ class Prediction:
     probabilities: dict[str | int, float]
 
 
-# Every model kind: its manifest ``kind`` → (module, class). A kind added later joins here and in the
-# contract test (tests/test_contract.py runs over this mapping).
-KINDS = {
-    "baseline": ("textxfer.pipelines.baseline", "BaselineClassifier"),
-    "finetune": ("textxfer.pipelines.finetune", "FinetuneClassifier"),
-    "onnx": ("textxfer.pipelines.onnx", "OnnxClassifier"),
-}
-
-
-def kind_class(kind: str):
-    """The ``Classifier`` class of model kind ``kind`` (imported on first use: the kinds pull in heavy libraries)."""
-    import importlib
-
-    if kind not in KINDS:
-        raise TextxferError(f"models of kind {kind!r} cannot be loaded by this version of textxfer")
-    module, name = KINDS[kind]
-    return getattr(importlib.import_module(module), name)
-
-
-def load(path: str | Path, device: str = "auto", precision: str = "auto") -> ClassifierBase:
-    """Load the model in folder ``path`` as the right ``Classifier`` for its kind (its manifest read once).
-
-    A fine-tuned model is placed on ``device`` (auto | cpu | cuda | cuda:N; auto: this process's GPU when
-    one is visible — the local rank's under torchrun — else the CPU) and predicts in ``precision`` (auto:
-    bf16 on a GPU, fp16 where it lacks bf16, fp32 on the CPU). Other kinds run on the CPU."""
-    from textxfer.labels import LabelSet
-
-    folder = Path(path)
-    manifest = read_manifest(folder)
-    cls = kind_class(manifest["kind"])
-    return cls.from_manifest(folder, manifest, LabelSet.from_dict(manifest["labels"]), device, precision)
+# The kinds and the loader live beside the pipelines (an ensemble loads its members through them).
+__all__ = ["KINDS", "Prediction", "cached", "clear_cache", "kind_class", "load", "predict", "to_predictions"]
 
 
 def cached(path: str | Path, device: str = "auto", precision: str = "auto"):

@@ -162,6 +162,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    """Combine trained runs of one split (any kinds) into one model: a weighted average of their probabilities,
+    the weights chosen on the validation split (never test), scored on the test split like any run."""
+    from textxfer.ensemble_runs import build
+    from textxfer.runs import default_run_dir
+
+    output = args.output or default_run_dir("ensemble")
+    result = build(args.runs, output, weights=args.weights, data=args.data, encoding=args.encoding,
+                   device=args.device, precision=args.precision, progress=not args.no_progress)
+    print(f"saved to {result.output} (model with its members, split.json, metrics.json, report.json)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a fine-tuned model to ONNX Runtime (optionally int8-quantized) for fast CPU inference."""
     from textxfer.export import export_onnx
@@ -254,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict texts or a CSV/TSV/JSONL file with a trained model",
                                   description=cmd_predict.__doc__)
     predict.add_argument("texts", nargs="*", help="texts to predict (printed as label, score, text)")
-    predict.add_argument("--model", required=True, help="a trained model folder (baseline, finetune or exported)")
+    predict.add_argument("--model", required=True, help="a trained model folder (baseline, finetune, exported or ensemble)")
     predict.add_argument("--input", help="CSV/TSV/JSONL file to predict; - reads stdin")
     predict.add_argument("--output", help="CSV/TSV/JSONL file to write (default: stdout in the input's format); "
                                           "every input column is kept, label/score/probabilities are added")
@@ -269,6 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--encoding", default="utf-8", help="text encoding of the input")
     predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     predict.set_defaults(handler=cmd_predict)
+    ensemble = commands.add_parser("ensemble", help="combine trained runs of one split into one weighted model",
+                                   description=cmd_ensemble.__doc__)
+    ensemble.add_argument("--runs", nargs="+", required=True, metavar="RUN",
+                          help="run folders of one split: baseline, finetune, exported, ensemble (at least 2)")
+    ensemble.add_argument("--output", help="run folder to write (default: runs/ensemble-<timestamp>); replaced only "
+                                           "when the ensemble is built and scored")
+    ensemble.add_argument("--weights", default="auto",
+                          help="auto: chosen on the validation split by log loss (never test) | equal | one number per "
+                               "run, e.g. 0.7,0.3 (default: auto)")
+    ensemble.add_argument("--data", help="the data file when it has moved since the runs were trained (default: the "
+                                         "path in their split.json)")
+    ensemble.add_argument("--encoding", default="utf-8", help="text encoding of the data file (default: utf-8)")
+    _add_device(ensemble)
+    ensemble.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ensemble.set_defaults(handler=cmd_ensemble)
     export = commands.add_parser("export", help="export a fine-tuned model to ONNX for fast CPU inference",
                                  description=cmd_export.__doc__)
     export.add_argument("--model", required=True, help="fine-tuned run folder to export")
@@ -281,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=cmd_export)
     server = commands.add_parser("serve", help="serve a trained model over HTTP (API + web page)",
                                  description=cmd_serve.__doc__)
-    server.add_argument("--model", required=True, help="a trained model folder (baseline, finetune or exported)")
+    server.add_argument("--model", required=True, help="a trained model folder (baseline, finetune, exported or ensemble)")
     server.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     server.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     server.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")

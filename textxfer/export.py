@@ -62,6 +62,9 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
     if manifest["kind"] == "onnx":
         raise TextxferError(f"{model_dir}: already an ONNX export; export its source model "
                             f"({manifest['config'].get('source_model', 'the fine-tuned folder')}) instead")
+    if manifest["kind"] == "ensemble":
+        raise TextxferError(f"{model_dir}: an ensemble is exported member by member: export its fine-tuned run(s) "
+                            "with `textxfer export`, then combine the exports with `textxfer ensemble --runs …`")
     require_packages("onnx", "onnxruntime", "onnxscript")
     output = Path(output_dir) if output_dir else default_output(model_dir, quantize)
     if output.resolve() == model_dir.resolve():

@@ -13,7 +13,7 @@ from textxfer.labels import LabelSet
 
 MANIFEST_NAME = "textxfer.json"
 FORMAT_VERSION = 1
-KINDS = ("baseline", "finetune", "onnx")
+KINDS = ("baseline", "finetune", "onnx", "ensemble")  # as textxfer.pipelines.registry.KINDS
 _LIBRARIES = ("textxfer", "numpy", "scikit-learn", "gensim", "skops", "safetensors", "jieba", "rjieba",
               "evaluate", "datasets", "torch", "transformers", "accelerate")
 

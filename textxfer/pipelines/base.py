@@ -3,7 +3,7 @@
 A kind subclasses :class:`ClassifierBase` and implements the abstract methods; the shared parts
 (``predict``, ``save``, ``load``'s manifest check, batching) live here once. Callers use only what is
 declared here — no ``hasattr`` probing — and ``tests/test_contract.py`` runs one contract test over
-every kind in :data:`textxfer.classifier.KINDS`.
+every kind in :data:`textxfer.pipelines.registry.KINDS`.
 """
 
 from __future__ import annotations
@@ -120,6 +120,11 @@ class ClassifierBase(abc.ABC):
         """``(row indices, model inputs)`` per batch, for kinds that predict through :meth:`batched_proba`."""
         raise NotImplementedError(f"{type(self).__name__} does not predict in batches")
 
+    @property
+    def fitted(self) -> bool:
+        """Whether the model is trained or loaded (so it can predict and be written)."""
+        return hasattr(self, self.fitted_attribute)
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, self.fitted_attribute):
+        if not self.fitted:
             raise TextxferError(f"this {type(self).__name__} is not trained yet: call fit() or load()")
