@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textxfer.data import DataOptions, load_data
+from textxfer.ensemble_weights import parse_weights
 from textxfer.errors import TextxferError
 from textxfer.pipelines.ensemble import EnsembleClassifier, EnsembleConfig, same_labels
 from textxfer.pipelines.registry import load
@@ -53,6 +54,7 @@ def build(runs: list[str], output: str | Path, weights: str = "auto", data: str 
         raise TextxferError("--runs names the same run folder twice; an ensemble of a model with itself adds nothing")
     if Path(output).resolve() in resolved:
         raise TextxferError(f"{output}: --output is one of the --runs; write the ensemble to a new folder")
+    parse_weights(weights, len(folders))  # a bad --weights fails before anything is loaded
     same_split(folders)
     members = [load(folder, device, precision) for folder in folders]
     same_labels(members, [str(folder) for folder in folders])
