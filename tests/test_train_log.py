@@ -26,7 +26,7 @@ def test_evaluation_line_formats_and_ignores_other_logs():
 
 
 @pytest.mark.parametrize("strategy, steps, epochs, max_steps, total, expected", [
-    ("epoch", None, 3, -1, 300, 3), ("epoch", None, 2.5, -1, 250, 3), ("steps", 50, 1, -1, 120, 2),
+    ("epoch", None, 3, -1, 300, 3), ("epoch", None, 2.5, -1, 250, 3), ("steps", 50, 1, -1, 120, 3), ("steps", 50, 1, -1, 150, 3),
     ("steps", 0.25, 1, -1, 100, 4), ("epoch", None, 3, 40, 40, None), ("no", None, 3, -1, 300, None)])
 def test_planned_evaluations(strategy, steps, epochs, max_steps, total, expected):
     args = SimpleNamespace(eval_strategy=strategy, eval_steps=steps, num_train_epochs=epochs, max_steps=max_steps)
@@ -51,6 +51,14 @@ def test_training_prints_one_readable_line_per_evaluation(fixture_split, tiny_co
     assert (f"| {total}/{total} [" in captured.err) is progress  # the training bar only with progress on
     assert ("%|" in captured.err) is progress  # and without progress, no other bar either (loading weights)
     assert "Writing model shards" not in captured.err  # each epoch's checkpoint save draws no bar of its own
+
+
+def test_the_count_includes_the_trainers_evaluation_after_the_last_step(fixture_split, tiny_config, capsys):
+    train, validation = fixture_split
+    tiny_config.max_steps, tiny_config.eval_strategy, tiny_config.eval_steps = 10, "steps", 4  # at 4, 8 and 10
+    FinetuneClassifier(tiny_config).fit(train, validation, progress=False)
+    found = [m for m in map(LINE.search, capsys.readouterr().out.splitlines()) if m]
+    assert [(int(m[1]), int(m[2]), int(m[3])) for m in found] == [(1, 3, 4), (2, 3, 8), (3, 3, 10)]
 
 
 @pytest.fixture

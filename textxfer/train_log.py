@@ -41,7 +41,9 @@ def planned_evaluations(args, max_steps: int) -> int | None:
     strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
     if strategy == "steps" and args.eval_steps:
         every = args.eval_steps if args.eval_steps >= 1 else math.ceil(args.eval_steps * max_steps)
-        return max_steps // max(int(every), 1) or None
+        # The Trainer also evaluates after the last step when it is not a multiple of eval_steps (189 steps,
+        # every 50: at 50, 100, 150 and 189), so the count rounds up.
+        return math.ceil(max_steps / max(int(every), 1)) or None
     if strategy == "epoch" and args.max_steps <= 0:
         return math.ceil(args.num_train_epochs)
     return None
