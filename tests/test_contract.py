@@ -70,6 +70,9 @@ def test_every_subclass_is_a_registered_kind():
     for module, _ in classifier.KINDS.values():
         importlib.import_module(module)
     assert {cls.kind for cls in ClassifierBase.__subclasses__()} == set(classifier.KINDS)
+    from textxfer import manifest
+
+    assert set(manifest.KINDS) == set(classifier.KINDS)  # the manifest accepts exactly the kinds that load
 
 
 @pytest.mark.parametrize("kind", sorted(classifier.KINDS))

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from textxfer.errors import TextxferError
-from textxfer.reader import DELIMITERS, RowReader, missing_column
+from textxfer.reader import DELIMITERS, EXTENSIONS, RowReader, missing_column
 from textxfer.tables import as_text, is_missing
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {ext: fmt for ext, fmt in EXTENSIONS.items() if fmt != "json"}  # the formats predict streams
 
 
 @dataclass

@@ -25,6 +25,8 @@ from textxfer.errors import TextxferError
 
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 FORMATS = ("csv", "tsv", "jsonl", "json")
+# File extension → the format this reader parses it as (predict streams the rows of all but "json").
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 # csv's default field limit (128 KiB) is smaller than some real reviews and documents.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from textxfer.errors import TextxferError
-from textxfer.reader import DELIMITERS, RowReader, missing_column
+from textxfer.reader import DELIMITERS, EXTENSIONS, RowReader, missing_column
 
-FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-                ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+FILE_FORMATS = {**EXTENSIONS, ".parquet": "parquet", ".pq": "parquet"}
 
 
 @dataclass
@@ -90,12 +89,13 @@ def _read_file(path: Path, encoding: str) -> Table:
     reader = RowReader(str(path), fmt, encoding)
     if fmt not in DELIMITERS:
         return Table(str(path), _records_to_columns(path, [row.values for row in reader]), fingerprint)
-    values: list[list[Any]] | None = None
+    values: list[list[Any]] = []
     for row in reader:
-        values = values or [[] for _ in reader.header]
+        if not values:  # the header is known once the first row is read
+            values = [[] for _ in reader.header]
         for column, value in zip(values, row.values):
             column.append(value)
-    return Table(str(path), dict(zip(reader.header, values or [[] for _ in reader.header])), fingerprint)
+    return Table(str(path), {name: values[i] if values else [] for i, name in enumerate(reader.header)}, fingerprint)
 
 
 def _records_to_columns(path: Path, records: list[dict]) -> dict[str, list[Any]]:
