@@ -47,6 +47,18 @@ def test_compare_writes_every_artifact(compared, capsys):
         assert f"{entry['metrics']['accuracy']:.4f}" in markdown
         assert entry["size_bytes"] > 0 and entry["predict_texts_per_second"] > 0 and entry["train_seconds"] > 0
     assert "McNemar" in markdown and "disagreements.csv" in markdown
+    # training against validation loss per evaluation, from the run's Trainer log
+    curve = comparison["models"]["finetune"]["loss_curve"]
+    report = json.loads((compared / "finetune" / "report.json").read_text(encoding="utf-8"))
+    log = json.loads((compared / "finetune" / "trainer_log.json").read_text(encoding="utf-8"))
+    evaluations = [e for e in log if "eval_loss" in e]
+    assert curve == report["fit"]["loss_curve"] and len(evaluations) >= 2
+    assert [(p["step"], p["validation_loss"]) for p in curve["evaluations"]] == \
+        [(e["step"], e["eval_loss"]) for e in evaluations]
+    last = curve["evaluations"][-1]
+    assert "## Training and validation loss" in markdown and \
+        f"| {last['step']} | {last['epoch']:.2f} | {last['training_loss']:.4f} | {last['validation_loss']:.4f} |" in markdown
+    assert "loss_curve" not in comparison["models"]["baseline"]
 
 
 def test_figures_match_a_direct_evaluation(compared, sample_csv):
@@ -63,12 +75,71 @@ def test_figures_match_a_direct_evaluation(compared, sample_csv):
         assert saved["test"] == direct  # the runner's own figures agree too
         correct[name] = predicted == references
     assert comparison["mcnemar"] == mcnemar(correct["baseline"], correct["finetune"])
+    correct["ensemble"] = np.asarray(comparison_predictions(compared, data)) == references
+    pairs = {(p.pop("a"), p.pop("b")): p for p in comparison["mcnemar_pairs"]}
+    assert list(pairs) == [("baseline", "finetune"), ("baseline", "ensemble"), ("finetune", "ensemble")]
+    for (a, b), test in pairs.items():
+        assert test == mcnemar(correct[a], correct[b])
     with open(compared / "disagreements.csv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    # disagree or both wrong == not both right (both right implies agreement)
-    flagged = [i for i in range(len(references)) if not (correct["baseline"][i] and correct["finetune"][i])]
+    # disagree or all wrong == not all right (all right implies agreement)
+    flagged = [i for i in range(len(references)) if not all(c[i] for c in correct.values())]
     assert len(rows) == comparison["disagreements"]["rows"] == len(flagged)
     assert [r["text"] for r in rows] == [data.test.texts[i] for i in flagged]
+
+
+def comparison_predictions(compared: Path, data) -> list[int]:
+    """The ensemble column's predicted class ids, read back from disagreements.csv (rows all right are not there)."""
+    comparison = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
+    names = comparison["labels"]
+    with open(compared / "disagreements.csv", encoding="utf-8", newline="") as handle:
+        listed = {int(r["row"]): names.index(r["ensemble_label"]) for r in csv.DictReader(handle)}
+    truth = data.labels.encode(data.test.labels)
+    return [listed.get(row, y) for row, y in zip(data.test.rows, truth)]
+
+
+def test_the_ensemble_column_is_chosen_on_validation_and_is_what_textxfer_ensemble_builds(compared, tmp_path, capsys):
+    from textxfer.ensemble_weights import choose, mix
+
+    comparison = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
+    assert list(comparison["models"]) == ["baseline", "finetune", "ensemble"]
+    entry = comparison["models"]["ensemble"]
+    data = load_data(DataOptions(split=str(compared / "split.json")))
+    members = [classifier.load(compared / name) for name in ("baseline", "finetune")]
+    # the weights are the auto choice on the validation split alone …
+    weights, selection = choose("auto", [m.predict_proba(data.validation.texts) for m in members],
+                                np.asarray(data.labels.encode(data.validation.labels)))
+    assert list(entry["weights"].values()) == weights and entry["selection"] == selection
+    assert selection["validation"]["n"] == len(data.validation)
+    # … and the column scores that mixture of the members' test probabilities
+    references = np.asarray(data.labels.encode(data.test.labels))
+    mixed = mix([m.predict_proba(data.test.texts) for m in members], weights).argmax(axis=1)
+    assert entry["metrics"] == score(references, mixed, data.labels)
+    assert comparison_predictions(compared, data) == mixed.tolist()
+    # the saved-model route gives the same weights and the same test predictions
+    assert entry["build_command"].startswith(f"textxfer ensemble --runs {compared / 'baseline'} {compared / 'finetune'}")
+    built = tmp_path / "ensemble"
+    assert main(["ensemble", "--runs", str(compared / "baseline"), str(compared / "finetune"), "--output", str(built),
+                 "--no-progress"]) == 0
+    assert json.loads((built / "textxfer.json").read_text(encoding="utf-8"))["config"]["chosen_weights"] == weights
+    saved = json.loads((built / "predictions.json").read_text(encoding="utf-8"))["splits"]["test"]
+    assert saved["predicted"] == mixed.tolist() and saved["rows"] == data.test.rows
+    assert json.loads((built / "metrics.json").read_text(encoding="utf-8"))["test"] == entry["metrics"]
+    markdown = (compared / "comparison.md").read_text(encoding="utf-8")
+    assert "ensemble − finetune" in markdown and "Ensemble weights" in markdown and "### ensemble against finetune" in markdown
+    capsys.readouterr()
+
+
+def test_no_ensemble_leaves_two_columns(tmp_path, compared, capsys):
+    output = tmp_path / "two"
+    assert main(["compare", "--baseline-run", str(compared / "baseline"), "--finetune-run", str(compared / "finetune"),
+                 "--output", str(output), "--no-progress", "--no-ensemble"]) == 0
+    comparison = json.loads((output / "comparison.json").read_text(encoding="utf-8"))
+    assert list(comparison["models"]) == ["baseline", "finetune"] and len(comparison["mcnemar_pairs"]) == 1
+    assert "ensemble" not in (output / "comparison.md").read_text(encoding="utf-8")
+    with open(output / "disagreements.csv", encoding="utf-8", newline="") as handle:
+        assert "ensemble_label" not in next(csv.reader(handle))
+    capsys.readouterr()
 
 
 def test_compare_scores_given_run_folders_without_training(tmp_path, compared, capsys):
@@ -77,9 +148,11 @@ def test_compare_scores_given_run_folders_without_training(tmp_path, compared, c
                  "--output", str(output), "--no-progress"]) == 0
     first = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
     second = json.loads((output / "comparison.json").read_text(encoding="utf-8"))
-    for name in ("baseline", "finetune"):
+    for name in ("baseline", "finetune", "ensemble"):
         assert second["models"][name]["metrics"] == first["models"][name]["metrics"]
+    for name in ("baseline", "finetune"):
         assert second["models"][name]["train_seconds"] == first["models"][name]["train_seconds"]
+    assert second["models"]["ensemble"]["weights"] == first["models"]["ensemble"]["weights"]  # validation predicted here
     assert not (output / "baseline").exists()  # loaded, not retrained
     assert "accuracy" in capsys.readouterr().out
 

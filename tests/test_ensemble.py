@@ -238,3 +238,23 @@ def test_export_refuses_an_ensemble(ensemble_run, capsys):
 
     assert main(["export", "--model", str(ensemble_run)]) == 2
     assert "an ensemble is exported member by member" in capsys.readouterr().err
+
+
+def test_bench_ensemble_scores_each_rule_from_the_members_predictions(ensemble_run, trained_models, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_ensemble", Path(__file__).parents[1] / "scripts" / "bench_ensemble.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    runs = [str(trained_models["baseline"]), str(trained_models["finetune"])]
+    assert bench.main(["--runs", *runs, "--output", str(out)]) == 0
+    rows = {r["rule"]: r for r in json.loads(out.read_text())["rows"]}
+    for run in runs:  # a member alone scores what its own run recorded
+        assert rows[f"{run} alone"]["test_accuracy"] == json.loads((Path(run) / "metrics.json").read_text())["test"]["accuracy"]
+    auto = rows["auto: validation log loss (textxfer)"]
+    assert auto["weights"] == [round(w, 4) for w in json.loads((ensemble_run / "textxfer.json").read_text())["config"]["chosen_weights"]]
+    assert auto["test_accuracy"] == json.loads((ensemble_run / "metrics.json").read_text())["test"]["accuracy"]
+    assert auto["validation_log_loss"] <= min(r["validation_log_loss"] for r in rows.values()) + 1e-12
+    assert "| rule (weights chosen on validation) |" in capsys.readouterr().out

@@ -187,16 +187,39 @@ def test_findings_say_where_fine_tuning_overtakes_the_baseline():
     assert findings(study)[0] == "Fine-tuning does not stay ahead of the baseline at the largest sizes studied."
 
 
+FULL = "finetune:strategy=full,learning_rate=0.003,warmup=0,early_stopping=0"
+
+
 def test_finetune_variant_cells_each_in_their_own_process(tmp_path, sample_csv, tiny_bert):
     output = tmp_path / "ft"
+    ensemble = f"ensemble:{FULL}+finetune:strategy=head-only"
     assert main(["study", "--data", str(sample_csv), "--output", str(output), "--no-progress", "--variants",
-                 "finetune:strategy=full,learning_rate=0.003,warmup=0,early_stopping=0", "finetune:strategy=head-only",
+                 ensemble, FULL, "finetune:strategy=head-only",
                  "--sizes", "60", "--seeds", "1", "--finetune-model", str(tiny_bert), "--finetune-epochs", "3",
                  "--finetune-batch-size", "8"]) == 0
     study = json.loads((output / "study.json").read_text(encoding="utf-8"))
-    full, head = study["cells"]
+    combined, full, head = sorted(study["cells"], key=lambda c: c["variant"])
     assert full["pipeline"] == "finetune" and full["size"] == 60 and isinstance(full["degenerate"], bool)
     assert (output / full["folder"] / "model.safetensors").is_file()
+    # the ensemble cell: the two cells of its size and seed, their model files hard-linked (no second copy)
+    assert combined["pipeline"] == "ensemble" and combined["variant"] == ensemble
+    linked = output / combined["folder"] / "members" / "1-finetune" / "model.safetensors"
+    assert linked.stat().st_ino == (output / full["folder"] / "model.safetensors").stat().st_ino
+    assert not (linked.parent / "metrics.json").exists()  # the member's model files, not its run records
+    gain = study["ensembles"][ensemble]["60"]
+    best = max((full, head), key=lambda c: c["test"]["accuracy"])
+    assert gain["best_member"] == best["variant"]
+    assert gain["gain"]["mean"] == pytest.approx(combined["test"]["accuracy"] - best["test"]["accuracy"])
+    # training against validation loss, per evaluation (the step floor's schedule: every 50 steps), in study.json/.md
+    curve = full["loss_curve"]
+    log = json.loads((output / full["folder"] / "trainer_log.json").read_text(encoding="utf-8"))
+    assert [p["step"] for p in curve["evaluations"]] == [e["step"] for e in log if "eval_loss" in e]
+    assert len(curve["evaluations"]) >= 2
+    assert all(p["training_loss"] > 0 and p["validation_loss"] > 0 for p in curve["evaluations"])
+    assert "loss_curve" not in head  # a fitted head logs no evaluations
+    markdown = (output / "study.md").read_text(encoding="utf-8")
+    assert "## What the ensembles add" in markdown and "## Training and validation loss" in markdown
+    assert f"| `{FULL}` | 60 | 42 | {len(curve['evaluations'])} |" in markdown
     assert not (output / ".checkpoints").exists() or not any((output / ".checkpoints").iterdir())
     report = json.loads((output / head["folder"] / "report.json").read_text(encoding="utf-8"))
     assert report["fit"]["head_fit"]["chosen_by"] == "validation macro-F1"
@@ -232,6 +255,49 @@ def test_degenerate_cells_are_flagged_in_the_report():
     markdown = study_markdown(study)
     assert "0.5800 ± 0.0000 [0.580, 0.580] ⚠ 1/2 degenerate" in markdown
     assert "- `finetune`, 32 texts, seed 1: `cells/finetune/n32-seed1`" in markdown
+
+
+def test_ensemble_variants_combine_the_cells_of_each_size_and_seed(tmp_path, sample_csv, capsys):
+    output = tmp_path / "ens"
+    argv = ["study", "--data", str(sample_csv), "--output", str(output), "--no-progress", "--variants",
+            "ensemble:baseline+baseline:n_estimators=5", "baseline", "baseline:n_estimators=5",
+            "--sizes", "40", "90", "--seeds", "2", *FAST]
+    assert main(argv) == 0
+    study = json.loads((output / "study.json").read_text(encoding="utf-8"))
+    cells = {(c["variant"], c["size"], c["seed"]): c for c in study["cells"]}
+    assert len(cells) == 12 and study["variants"][0] == "ensemble:baseline+baseline:n_estimators=5"
+    for size in (40, 90):
+        for seed in (42, 43):
+            folder = output / cells[("ensemble:baseline+baseline:n_estimators=5", size, seed)]["folder"]
+            manifest = json.loads((folder / "textxfer.json").read_text(encoding="utf-8"))
+            assert manifest["kind"] == "ensemble" and sum(manifest["config"]["chosen_weights"]) == pytest.approx(1)
+            trained_on = json.loads((folder / "split.json").read_text())["splits"]["train"]["rows"]
+            member = output / cells[("baseline", size, seed)]["folder"]
+            assert trained_on == json.loads((member / "split.json").read_text())["splits"]["train"]["rows"]
+            assert (folder / "members" / "1-baseline" / "forest.skops").stat().st_ino == \
+                (member / "forest.skops").stat().st_ino
+    assert "`ensemble:baseline+baseline:n_estimators=5` against its best member" in " ".join(study["findings"])
+    capsys.readouterr()
+    stamps = {p: p.stat().st_mtime_ns for p in output.glob("cells/*/*/metrics.json")}
+    assert main(argv) == 0  # everything finished: nothing is rebuilt
+    assert "12 cells, 12 already finished" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in output.glob("cells/*/*/metrics.json")} == stamps
+    import shutil
+
+    shutil.rmtree(output / cells[("baseline", 40, 43)]["folder"])  # a member cell to retrain …
+    assert main(argv) == 0
+    assert "12 cells, 10 already finished" in capsys.readouterr().out  # … and its ensemble with it
+    rebuilt = output / cells[("ensemble:baseline+baseline:n_estimators=5", 40, 43)]["folder"] / "metrics.json"
+    assert rebuilt.stat().st_mtime_ns != stamps[rebuilt]
+
+
+def test_ensemble_variant_refusals(sample_csv, capsys):
+    for variants, message in [(["ensemble:baseline", "baseline"], "ensemble:<variant>+<variant>"),
+                              (["ensemble:baseline+finetune", "baseline"], "not among --variants"),
+                              (["ensemble:baseline+baseline", "baseline"], "names a member twice"),
+                              (["ensemble:baseline+ensemble:x+y", "baseline"], "plain variants")]:
+        assert main(["study", "--data", str(sample_csv), "--variants", *variants, "--sizes", "40"]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_study_refuses_a_repeated_variant(sample_csv, capsys):

@@ -109,7 +109,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     data, configs = _pipeline_configs(args)
     output = args.output or default_run_dir("compare")
     models = {"baseline": args.baseline_run, "finetune": args.finetune_run}
-    compare(data, output, configs, models, progress=not args.no_progress, device=args.device)
+    compare(data, output, configs, models, progress=not args.no_progress, device=args.device,
+            ensemble=not args.no_ensemble)
     print(f"report: {output}/comparison.md (plus comparison.json, PNG plots, disagreements.csv)")
     return 0
 
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(compare)
     compare.add_argument("--baseline-run", help="a trained baseline run folder to score instead of training one")
     compare.add_argument("--finetune-run", help="a fine-tuned (or exported) run folder to score instead of training one")
+    compare.add_argument("--no-ensemble", action="store_true",
+                         help="do not score the two models' ensemble (weights chosen on validation) as a third column")
     compare.add_argument("--device", default="auto", help=f"{DEVICE_HELP} — for a model loaded by --finetune-run "
                                                           "(a trained one scores where it trained) (default: auto)")
     add_arguments(compare, BaselineConfig, "baseline (--baseline-*)", skip=("seed",), prefix="baseline")

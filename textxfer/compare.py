@@ -14,30 +14,35 @@ from pathlib import Path
 
 import numpy as np
 
+from textxfer import loss_curve
 from textxfer.data import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
 from textxfer.guard import check_model, warning_line
 from textxfer.manifest import read_manifest
 from textxfer.metrics import score
+from textxfer.loss_curve import TRAINER_LOG
 from textxfer.runner import finished_run
+from textxfer.runs import RUN_RECORDS
 from textxfer.splits import read_split_file, write_split_file
 
-RUN_RECORDS = ("split.json", "metrics.json", "report.json", "trainer_log.json", "predictions.json")
+MODEL_SIZE_SKIPS = (*RUN_RECORDS, TRAINER_LOG)  # not counted in a model's size on disk
 DESCRIPTIONS = {"baseline": "word2vec + RandomForest", "finetune": "fine-tuned transformer",
-                "onnx": "fine-tuned transformer (ONNX)"}
+                "onnx": "fine-tuned transformer (ONNX)", "ensemble": "ensemble"}
 WARM_UP_TEXTS = 8
 
 
 def compare(options: DataOptions, output: str | Path, configs: dict[str, object] | None = None,
-            models: dict[str, str | Path] | None = None, progress: bool = True, log=print, device: str = "auto") -> dict:
+            models: dict[str, str | Path] | None = None, progress: bool = True, log=print, device: str = "auto",
+            ensemble: bool = True) -> dict:
     """Train (or load) the baseline and the fine-tuned model on one split and write the comparison.
 
     ``configs`` maps ``"baseline"`` / ``"finetune"`` to pipeline configs used for training;
     ``models`` maps the same names to existing model folders to load instead. Returns the comparison
     dict that is also written to ``comparison.json``. ``device``: where a loaded fine-tuned model predicts
-    (``textxfer.devices``; a model trained here scores where it trained).
+    (``textxfer.devices``; a model trained here scores where it trained). ``ensemble``: also score the two
+    models' validation-weighted ensemble (``textxfer.compare_ensemble``) as a third column.
     """
-    from textxfer.report import comparison_table, mcnemar, write_disagreements, write_report
+    from textxfer.report import comparison_table, mcnemar_pairs, write_disagreements, write_report
 
     configs, models = dict(configs or {}), {k: Path(v) for k, v in (models or {}).items() if v}
     output = Path(output)
@@ -50,8 +55,9 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
     if not len(data.test):
         raise TextxferError("the test split is empty, so there is nothing to compare on; add data or pass --test")
     fingerprints = {name: entry["sha256"] for name, entry in data.split_record["splits"].items()}
-    entries, correct = {}, {}
+    entries, correct, members = {}, {}, {}
     for name in ("baseline", "finetune"):
+        validation = None  # the validation probabilities, when training computed them
         if name in models:
             folder = models[name]
             model, train_seconds = _load_checked(folder, data, device), _recorded_fit_seconds(folder)
@@ -61,7 +67,7 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
             model, train_seconds = _load_checked(folder, data, device), _recorded_fit_seconds(folder)
         else:
             folder = output / name
-            model, train_seconds = _train(name, configs, options.seed, data, folder, progress, log)
+            model, train_seconds, validation = _train(name, configs, options.seed, data, folder, progress, log)
         log(f"{name}: scoring {len(data.test)} test texts")
         probabilities, per_second = _timed_predict(model, data.test.texts)
         predicted = probabilities.argmax(axis=1)
@@ -73,7 +79,17 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
             "predictions": predicted, "probabilities": probabilities,
         }
         entries[name]["model_check"] = _model_check(folder, entries[name]["metrics"], data)
+        curve = loss_curve.of_run(folder)
+        if curve and curve["evaluations"]:
+            entries[name]["loss_curve"] = curve
         correct[name] = predicted == references
+        members[name] = {"model": model, "entry": entries[name], "test": probabilities, "validation": validation}
+    if ensemble:
+        from textxfer.compare_ensemble import NAME, ensemble_entry
+
+        log(f"{NAME}: choosing the weights of baseline + finetune on the {len(data.validation)} validation texts")
+        entries[NAME] = ensemble_entry(members, data, output)
+        correct[NAME] = entries[NAME]["predictions"] == references
     output.mkdir(parents=True, exist_ok=True)
     write_split_file(output / "split.json", data.split_record)
     names = data.labels.names
@@ -86,9 +102,9 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
         "labels": list(names), "test_rows": len(data.test),
         "split": {"file": "split.json", "test_sha256": fingerprints.get("test"), "method": data.split_record["method"]},
         "models": {n: {k: v for k, v in e.items() if k not in ("predictions", "probabilities")} for n, e in entries.items()},
-        "mcnemar": mcnemar(correct["baseline"], correct["finetune"]),
+        **mcnemar_pairs(correct),
         "disagreements": {"file": "disagreements.csv", "rows": disagreement_rows},
-        "settings": {n: _settings(configs.get(n), models.get(n)) for n in entries},
+        "settings": {n: _settings(configs.get(n), models.get(n)) for n in members},
     }
     comparison["files"] = {"json": "comparison.json", **write_report(comparison, output),
                            "disagreements": "disagreements.csv", "split": "split.json"}
@@ -113,7 +129,8 @@ def _model_check(folder: Path, test_metrics: dict, data: PreparedData) -> dict:
 
 
 def _train(name: str, configs: dict, seed: int, data: PreparedData, folder: Path, progress: bool, log):
-    """Fit one pipeline with the shared runner into ``folder``; returns (model, fit seconds).
+    """Fit one pipeline with the shared runner into ``folder``; returns (model, fit seconds, validation
+    probabilities or None).
 
     A missing config in ``configs`` is filled with the pipeline's defaults (and ``seed``).
     """
@@ -135,7 +152,7 @@ def _train(name: str, configs: dict, seed: int, data: PreparedData, folder: Path
     result = run_prepared(model, data, folder, progress=progress, log=lambda *_: None)
     if name == "finetune":
         remove_checkpoints(model.config.checkpoint_dir)
-    return model, result.report["timing"]["fit_seconds"]
+    return model, result.report["timing"]["fit_seconds"], result.probabilities.get("validation")
 
 
 def _load_checked(folder: Path, data: PreparedData, device: str = "auto"):
@@ -185,7 +202,7 @@ def _timed_predict(model, texts: list[str]) -> tuple[np.ndarray, float]:
 
 def model_size(folder: Path) -> int:
     """Bytes on disk of a model folder, not counting the run's records (split, metrics, reports)."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and p.name not in RUN_RECORDS)
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and p.name not in MODEL_SIZE_SKIPS)
 
 
 def _settings(config, folder: Path | None) -> dict:

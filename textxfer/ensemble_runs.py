@@ -62,6 +62,6 @@ def build(runs: list[str], output: str | Path, weights: str = "auto", data: str 
     describe_data(prepared, log)
     model = EnsembleClassifier(members, EnsembleConfig(weights))
     result = run_prepared(model, prepared, output, progress, log)
-    chosen = ", ".join(f"{folder.name} {weight:.2f}" for folder, weight in zip(folders, model.weights_))
+    chosen = ", ".join(f"{folder} {weight:.2f}" for folder, weight in zip(folders, model.weights_))
     log(f"ensemble weights ({model.selection_['method']}): {chosen}")
     return result

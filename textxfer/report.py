@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import json
 import subprocess
 import textwrap
@@ -17,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+from textxfer import loss_curve
 from textxfer.errors import TextxferError
 
 MARKDOWN, CONFUSION_PNG, COSTS_PNG = "comparison.md", "confusion_matrices.png", "metrics_costs.png"
@@ -57,6 +59,17 @@ def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool], alpha: float =
             "better": ("a" if a_only > b_only else "b") if significant else None}
 
 
+def mcnemar_pairs(correct: dict[str, Sequence[bool]]) -> dict:
+    """McNemar's test for every pair of models (``correct``: name → per-text correctness, in column order).
+
+    Returns ``mcnemar_pairs`` (a list of ``{"a", "b", …test}``, in column order) and ``mcnemar``, the first
+    pair's test (baseline against the fine-tuned model in ``compare``).
+    """
+    pairs = [{"a": a, "b": b, **mcnemar(correct[a], correct[b])} for a, b in itertools.combinations(correct, 2)]
+    return {"mcnemar": {k: v for k, v in pairs[0].items() if k not in ("a", "b")} if pairs else None,
+            "mcnemar_pairs": pairs}
+
+
 def _fmt(v: float | None, spec: str) -> str:
     """``v`` formatted with ``spec``, or "n/a" when unknown."""
     return "n/a" if v is None else format(v, spec)
@@ -82,17 +95,17 @@ def _main_rows(comparison: dict) -> list[list[str]]:
     """Header row + rows of the main table: scores (with a b − a column for two models), then costs."""
     models = comparison["models"]
     names = list(models)
-    diff = len(names) == 2
-    rows = [["", *names] + ([f"{names[1]} − {names[0]}"] if diff else [])]
+    steps = list(zip(range(len(names)), range(1, len(names))))  # each model against the one before it
+    rows = [["", *names] + [f"{names[j]} − {names[i]}" for i, j in steps]]
     metrics = [models[n]["metrics"] for n in names]
     scores = [(t, [m.get(k) for m in metrics]) for t, k in
               (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("weighted-F1", "weighted_f1"))]
     scores += [(f"F1[{c}]", [m.get("per_class", {}).get(c, {}).get("f1") for m in metrics]) for c in comparison["labels"]]
     for title, values in scores:
-        extra = [] if not diff else ["n/a" if None in values else f"{values[1] - values[0]:+.4f}"]
+        extra = ["n/a" if values[i] is None or values[j] is None else f"{values[j] - values[i]:+.4f}" for i, j in steps]
         rows.append([title, *map(_fmt4, values), *extra])
     for title, get, fmt in _costs():
-        rows.append([title, *(fmt(get(models[n])) for n in names)] + ([""] if diff else []))
+        rows.append([title, *(fmt(get(models[n])) for n in names)] + [""] * len(steps))
     return rows
 
 
@@ -121,10 +134,11 @@ def _md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
-def mcnemar_sentence(comparison: dict) -> str:
-    """McNemar's result in plain words (second model named first, as in the report)."""
-    a, b = list(comparison["models"])[:2]
-    t = comparison["mcnemar"]
+def mcnemar_sentence(comparison: dict, pair: dict | None = None) -> str:
+    """McNemar's result in plain words (second model named first, as in the report): ``pair`` (an entry of
+    ``mcnemar_pairs``) or else the first two models' ``mcnemar``."""
+    a, b = (pair["a"], pair["b"]) if pair else list(comparison["models"])[:2]
+    t = pair or comparison["mcnemar"]
     verdict = "significant" if t["significant"] else "not significant"
     text = (f"{b} is right where {a} is wrong on {_n(t['b_only_correct'])}, the reverse on {t['a_only_correct']:,}; "
             f"{t['method']} p = {_p(t['p_value'])} → the difference is {verdict} at α = {t['alpha']:g}")
@@ -140,20 +154,35 @@ def comparison_markdown(comparison: dict) -> str:
     out = ["# Model comparison", "",
            f"Test split: {_n(comparison['test_rows'])}" + (f" from `{split['file']}`" if split.get("file") else "")
            + (f" (test sha256 `{sha[:12]}…`)" if sha else "") + "; labels: " + ", ".join(map(str, labels)) + ".", ""]
-    out += [f"- **{n}**: {m.get('description') or n} (`{m.get('folder', '')}`)" for n, m in models.items()] + [""]
+    out += [f"- **{n}**: {m.get('description') or n} " + (f"(`{m['folder']}`)" if m.get("folder") else
+            f"(not saved as a model; to save it: `{m['build_command']}`)" if m.get("build_command") else "")
+            for n, m in models.items()] + [""]
     for n, m in models.items():
         check = m.get("model_check") or {}
         if check.get("degenerate"):
             out += [f"> **Warning: {n} is degenerate** — " + "; ".join(check.get("reasons", [])) + ". Do not trust "
                     "its scores as a fair comparison.", ""]
+        if (m.get("loss_curve") or {}).get("overfitting"):
+            out += [f"> **Note: {n} — {m['loss_curve']['note']}** (see *Training and validation loss*).", ""]
     rows = _main_rows(comparison)
     out += ["## Scores and costs", "", _md_row(rows[0]), _md_row(["---"] + ["---:"] * (len(rows[0]) - 1))]
     out += [_md_row(r) for r in rows[1:]] + [""]
-    if comparison.get("mcnemar") and len(models) >= 2:
-        t = comparison["mcnemar"]
-        out += ["## McNemar's test", "", mcnemar_sentence(comparison), "",
-                f"Both right on {t['both_correct']:,}, both wrong on {t['both_wrong']:,}, of {_n(t['n'])}; "
-                f"statistic = {t['statistic']:.4g}.", ""]
+    out += [f"Costs of {n}: {m['costs_note']}." for n, m in models.items() if m.get("costs_note")] + [""]
+    pairs = comparison.get("mcnemar_pairs") or ([None] if comparison.get("mcnemar") else [])
+    if pairs and len(models) >= 2:
+        out += ["## McNemar's test", ""]
+        for pair in pairs:
+            t = pair or comparison["mcnemar"]
+            heading = [f"### {pair['b']} against {pair['a']}", ""] if len(pairs) > 1 else []
+            out += heading + [mcnemar_sentence(comparison, pair), "",
+                              f"Both right on {t['both_correct']:,}, both wrong on {t['both_wrong']:,}, of "
+                              f"{_n(t['n'])}; statistic = {t['statistic']:.4g}.", ""]
+    out += _weights_lines(models)
+    curves = [line for n, m in models.items() if m.get("loss_curve")
+              for line in loss_curve.markdown(m["loss_curve"], f"### {n}")]
+    if curves:
+        out += ["## Training and validation loss", "", "Per evaluation of the fine-tuning run (its Trainer log; "
+                "training loss = the mean over the last logged steps).", "", *curves]
     out += ["## Per-class scores", ""]
     for name, m in models.items():
         out += [f"### {name} — {m.get('description') or name}", "",
@@ -176,6 +205,27 @@ def comparison_markdown(comparison: dict) -> str:
             out.append(f"- {name}: `{line if len(line) <= 300 else line[:299] + '…'}`")
         out.append("")
     return "\n".join(out)
+
+
+def _weights_lines(models: dict) -> list[str]:
+    """How each ensemble column's weights were chosen, with what the choice saw on validation."""
+    out = []
+    for name, m in models.items():
+        selection, weights = m.get("selection") or {}, m.get("weights") or {}
+        if not weights:
+            continue
+        chosen = ", ".join(f"{n} {w:.2f}" for n, w in weights.items())
+        out += [f"## Ensemble weights ({name})", "", f"Weights {chosen}: " + (
+            f"the lowest validation log loss over {selection.get('grid_points')} grid points; no test row is used."
+            if selection.get("method") == "auto" else selection.get("note", selection.get("method", "")) + "."), ""]
+        seen = selection.get("validation")
+        if seen:
+            out += [_md_row(["on validation", "accuracy", "macro-F1", "log loss"]), _md_row(["---"] + ["---:"] * 3)]
+            named = [*zip(weights, seen["members"]), ("equal weights", seen["equal_weights"]),
+                     ("chosen weights", seen["chosen"])]
+            out += [_md_row([n, _fmt4(f["accuracy"]), _fmt4(f["macro_f1"]), _fmt4(f["log_loss"])]) for n, f in named]
+            out.append("")
+    return out
 
 
 @functools.lru_cache(maxsize=1)

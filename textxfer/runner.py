@@ -13,7 +13,7 @@ from textxfer.errors import TextxferError
 from textxfer.guard import check_model, warning_line
 from textxfer.manifest import read_manifest
 from textxfer.metrics import format_table, score
-from textxfer.runs import atomic_output_dir, check_writable
+from textxfer.runs import PREDICTIONS, atomic_output_dir, check_writable
 from textxfer.splits import read_split_file, write_split_file
 
 EVALUATION_SPLITS = ("validation", "test")
@@ -27,22 +27,19 @@ class RunResult:
     metrics: dict[str, dict]
     report: dict
     predictions: dict[str, list[int]] = field(default_factory=dict)
+    probabilities: dict = field(default_factory=dict)  # split → (rows × labels) array; kept in memory, not written
 
 
-PREDICTIONS = "predictions.json"
-
-
-def evaluate_classifier(classifier, data: PreparedData) -> tuple[dict[str, dict], dict[str, list[int]]]:
-    """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits, and the predicted
-    class ids per split (in the split's row order)."""
-    results, predictions = {}, {}
+def evaluate_classifier(classifier, data: PreparedData) -> tuple[dict[str, dict], dict]:
+    """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits, and its probabilities
+    per split (rows in the split's order, columns in label order)."""
+    results, probabilities = {}, {}
     for name in EVALUATION_SPLITS:
         dataset = getattr(data, name)
         if len(dataset):
-            predicted = classifier.predict_proba(dataset.texts).argmax(axis=1)
-            results[name] = score(data.labels.encode(dataset.labels), predicted, data.labels)
-            predictions[name] = [int(i) for i in predicted]
-    return results, predictions
+            probabilities[name] = classifier.predict_proba(dataset.texts)
+            results[name] = score(data.labels.encode(dataset.labels), probabilities[name].argmax(axis=1), data.labels)
+    return results, probabilities
 
 
 def predictions_record(data: PreparedData, predictions: dict[str, list[int]]) -> dict:
@@ -84,7 +81,8 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    metrics, predictions = evaluate_classifier(classifier, data)
+    metrics, probabilities = evaluate_classifier(classifier, data)
+    predictions = {name: [int(i) for i in p.argmax(axis=1)] for name, p in probabilities.items()}
     evaluated = sum(m["n"] for m in metrics.values())
     predict_seconds = time.perf_counter() - started
     report = {
@@ -117,7 +115,9 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     warning = warning_line(report["model_check"], "this model", classifier.kind)
     if warning:
         log(warning)
-    return RunResult(Path(output), metrics, report, predictions)
+    if (report["fit"].get("loss_curve") or {}).get("overfitting"):
+        log(f"note: {report['fit']['loss_curve']['note']} (report.json: fit.loss_curve)")
+    return RunResult(Path(output), metrics, report, predictions, probabilities)
 
 
 # Settings that do not change the trained model: a finished run that differs only in these is reused.

@@ -112,3 +112,26 @@ def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     os.replace(staging, target)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+
+
+# What a run writes beside its model (textxfer.runner): not part of the model, so not copied with it.
+PREDICTIONS = "predictions.json"
+RUN_RECORDS = ("split.json", "metrics.json", "report.json", PREDICTIONS)
+
+
+def link_model_files(source: Path, target: Path) -> None:
+    """Put the model files of folder ``source`` (all but the run's records) into the empty folder ``target``:
+    hard links where the file system allows (no extra disk; textxfer replaces files, never edits them in
+    place, so a link is as good as a copy), byte copies elsewhere. A link inside ``source`` is refused."""
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if path.is_symlink():
+            raise TextxferError(f"{path}: a link inside a model folder; refusing to copy it into an ensemble")
+        if path.is_dir() or (len(relative.parts) == 1 and path.name in RUN_RECORDS):
+            continue
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, destination)
+        except OSError:
+            shutil.copy2(path, destination)

@@ -27,6 +27,9 @@ from textxfer.errors import TextxferError
 from textxfer.runner import describe_data, finished_run, run_prepared
 from textxfer.splits import write_split_file
 
+ENSEMBLE = "ensemble"
+
+
 @dataclass(frozen=True)
 class Variant:
     """A pipeline and the settings that differ from its base config."""
@@ -55,8 +58,17 @@ class Cell:
 
 
 def parse_variant(text: str, config_classes: dict[str, type]) -> Variant:
-    """``"finetune:strategy=head-only,layer_lr_decay=0.9"`` → :class:`Variant` (values typed by the config)."""
+    """``"finetune:strategy=head-only,layer_lr_decay=0.9"`` → :class:`Variant` (values typed by the config);
+    ``"ensemble:baseline+finetune"`` → the ensemble of two other variants' cells (weights chosen on validation)."""
     pipeline, _, rest = text.strip().partition(":")
+    if pipeline == ENSEMBLE:
+        members = [part.strip() for part in rest.split("+")]
+        if len(members) < 2 or not all(members):
+            raise TextxferError(f"variant {text!r}: write ensemble:<variant>+<variant>[+…], e.g. "
+                                "ensemble:baseline+finetune (each a variant of this study)")
+        if any(m.partition(":")[0] == ENSEMBLE for m in members):
+            raise TextxferError(f"variant {text!r}: an ensemble's members are plain variants, not ensembles")
+        return Variant(text.strip(), ENSEMBLE, {"members": members})
     if pipeline not in config_classes:
         raise TextxferError(f"variant {text!r}: unknown pipeline {pipeline!r}; start with one of {list(config_classes)}")
     settings = {}
@@ -118,12 +130,36 @@ def subset(data: PreparedData, order: list[int], size: int) -> PreparedData:
 
 
 def plan(variants: list[Variant], sizes: list[int], seeds: list[int]) -> list[Cell]:
-    """Every cell, smallest sizes first (so a curve fills in from the left)."""
-    return [Cell(v, n, s) for n in sizes for v in variants for s in seeds]
+    """Every cell, smallest sizes first (so a curve fills in from the left); at each size the ensembles come
+    after the cells they combine."""
+    ordered = [v for v in variants if v.pipeline != ENSEMBLE] + [v for v in variants if v.pipeline == ENSEMBLE]
+    return [Cell(v, n, s) for n in sizes for v in ordered for s in seeds]
+
+
+def check_members(variants: list[Variant]) -> None:
+    """Every ensemble's members are variants of this study (the ensemble combines their cells)."""
+    texts = {v.text for v in variants}
+    for variant in variants:
+        missing = [m for m in variant.settings.get("members", []) if m not in texts] if variant.pipeline == ENSEMBLE else []
+        if missing:
+            raise TextxferError(f"variant {variant.text!r}: {missing} not among --variants; an ensemble combines "
+                                "the study's own cells — add them to --variants")
+        if variant.pipeline == ENSEMBLE and len(set(variant.settings["members"])) < len(variant.settings["members"]):
+            raise TextxferError(f"variant {variant.text!r} names a member twice")
+
+
+def member_cells(cell: Cell, variants: list[Variant]) -> list[Cell]:
+    """The cells an ensemble cell combines: its member variants' cells of the same size and seed."""
+    by_text = {v.text: v for v in variants}
+    return [Cell(by_text[m], cell.size, cell.seed) for m in cell.variant.settings["members"]]
 
 
 def cell_config(cell: Cell, base: dict[str, object], output: Path):
     """The pipeline config of one cell: the base config, the variant's settings, the cell's seed."""
+    if cell.variant.pipeline == ENSEMBLE:
+        from textxfer.pipelines.ensemble import EnsembleConfig
+
+        return EnsembleConfig("auto")
     config = replace(base[cell.variant.pipeline], **cell.variant.settings, seed=cell.seed)
     if cell.variant.pipeline == "finetune":
         config = replace(config, max_train_samples=None,
@@ -199,6 +235,16 @@ def _classifier(pipeline: str, config):
     return FinetuneClassifier(config)
 
 
+def run_ensemble_cell(members: list[Path], data: PreparedData, folder: Path) -> None:
+    """Combine the finished member cells in ``members`` into an ensemble cell in ``folder`` (weights chosen on
+    validation; the members' files are hard-linked, so the cell takes almost no disk)."""
+    from textxfer.pipelines.ensemble import EnsembleClassifier, EnsembleConfig
+    from textxfer.pipelines.registry import load
+
+    model = EnsembleClassifier([load(member) for member in members], EnsembleConfig("auto"))
+    run_prepared(model, data, folder, progress=False, log=lambda *_: None)
+
+
 def run_cell(pipeline: str, config, data: PreparedData, folder: Path) -> None:
     """Train and score one cell into ``folder`` (an ordinary run folder), then drop its checkpoints."""
     run_prepared(_classifier(pipeline, config), data, folder, progress=False, log=lambda *_: None)
@@ -231,6 +277,7 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
         raise TextxferError(f"--seeds must be at least 1, got {seeds}")
     if not variants:
         raise TextxferError("--variants: name at least one variant (baseline, finetune, finetune:strategy=head-only, …)")
+    check_members(variants)
     output = Path(output)
     data = load_data(options)
     describe_data(data, log)
@@ -246,6 +293,8 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     configs = {c: cell_config(c, base, output) for c in cells}
     done = {c for c in cells if finished_run(output / c.folder, c.variant.pipeline, configs[c], prepared[(c.size, c.seed)])
             and same_automatic_choices(output / c.folder, c, configs[c])}
+    # An ensemble cell whose member cells are to be (re)trained is rebuilt from them.
+    done -= {c for c in done if c.variant.pipeline == ENSEMBLE and not done.issuperset(member_cells(c, variants))}
     log(f"study: {len(variants)} variant(s) × {len(chosen_sizes)} size(s) {chosen_sizes} × {seeds} seed(s) "
         f"= {len(cells)} cells, {len(done)} already finished; output {output}")
     if len(done) < len(cells):
@@ -255,10 +304,13 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     bar = tqdm(total=len(cells), initial=len(done), unit="cell", disable=not progress, desc="study")
     for cell in cells:
         folder = output / cell.folder
+        members = member_cells(cell, variants) if cell.variant.pipeline == ENSEMBLE else []
         if cell not in done:
             bar.set_postfix_str(f"{cell.variant.text} n={cell.size} seed={cell.seed}")
             config = configs[cell]
-            if isolate and cell.variant.pipeline == "finetune":
+            if members:
+                run_ensemble_cell([output / m.folder for m in members], prepared[(cell.size, cell.seed)], folder)
+            elif isolate and cell.variant.pipeline == "finetune":
                 in_child_process(run_cell, cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)
             else:
                 run_cell(cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)

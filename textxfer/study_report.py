@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from textxfer import loss_curve
 from textxfer.errors import TextxferError
+from textxfer.study_sections import ensemble_gains, gains_findings, gains_markdown, loss_markdown
 
 STUDY_JSON, STUDY_MD, CURVE_PNG = "study.json", "study.md", "learning_curve.png"
 METRICS = (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"))  # (key, title in running text)
@@ -31,9 +33,13 @@ def cell_record(cell, folder: Path) -> dict:
                             "delete the folder and run the study again to retrain it") from None
     scores = {split: {k: metrics[split][k] for k in ("accuracy", "macro_f1")} for split in metrics}
     check = report.get("model_check") or {}
-    return {"variant": cell.variant.text, "pipeline": cell.variant.pipeline, "size": cell.size, "seed": cell.seed,
-            "folder": cell.folder, **scores, "degenerate": check.get("degenerate"),
-            "fit_seconds": (report.get("timing") or {}).get("fit_seconds")}
+    record = {"variant": cell.variant.text, "pipeline": cell.variant.pipeline, "size": cell.size, "seed": cell.seed,
+              "folder": cell.folder, **scores, "degenerate": check.get("degenerate"),
+              "fit_seconds": (report.get("timing") or {}).get("fit_seconds")}
+    curve = loss_curve.of_run(folder)
+    if curve and curve["evaluations"]:
+        record["loss_curve"] = curve
+    return record
 
 
 def interval(values: list[float]) -> dict:
@@ -103,7 +109,7 @@ def findings(study: dict) -> list[str]:
     mean = lambda v, n: summary[v][str(n)]["accuracy"]["mean"]  # noqa: E731
     out = []
     baselines = [v for v in variants if pipelines[v] == "baseline"]
-    tuned = [v for v in variants if pipelines[v] != "baseline"]
+    tuned = [v for v in variants if pipelines[v] == "finetune"]
     if baselines and tuned:
         ahead = [n for n in sizes if max(mean(v, n) for v in tuned) > max(mean(v, n) for v in baselines)]
         start = next((n for i, n in enumerate(sizes) if all(m in ahead for m in sizes[i:])), None)
@@ -122,7 +128,7 @@ def findings(study: dict) -> list[str]:
         if beaten:
             sentence += "; significantly below it: " + ", ".join(f"`{o}`" for o in beaten)
         out.append(sentence + ".")
-    return out
+    return out + gains_findings(study.get("ensembles") or {})
 
 
 def _cell_text(entry: dict, key: str) -> str:
@@ -168,7 +174,9 @@ def study_markdown(study: dict) -> str:
             out.append(f"| {size:,} | `{best}` ({study['summary'][best][str(size)]['accuracy']['mean']:.4f}) | "
                        f"`{other}` | {test['a_only_correct']:,} | {test['b_only_correct']:,} | "
                        f"{test['p_value']:.3g} | {verdict} |")
-    out += ["", "## In words", "", *(f"- {line}" for line in study["findings"]), ""]
+    out += ["", *gains_markdown(study.get("ensembles") or {})]
+    out += ["## In words", "", *(f"- {line}" for line in study["findings"]), ""]
+    out += loss_markdown(study["cells"])
     degenerate = [c for c in study["cells"] if c["degenerate"]]
     if degenerate:
         out += ["## Degenerate cells", "", "Models that predict one class for (nearly) every validation text, or "
@@ -220,7 +228,12 @@ def write_study(output: Path, records: list[dict], variants, sizes: list[int], s
              "test_size": len(data.test), "split": "split.json", "cells": records,
              "pipelines": [v.pipeline for v in variants], "summary": summarise(records, variants, sizes),
              "paired": paired_tests(output, records, variants, sizes, references), "warnings": warnings,
+             "ensembles": ensemble_gains(records, variants, sizes),
              "files": {"json": STUDY_JSON, "markdown": STUDY_MD, "plot": CURVE_PNG}}
+    overfit = [r for r in records if (r.get("loss_curve") or {}).get("overfitting")]
+    if overfit:
+        warnings.append(f"note: {len(overfit)} fine-tuning cell(s) show overfitting (validation loss rising while "
+                        f"training loss falls); see 'Training and validation loss' in {STUDY_MD}")
     study["findings"] = findings(study)
     try:
         (output / STUDY_JSON).write_text(json.dumps(study, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -3,7 +3,9 @@
 Members are models of any kind (baseline, fine-tuned, exported ONNX, another ensemble) over one label set
 in one order. :meth:`EnsembleClassifier.fit` trains the members that are not trained yet, then sets the
 weights — equal, given, or chosen on the validation split only (``textxfer.ensemble_weights``). Written,
-each member is an ordinary model folder under ``members/``, listed in the manifest with its sha256, and
+each member is an ordinary model folder under ``members/`` (a member loaded from a folder: that folder's
+model files, hard-linked where possible, so a study's ensembles take no extra disk), listed in the manifest
+with its sha256, and
 loaded back through the same safe readers as any model folder (``textxfer.pipelines.registry.load``).
 """
 
@@ -20,6 +22,7 @@ from textxfer.errors import TextxferError
 from textxfer.labels import LabelSet
 from textxfer.manifest import build_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
+from textxfer.runs import link_model_files
 from textxfer.tables import file_sha256
 
 MEMBERS_DIR = "members"
@@ -114,7 +117,11 @@ class EnsembleClassifier(ClassifierBase):
             name = f"{position}-{member.kind}"
             target = folder / MEMBERS_DIR / name
             target.mkdir(parents=True)
-            member.write(target, data_info)
+            source = getattr(member, "loaded_from_", None)
+            if source is not None and Path(source).is_dir():
+                link_model_files(Path(source), target)  # its own files, byte for byte (linked where possible)
+            else:
+                member.write(target, data_info)
             entries.append({"folder": name, **self._describe(member), "sha256": file_sha256(target)})
         config = {**asdict(self.config), "chosen_weights": self.weights_, "selection": self.selection_,
                   "members": entries}

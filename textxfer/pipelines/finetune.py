@@ -16,7 +16,9 @@ from textxfer.devices import PRECISIONS
 from textxfer.data import TextDataset
 from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, prediction_batches
 from textxfer.errors import TextxferError
+from textxfer import loss_curve
 from textxfer.labels import LabelSet
+from textxfer.loss_curve import TRAINER_LOG
 from textxfer.manifest import build_manifest, write_manifest
 from textxfer.pipelines.base import ClassifierBase
 from textxfer.pooling import POOLINGS
@@ -24,7 +26,6 @@ from textxfer.schedules import SCHEDULES
 from textxfer.strategies import STRATEGIES
 
 HEAD_SOLVERS = ("logistic", "trainer")
-TRAINER_LOG = "trainer_log.json"
 
 
 @dataclass
@@ -144,7 +145,8 @@ class FinetuneClassifier(ClassifierBase):
         # validation and test scoring and a fitted head's feature extraction all run there.
         self.to_device("auto", cfg.precision)
         self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
-        self.fit_stats_ = {"train_texts": len(train), "base_model": self.source_, **length_stats, **train_stats}
+        self.fit_stats_ = {"train_texts": len(train), "base_model": self.source_, **length_stats, **train_stats,
+                           "loss_curve": loss_curve.summary(self.log_history_)}
         return self
 
     def encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:

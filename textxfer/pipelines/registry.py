@@ -42,4 +42,6 @@ def load(path: str | Path, device: str = "auto", precision: str = "auto") -> Cla
     folder = Path(path)
     manifest = read_manifest(folder)
     cls = kind_class(manifest["kind"])
-    return cls.from_manifest(folder, manifest, LabelSet.from_dict(manifest["labels"]), device, precision)
+    model = cls.from_manifest(folder, manifest, LabelSet.from_dict(manifest["labels"]), device, precision)
+    model.loaded_from_ = folder  # an ensemble copies a loaded member's files rather than writing them again
+    return model
