@@ -24,10 +24,11 @@ demo: $(STAMP)
 	$(VENV)/bin/textxfer compare --data sample_data/reviews.csv --output runs/demo $(DEMO_FLAGS)
 
 # Little data: a learning-curve study sized for 2 CPU cores (textxfer study; finished cells are reused):
-# 12 cells, a 4% validation split (694 texts) so that evaluations stay cheap; test stays 10%. 80 and 200 texts:
+# 16 cells (4 of them ensembles of the baseline and finetune cells), a 4% validation split (694 texts) so that
+# evaluations stay cheap; test stays 10%. 80 and 200 texts:
 # below 65 the defaults run the contrastive pair stage (228 s alone for 32 texts, growing with the texts).
-# Measured from scratch on 2 cores: 22 min 33 s, peak RSS 5.9 GB (BENCHMARKS.md, "make study, timed").
-STUDY_FLAGS ?= --variants baseline finetune finetune:strategy=head-only --sizes 80 200 --seeds 2 --validation-size 0.04
+# Measured on 2 cores: 28 min 3 s with the ensemble variant, peak RSS 5.9 GB (BENCHMARKS.md, "Ensembles").
+STUDY_FLAGS ?= --variants baseline finetune finetune:strategy=head-only ensemble:baseline+finetune --sizes 80 200 --seeds 2 --validation-size 0.04
 
 study: $(STAMP)
 	$(VENV)/bin/textxfer study --data sample_data/reviews.csv --output runs/study $(STUDY_FLAGS)

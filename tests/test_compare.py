@@ -191,3 +191,28 @@ def test_a_compare_that_fails_mid_run_keeps_the_earlier_output(tmp_path, compare
     assert "baseline: scoring" in captured.out and "finetune: training" in captured.out  # it got that far
     assert "reduce-on-plateau" in captured.err
     assert snapshot() == before  # every earlier file, byte for byte
+
+
+def test_without_a_validation_split_the_ensemble_column_has_equal_weights_and_says_so(sample_csv, tmp_path):
+    from textxfer.compare_ensemble import ensemble_entry
+    from textxfer.ensemble_weights import mix
+
+    data = load_data(DataOptions(data=str(sample_csv), validation_size=0.0))
+    assert len(data.validation) == 0
+
+    class Fixed:  # a member that must not be asked about validation (there is none)
+        def predict_proba(self, texts):
+            raise AssertionError("no validation texts to predict")
+
+    rng = np.random.default_rng(0)
+    tests = [rng.dirichlet([1, 1], len(data.test)) for _ in range(2)]
+    members = {name: {"model": Fixed(), "test": p, "validation": None,
+                      "entry": {"folder": tmp_path / name, "train_seconds": 1.0, "predict_texts_per_second": 100.0,
+                                "size_bytes": 10}}
+               for name, p in zip(("baseline", "finetune"), tests)}
+    entry = ensemble_entry(members, data, tmp_path)
+    assert entry["weights"] == {"baseline": 0.5, "finetune": 0.5} and "no validation split" in entry["selection"]["note"]
+    assert "equal weights: no validation split" in entry["description"]
+    assert (entry["predictions"] == mix(tests, [0.5, 0.5]).argmax(axis=1)).all()
+    assert entry["model_check"]["split"] == "test"
+    assert entry["predict_texts_per_second"] == 50.0 and entry["size_bytes"] == 20 and entry["train_seconds"] >= 2.0

@@ -188,7 +188,7 @@ def test_ensemble_command_writes_a_scored_run(ensemble_run, trained_models):
     assert json.loads((ensemble_run / "metrics.json").read_text())["test"]["accuracy"] >= 0.9
 
 
-def test_the_ensemble_predicts_identically_in_every_command(ensemble_run, tmp_path, capsys):
+def test_the_ensemble_predicts_identically_in_every_command(ensemble_run, trained_models, tmp_path, capsys):
     from textxfer.cli import main
 
     from conftest import make_rows
@@ -206,6 +206,22 @@ def test_the_ensemble_predicts_identically_in_every_command(ensemble_run, tmp_pa
     assert [r["label"] for r in rows] == [e.label for e in expected]
     for row, want in zip(rows, expected):
         assert list(row["probabilities"].values()) == pytest.approx(list(want.probabilities.values()), abs=1e-9)
+    # serve: the HTTP answers are the Python API's
+    import httpx
+
+    from test_serve import running_server
+
+    with running_server(ensemble_run) as (url, _):
+        served = httpx.post(f"{url}/predict", json={"texts": texts[:8]}, timeout=60).json()["predictions"]
+    assert [p["label"] for p in served] == [e.label for e in expected[:8]]
+    for got, want in zip(served, expected):
+        assert list(got["probabilities"].values()) == pytest.approx(list(want.probabilities.values()), abs=1e-6)
+    # compare, the ensemble in the fine-tuned model's slot: scored as its own run scored it
+    assert main(["compare", "--baseline-run", str(trained_models["baseline"]), "--finetune-run", str(ensemble_run),
+                 "--output", str(tmp_path / "cmp"), "--no-progress", "--no-ensemble"]) == 0
+    compared = json.loads((tmp_path / "cmp" / "comparison.json").read_text(encoding="utf-8"))["models"]["finetune"]
+    assert compared["kind"] == "ensemble"
+    assert compared["metrics"] == json.loads((ensemble_run / "metrics.json").read_text())["test"]
 
 
 def test_ensemble_refusals(trained_models, sample_csv, tmp_path, capsys):

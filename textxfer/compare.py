@@ -18,9 +18,9 @@ from textxfer import loss_curve
 from textxfer.data import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
 from textxfer.guard import check_model, warning_line
+from textxfer.loss_curve import TRAINER_LOG
 from textxfer.manifest import read_manifest
 from textxfer.metrics import score
-from textxfer.loss_curve import TRAINER_LOG
 from textxfer.runner import finished_run
 from textxfer.runs import RUN_RECORDS
 from textxfer.splits import read_split_file, write_split_file

@@ -57,7 +57,7 @@ def ensemble_entry(members: dict[str, dict], data: PreparedData, output: Path) -
     how = "weights by validation log loss" if selection["method"] == "auto" else "equal weights: no validation split"
     folders = " ".join(str(e["folder"]) for e in entries)
     return {
-        "description": f"ensemble: {mixture} ({how})", "kind": NAME, "folder": None,
+        "description": f"{mixture} ({how})", "kind": NAME, "folder": None,
         "metrics": metrics, "model_check": check,
         "train_seconds": None if None in trained else round(sum(trained) + choose_seconds, 3),
         "predict_texts_per_second": None if None in rates or 0 in rates else round(1 / sum(1 / r for r in rates), 1),

@@ -10,13 +10,13 @@ from typing import Sequence
 
 import numpy as np
 
+from textxfer import loss_curve
 from textxfer.batch_size import parse as parse_batch_size
 from textxfer.contrastive import PAIR_ITERATIONS
 from textxfer.devices import PRECISIONS
 from textxfer.data import TextDataset
 from textxfer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, prediction_batches
 from textxfer.errors import TextxferError
-from textxfer import loss_curve
 from textxfer.labels import LabelSet
 from textxfer.loss_curve import TRAINER_LOG
 from textxfer.manifest import build_manifest, write_manifest
