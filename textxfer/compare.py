@@ -23,7 +23,7 @@ from textxfer.manifest import read_manifest
 from textxfer.metrics import score
 from textxfer.runner import finished_run
 from textxfer.runs import RUN_RECORDS
-from textxfer.splits import read_split_file, write_split_file
+from textxfer.splits import differing_part, read_split_file, write_split_file
 
 MODEL_SIZE_SKIPS = (*RUN_RECORDS, TRAINER_LOG)  # not counted in a model's size on disk
 DESCRIPTIONS = {"baseline": "word2vec + RandomForest", "finetune": "fine-tuned transformer",
@@ -163,13 +163,9 @@ def _load_checked(folder: Path, data: PreparedData, device: str = "auto"):
     if not (folder / "split.json").is_file():
         raise TextxferError(f"{folder}: no split.json beside the model, so its training rows are unknown; "
                             "compare only run folders written by textxfer (or retrain through compare)")
-    trained_on = read_split_file(folder / "split.json")["splits"]
-    current = data.split_record["splits"]
-    for part in ("train", "test"):
-        if (trained_on.get(part, {}).get("sha256"), trained_on.get(part, {}).get("rows")) != \
-                (current[part]["sha256"], current[part]["rows"]):
-            raise TextxferError(f"{folder}: this model was trained on a different split than the one being compared; "
-                                f"pass --split {folder}/split.json (and the same data) so both are scored on the same rows")
+    if differing_part(read_split_file(folder / "split.json"), data.split_record, ("train", "test")):
+        raise TextxferError(f"{folder}: this model was trained on a different split than the one being compared; "
+                            f"pass --split {folder}/split.json (and the same data) so both are scored on the same rows")
     model = classifier.load(folder, device=device)
     if list(model.labels.names) != list(data.labels.names):
         raise TextxferError(f"{folder}: labels {list(model.labels.names)} differ from the data's {list(data.labels.names)}")

@@ -17,7 +17,7 @@ from textxfer.errors import TextxferError
 from textxfer.pipelines.ensemble import EnsembleClassifier, EnsembleConfig, same_labels
 from textxfer.pipelines.registry import load
 from textxfer.runner import RunResult, describe_data, run_prepared
-from textxfer.splits import read_split_file
+from textxfer.splits import differing_part, read_split_file
 
 SPLITS = ("train", "validation", "test")
 
@@ -32,13 +32,11 @@ def same_split(runs: list[Path]) -> dict:
         records.append(read_split_file(run / "split.json"))
     first = records[0]
     for run, record in zip(runs[1:], records[1:]):
-        for name in SPLITS:
-            mine, theirs = first["splits"].get(name, {}), record["splits"].get(name, {})
-            if (mine.get("sha256"), mine.get("table"), mine.get("rows")) != \
-                    (theirs.get("sha256"), theirs.get("table"), theirs.get("rows")):
-                what = "its source file differs" if mine.get("sha256") != theirs.get("sha256") else "other rows"
-                raise TextxferError(f"{run}: its {name} split differs from {runs[0]}'s ({what}); an ensemble's members "
-                                    f"must share one split — train them with --split {runs[0]}")
+        name = differing_part(first, record, SPLITS, ("sha256", "table", "rows"))
+        if name:
+            what = "other rows" if differing_part(first, record, [name], ("sha256",)) is None else "its source file differs"
+            raise TextxferError(f"{run}: its {name} split differs from {runs[0]}'s ({what}); an ensemble's members "
+                                f"must share one split — train them with --split {runs[0]}")
     return first
 
 

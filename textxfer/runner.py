@@ -14,7 +14,7 @@ from textxfer.guard import check_model, warning_line
 from textxfer.manifest import read_manifest
 from textxfer.metrics import format_table, score
 from textxfer.runs import PREDICTIONS, atomic_output_dir, check_writable
-from textxfer.splits import read_split_file, write_split_file
+from textxfer.splits import differing_part, read_split_file, write_split_file
 
 EVALUATION_SPLITS = ("validation", "test")
 
@@ -140,6 +140,5 @@ def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:
     wanted = {k: v for k, v in asdict(config).items() if k not in NOT_MODEL_SETTINGS}
     defaults = {f.name: f.default for f in fields(config)} | BEFORE_IT_EXISTED  # a setting added since the run
     saved = {k: manifest["config"].get(k, defaults.get(k)) for k in wanted}
-    same_split = all(record["splits"].get(part, {}).get(key) == entry[key]
-                     for part, entry in data.split_record["splits"].items() for key in ("sha256", "rows"))
+    same_split = differing_part(record, data.split_record, list(data.split_record["splits"])) is None
     return manifest["kind"] == name and saved == wanted and same_split

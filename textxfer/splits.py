@@ -74,6 +74,16 @@ def write_split_file(path: Path, record: dict) -> None:
     path.write_text(json.dumps({"format_version": SPLIT_FORMAT_VERSION, **record}, indent=1), encoding="utf-8")
 
 
+def differing_part(a: dict, b: dict, parts: Sequence[str], keys: Sequence[str] = ("sha256", "rows")) -> str | None:
+    """The first of ``parts`` whose entry differs between split records ``a`` and ``b`` in any of ``keys``
+    (source fingerprint, row numbers, …); None when they are the same split."""
+    for part in parts:
+        mine, theirs = a["splits"].get(part, {}), b["splits"].get(part, {})
+        if any(mine.get(key) != theirs.get(key) for key in keys):
+            return part
+    return None
+
+
 def read_split_file(path: str | Path) -> dict:
     """Read a ``split.json`` and check every field it is trusted with: a strict partition of valid row
     numbers per source table, a sha256 per split, the column names. Anything else is one line naming the

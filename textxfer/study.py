@@ -68,6 +68,8 @@ def parse_variant(text: str, config_classes: dict[str, type]) -> Variant:
                                 "ensemble:baseline+finetune (each a variant of this study)")
         if any(m.partition(":")[0] == ENSEMBLE for m in members):
             raise TextxferError(f"variant {text!r}: an ensemble's members are plain variants, not ensembles")
+        if len(set(members)) < len(members):
+            raise TextxferError(f"variant {text!r} names a member twice")
         return Variant(text.strip(), ENSEMBLE, {"members": members})
     if pipeline not in config_classes:
         raise TextxferError(f"variant {text!r}: unknown pipeline {pipeline!r}; start with one of {list(config_classes)}")
@@ -139,13 +141,11 @@ def plan(variants: list[Variant], sizes: list[int], seeds: list[int]) -> list[Ce
 def check_members(variants: list[Variant]) -> None:
     """Every ensemble's members are variants of this study (the ensemble combines their cells)."""
     texts = {v.text for v in variants}
-    for variant in variants:
-        missing = [m for m in variant.settings.get("members", []) if m not in texts] if variant.pipeline == ENSEMBLE else []
+    for variant in (v for v in variants if v.pipeline == ENSEMBLE):
+        missing = [m for m in variant.settings["members"] if m not in texts]
         if missing:
             raise TextxferError(f"variant {variant.text!r}: {missing} not among --variants; an ensemble combines "
                                 "the study's own cells — add them to --variants")
-        if variant.pipeline == ENSEMBLE and len(set(variant.settings["members"])) < len(variant.settings["members"]):
-            raise TextxferError(f"variant {variant.text!r} names a member twice")
 
 
 def member_cells(cell: Cell, variants: list[Variant]) -> list[Cell]:

@@ -30,6 +30,7 @@ class ClassifierBase(abc.ABC):
 
     kind: str = ""
     fitted_attribute: str = ""
+    loaded_from: Path | None = None  # the folder a loaded model came from (an ensemble links its files)
     labels: LabelSet  # set by fit() and load(): the classes, in the order of predict_proba's columns
     # Texts per forward pass for models that batch (None: the model's default for its device).
     predict_batch_size: int | None = None
@@ -68,7 +69,14 @@ class ClassifierBase(abc.ABC):
         if manifest["kind"] != cls.kind:
             raise TextxferError(f"{folder}: holds a {manifest['kind']!r} model, not a {cls.kind!r} one; "
                                 "use textxfer.classifier.load")
-        return cls.from_manifest(folder, manifest, LabelSet.from_dict(manifest["labels"]), device, precision)
+        return cls.from_folder(folder, manifest, device, precision)
+
+    @classmethod
+    def from_folder(cls, folder: Path, manifest: dict, device: str = "auto", precision: str = "auto") -> "ClassifierBase":
+        """:meth:`from_manifest` for a manifest already read and checked, remembering the folder (``loaded_from``)."""
+        model = cls.from_manifest(folder, manifest, LabelSet.from_dict(manifest["labels"]), device, precision)
+        model.loaded_from = folder
+        return model
 
     def predict(self, texts: Sequence[str]) -> list[str | int]:
         """The most probable label per text (integers for integer label sets)."""

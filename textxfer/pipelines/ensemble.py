@@ -117,9 +117,8 @@ class EnsembleClassifier(ClassifierBase):
             name = f"{position}-{member.kind}"
             target = folder / MEMBERS_DIR / name
             target.mkdir(parents=True)
-            source = getattr(member, "loaded_from_", None)
-            if source is not None and Path(source).is_dir():
-                link_model_files(Path(source), target)  # its own files, byte for byte (linked where possible)
+            if member.loaded_from is not None and member.loaded_from.is_dir():
+                link_model_files(member.loaded_from, target)  # its own files, byte for byte (linked where possible)
             else:
                 member.write(target, data_info)
             entries.append({"folder": name, **self._describe(member), "sha256": file_sha256(target)})

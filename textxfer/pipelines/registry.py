@@ -10,7 +10,6 @@ import importlib
 from pathlib import Path
 
 from textxfer.errors import TextxferError
-from textxfer.labels import LabelSet
 from textxfer.manifest import read_manifest
 from textxfer.pipelines.base import ClassifierBase
 
@@ -41,7 +40,4 @@ def load(path: str | Path, device: str = "auto", precision: str = "auto") -> Cla
     places each member as its kind does."""
     folder = Path(path)
     manifest = read_manifest(folder)
-    cls = kind_class(manifest["kind"])
-    model = cls.from_manifest(folder, manifest, LabelSet.from_dict(manifest["labels"]), device, precision)
-    model.loaded_from_ = folder  # an ensemble copies a loaded member's files rather than writing them again
-    return model
+    return kind_class(manifest["kind"]).from_folder(folder, manifest, device, precision)
