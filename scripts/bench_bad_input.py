@@ -7,7 +7,7 @@ its own process, the peak resident set size (``ru_maxrss`` of the child) of
 
 * ``textxfer predict --model M --input big.csv --output preds.csv`` (and of the same on 1,000 rows, to
   show the streaming predictor's memory does not grow with the input), and
-* ``textxfer.data.load_data`` of the big file, which is what ``baseline``/``finetune``/``compare`` do
+* ``textxfer.data.dataset.load_data`` of the big file, which is what ``baseline``/``finetune``/``compare`` do
   before training (every row is held in memory).
 
 Without ``--model`` a tiny baseline is trained first on synthetic rows.
@@ -34,7 +34,7 @@ WRAP = (
 )
 LOAD = (
     "import sys\n"
-    "from textxfer.data import DataOptions, load_data\n"
+    "from textxfer.data.dataset import DataOptions, load_data\n"
     "data = load_data(DataOptions(data=sys.argv[1]))\n"
     "assert len(data.train) + len(data.validation) + len(data.test) > 0\n"
 )
@@ -60,9 +60,9 @@ def measure(command: list[str]) -> dict:
 
 
 def train_tiny_model(folder: Path) -> Path:
-    from textxfer.data import DataOptions
-    from textxfer.pipelines.baseline import BaselineClassifier, BaselineConfig
-    from textxfer.runner import run
+    from textxfer.data.dataset import DataOptions
+    from textxfer.baseline.pipeline import BaselineClassifier, BaselineConfig
+    from textxfer.evaluation.runner import run
 
     data = write_rows(folder / "train.csv", 400)
     config = BaselineConfig(vector_size=16, epochs=2, min_count=1, n_estimators=20, n_jobs=1)

@@ -1,7 +1,7 @@
 """Benchmark the default baseline against a classic reference on the bundled sample data.
 
 Same split (the default seeded 80/10/10 split of ``sample_data/reviews.csv``), same scorer
-(``textxfer.metrics.score``), same process. The reference is character 1–3-gram TF-IDF + logistic
+(``textxfer.core.metrics.score``), same process. The reference is character 1–3-gram TF-IDF + logistic
 regression. Prints accuracy, macro-F1, fit seconds and predict texts/s for both, and the ratios the
 targets in BENCHMARKS.md are stated in; a plain recipe
 (CBOW word2vec, plain mean, 300 trees) is measured too, to show what the default recipe adds. Run: ``python scripts/bench_baseline.py [--json out.json]``.
@@ -54,9 +54,9 @@ class Reference:
 
 def main() -> None:
     """Run both, print the comparison, optionally write it as JSON."""
-    from textxfer.data import DataOptions, load_data
-    from textxfer.metrics import score
-    from textxfer.pipelines.baseline import BaselineClassifier, BaselineConfig
+    from textxfer.data.dataset import DataOptions, load_data
+    from textxfer.core.metrics import score
+    from textxfer.baseline.pipeline import BaselineClassifier, BaselineConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "sample_data" / "reviews.csv"))

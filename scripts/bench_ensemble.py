@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from textxfer import classifier
-from textxfer.data import DataOptions, load_data
-from textxfer.ensemble_runs import same_split
-from textxfer.ensemble_weights import choose, log_loss, mix, simplex_grid
+from textxfer.data.dataset import DataOptions, load_data
+from textxfer.evaluation.ensemble_runs import same_split
+from textxfer.ensemble.weights import choose, log_loss, mix, simplex_grid
 
 
 def main(argv: list[str] | None = None) -> int:

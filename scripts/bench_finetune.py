@@ -43,9 +43,9 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def run_recipe(data, overrides: dict) -> dict:
     """Fine-tune with textxfer's pipeline; returns figures and the number of optimizer steps."""
-    from textxfer.config import from_dict
-    from textxfer.metrics import score
-    from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
+    from textxfer.core.config import from_dict
+    from textxfer.core.metrics import score
+    from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
 
     config = from_dict(FinetuneConfig, overrides)
     started = time.perf_counter()
@@ -70,8 +70,8 @@ def run_naive(data, model_name: str, steps: int, batch_size: int, learning_rate:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    from textxfer.metrics import score
-    from textxfer.models import resolve_model
+    from textxfer.core.metrics import score
+    from textxfer.transformer.models import resolve_model
 
     source = resolve_model(model_name)
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -101,7 +101,7 @@ def run_naive(data, model_name: str, steps: int, batch_size: int, learning_rate:
 
 def main() -> None:
     """Run the recipe and the naive reference; print and optionally save the figures."""
-    from textxfer.data import DataOptions, load_data
+    from textxfer.data.dataset import DataOptions, load_data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "sample_data" / "reviews.csv"))
@@ -120,7 +120,7 @@ def main() -> None:
           f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; device {recipe['device']}, "
           f"precision {recipe['precision']}")
     if not args.skip_naive:
-        from textxfer.pipelines.finetune import FinetuneConfig
+        from textxfer.transformer.pipeline import FinetuneConfig
 
         defaults = FinetuneConfig(**overrides)
         steps = min(recipe["steps"], args.naive_steps or recipe["steps"])

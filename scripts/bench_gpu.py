@@ -56,7 +56,7 @@ def build_model(folder: Path, smoke: bool, texts: list[str]) -> Path:
         config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                             intermediate_size=64, num_labels=2)
     else:
-        from textxfer.bundled import resolve_bundled
+        from textxfer.transformer.bundled import resolve_bundled
 
         tokenizer = AutoTokenizer.from_pretrained(str(resolve_bundled("all-MiniLM-L6-v2")))
         config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=2)
@@ -87,7 +87,7 @@ def throughput(data, model_folder: Path, batch: int | str, steps: int, peak: flo
     """(a) ``steps`` optimizer steps of ``textxfer`` fine-tuning at ``batch``; samples/s, tokens/s, MFU."""
     import numpy as np
 
-    from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
+    from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
 
     config = FinetuneConfig(model=str(model_folder), batch_size=batch, max_steps=steps, eval_strategy="no",
                             early_stopping=0, logging_steps=10_000)
@@ -204,7 +204,7 @@ def smoke_data(source: Path, target: Path, rows: int) -> str:
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
-    from textxfer.data import DataOptions, load_data
+    from textxfer.data.dataset import DataOptions, load_data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "sample_data" / "reviews.csv"))

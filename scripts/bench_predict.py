@@ -41,9 +41,9 @@ def best_rate(function, texts, repeats: int) -> tuple[float, object]:
 
 
 def train_quick_model(folder: Path, samples: int) -> None:
-    from textxfer.data import DataOptions
-    from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
-    from textxfer.runner import run
+    from textxfer.data.dataset import DataOptions
+    from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
+    from textxfer.evaluation.runner import run
 
     config = FinetuneConfig(epochs=1, max_train_samples=samples, checkpoint_dir=str(folder) + ".checkpoints")
     run(FinetuneClassifier(config), DataOptions(data=str(ROOT / "sample_data" / "reviews.csv")), folder, progress=False)
@@ -64,8 +64,8 @@ def main() -> None:
     from transformers import pipeline
 
     from textxfer import classifier
-    from textxfer.data import DataOptions, load_data
-    from textxfer.metrics import score
+    from textxfer.data.dataset import DataOptions, load_data
+    from textxfer.core.metrics import score
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     folder = Path(args.model) if args.model else scratch / "model"
@@ -108,7 +108,7 @@ def main() -> None:
     torch_probabilities = model.predict_proba(data.test.texts)
     figures["test_accuracy"] = {"torch": score(references, torch_probabilities.argmax(axis=1), data.labels)["accuracy"]}
     if not args.skip_export:
-        from textxfer.export import export_onnx
+        from textxfer.transformer.export import export_onnx
 
         for quantize in (None, "int8"):
             name = f"onnx-{quantize or 'fp32'}"

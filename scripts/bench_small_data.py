@@ -2,7 +2,7 @@
 
 Every system sees the same nested, stratified training subsets of one saved split (``textxfer study``'s
 subsets: for a seed the 128-text subset lies inside the 500-text one) and is scored on the same test
-split by the same scorer (``textxfer.metrics.score``):
+split by the same scorer (``textxfer.core.metrics.score``):
 
 - ``textxfer finetune`` with its default settings and ``textxfer baseline`` with its defaults — run as a
   ``textxfer study`` into ``--output`` (finished cells are reused, so an interrupted bench resumes);
@@ -52,7 +52,7 @@ def setfit_cell(train_texts, train_y, test_texts, seed: int, max_steps: int, max
     import datasets
     from setfit import SetFitModel, Trainer, TrainingArguments
 
-    from textxfer.bundled import resolve_bundled
+    from textxfer.transformer.bundled import resolve_bundled
 
     model = SetFitModel.from_pretrained(str(resolve_bundled("multilingual-e5-small")))
     model.model_body.max_seq_length = max_length
@@ -86,11 +86,11 @@ def mean_sd(values: list[float]) -> str:
 
 
 def main() -> None:
-    from textxfer.data import DataOptions, load_data
-    from textxfer.metrics import score
-    from textxfer.pipelines.baseline import BaselineConfig
-    from textxfer.pipelines.finetune import FinetuneConfig
-    from textxfer.study import Cell, nested_order, parse_sizes, parse_variant, run_study, same_automatic_choices, subset
+    from textxfer.data.dataset import DataOptions, load_data
+    from textxfer.core.metrics import score
+    from textxfer.baseline.pipeline import BaselineConfig
+    from textxfer.transformer.pipeline import FinetuneConfig
+    from textxfer.evaluation.study import Cell, nested_order, parse_sizes, parse_variant, run_study, same_automatic_choices, subset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "sample_data" / "reviews.csv"))

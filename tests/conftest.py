@@ -55,7 +55,7 @@ def reviews_csv(tmp_path: Path, rows) -> Path:
 @pytest.fixture
 def fast_config():
     """Baseline settings small enough for a test to train in about a second."""
-    from textxfer.pipelines.baseline import BaselineConfig
+    from textxfer.baseline.pipeline import BaselineConfig
 
     return BaselineConfig(vector_size=16, epochs=5, min_count=1, n_estimators=20, n_jobs=1)
 
@@ -81,7 +81,7 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config(tiny_bert):
     """Fine-tuning settings that teach the tiny BERT the fixture in a few seconds."""
-    from textxfer.pipelines.finetune import FinetuneConfig
+    from textxfer.transformer.pipeline import FinetuneConfig
 
     return FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=5, learning_rate=3e-3, batch_size=8,
                           eval_batch_size=32, logging_steps=1000, early_stopping=0, warmup=0.0, min_steps=0)
@@ -96,10 +96,10 @@ def sample_csv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory, sample_csv, tiny_bert) -> dict[str, Path]:
     """Run folders of both pipelines trained once on ``sample_csv``: ``{"baseline": ..., "finetune": ...}``."""
-    from textxfer.data import DataOptions
-    from textxfer.pipelines.baseline import BaselineClassifier, BaselineConfig
-    from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
-    from textxfer.runner import run
+    from textxfer.data.dataset import DataOptions
+    from textxfer.baseline.pipeline import BaselineClassifier, BaselineConfig
+    from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
+    from textxfer.evaluation.runner import run
 
     root = tmp_path_factory.mktemp("trained")
     options = DataOptions(data=str(sample_csv))

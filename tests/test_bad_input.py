@@ -171,8 +171,8 @@ def test_one_reader_gives_one_message(name):
     parsed is refused by both with the very same line, and one that can gives both the same rows. (A text
     that is not text is refused by predict as it reads, by training when it builds the dataset: left out.)"""
     from textxfer.errors import TextxferError
-    from textxfer.predict_files import ChunkReader, file_format
-    from textxfer.tables import read_source
+    from textxfer.serving.predict_files import ChunkReader, file_format
+    from textxfer.data.tables import read_source
 
     path = str(BAD / name)
     answers = []
@@ -267,7 +267,7 @@ HUGE_TEXT_SCRIPT = textwrap.dedent("""
 """)
 
 
-# textxfer.encoding.encode tokenizes only the ends of a text that it can keep (before that fix a 50 MB text
+# textxfer.transformer.encoding.encode tokenizes only the ends of a text that it can keep (before that fix a 50 MB text
 # took more than 9 GB of RAM with the transformer and was still growing).
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, megabytes", [("baseline", 50), ("finetune", 50)])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from textxfer import classifier
-from textxfer.data import DataOptions, TextDataset, load_data
+from textxfer.data.dataset import DataOptions, TextDataset, load_data
 from textxfer.errors import TextxferError
-from textxfer.pipelines.baseline import BaselineClassifier, BaselineConfig, word_statistics, word_weights
-from textxfer.runner import run
+from textxfer.baseline.pipeline import BaselineClassifier, BaselineConfig, word_statistics, word_weights
+from textxfer.evaluation.runner import run
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_nb_weights_favour_label_words():
 def test_pretrained_vectors(tmp_path, data, fast_config, binary):
     from gensim.models import KeyedVectors
 
-    from textxfer.text import tokenize
+    from textxfer.baseline.tokenize import tokenize
 
     vocab = sorted({t for text in tokenize(data.train.texts, "jieba") for t in text})
     keyed = KeyedVectors(vector_size=8)
@@ -92,7 +92,7 @@ def test_corpus_extends_the_vocabulary(tmp_path, data, fast_config):
 
 
 def test_config_rejects_bad_values():
-    from textxfer.config import from_dict
+    from textxfer.core.config import from_dict
 
     with pytest.raises(TextxferError, match="unknown BaselineConfig option"):
         from_dict(BaselineConfig, {"n_estimator": 5})
@@ -135,7 +135,7 @@ def test_failed_run_keeps_the_earlier_model(tmp_path, reviews_csv, fast_config, 
 
 
 def test_bad_model_folders_are_refused(tmp_path, fitted):
-    from textxfer.manifest import FORMAT_VERSION
+    from textxfer.core.manifest import FORMAT_VERSION
 
     with pytest.raises(TextxferError, match="no textxfer.json"):
         classifier.load(tmp_path)
@@ -192,7 +192,7 @@ def test_dataset_with_one_text_per_class_trains(fast_config):
 
 
 def test_a_huge_text_contributes_its_head_and_tail_only(fast_config):
-    from textxfer.text import MAX_TEXT_CHARS, capped, tokenize
+    from textxfer.baseline.tokenize import MAX_TEXT_CHARS, capped, tokenize
 
     half = MAX_TEXT_CHARS // 2
     text = "好" * half + "中" * 3 * MAX_TEXT_CHARS + "差" * half

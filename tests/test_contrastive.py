@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textxfer import contrastive, recipe
-from textxfer.data import DataOptions, load_data
+from textxfer.transformer import contrastive, recipe
+from textxfer.data.dataset import DataOptions, load_data
 from textxfer.errors import TextxferError
-from textxfer.pipelines.finetune import FinetuneClassifier
+from textxfer.transformer.pipeline import FinetuneClassifier
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_pair_encoder_loss_is_the_squared_error_of_the_masked_mean_cosine(tiny_b
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from textxfer import pooling
+    from textxfer.transformer import pooling
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
     pooling.install(model, "mean")
@@ -66,7 +66,7 @@ def test_pair_encoder_loss_is_the_squared_error_of_the_masked_mean_cosine(tiny_b
 def _pair_loss(classifier, texts, y) -> float:
     """The contrastive objective on fresh pairs of ``texts``: mean squared error of the cosine of their
     pooled features (what the head reads) against 1 for the same label, 0 otherwise."""
-    from textxfer.training import classifier_inputs
+    from textxfer.transformer.training import classifier_inputs
 
     x = classifier_inputs(classifier, texts, classifier.model_.classifier)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -111,10 +111,10 @@ def test_the_recipe_counts_the_pair_steps(tiny_config):
 
 
 def test_pair_batches_are_grouped_by_length_to_cut_padding(tiny_config, monkeypatch):
-    from textxfer import pooling
-    from textxfer.labels import LabelSet
-    from textxfer.models import load_for_training
-    from textxfer.strategies import apply_strategy
+    from textxfer.transformer import pooling
+    from textxfer.data.labels import LabelSet
+    from textxfer.transformer.models import load_for_training
+    from textxfer.transformer.strategies import apply_strategy
 
     widths: list[int] = []
     original = contrastive._collator

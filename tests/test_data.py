@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from conftest import make_rows, write_csv
-from textxfer.data import DataOptions, load_data
+from textxfer.data.dataset import DataOptions, load_data
 from textxfer.errors import TextxferError
-from textxfer.splits import write_split_file
+from textxfer.data.splits import write_split_file
 
 
 def digest(path):
@@ -174,7 +174,7 @@ def test_non_utf8_names_file_and_offset(tmp_path, rows):
 
 
 def test_utf16_without_a_byte_order_mark_reads_as_little_endian_in_training_and_predict(tmp_path, rows):
-    from textxfer.predict_files import ChunkReader
+    from textxfer.serving.predict_files import ChunkReader
 
     path = tmp_path / "le.csv"
     path.write_bytes("\n".join(["text,label"] + [f"{t},{l}" for t, l in rows]).encode("utf-16-le"))  # no BOM

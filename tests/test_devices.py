@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from textxfer import classifier, devices
+from textxfer import classifier
+
+from textxfer.transformer import devices
 from textxfer.cli import main
-from textxfer.encoding import GPU_MAX_BATCH, GPU_TOKEN_BUDGET, length_groups, prediction_batches
+from textxfer.transformer.encoding import GPU_MAX_BATCH, GPU_TOKEN_BUDGET, length_groups, prediction_batches
 from textxfer.errors import TextxferError
 
 
@@ -72,7 +74,7 @@ def test_autocast_only_on_a_gpu_below_fp32():
 
 
 def test_a_loaded_model_goes_to_the_chosen_gpu_in_bf16(trained_models, gpus, monkeypatch):
-    from textxfer.pipelines.finetune import FinetuneClassifier
+    from textxfer.transformer.pipeline import FinetuneClassifier
 
     moved = []
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append(a[0]) or self)

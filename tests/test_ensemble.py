@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from textxfer import classifier
-from textxfer.data import DataOptions, load_data
-from textxfer.ensemble_weights import choose, mix, parse_weights, simplex_grid
+from textxfer.data.dataset import DataOptions, load_data
+from textxfer.ensemble.weights import choose, mix, parse_weights, simplex_grid
 from textxfer.errors import TextxferError
-from textxfer.labels import LabelSet
-from textxfer.pipelines.base import ClassifierBase
-from textxfer.pipelines.ensemble import EnsembleClassifier, EnsembleConfig
+from textxfer.data.labels import LabelSet
+from textxfer.core.contract import ClassifierBase
+from textxfer.ensemble.pipeline import EnsembleClassifier, EnsembleConfig
 
 
 class Fixed(ClassifierBase):

@@ -16,9 +16,9 @@ from textxfer.errors import TextxferError
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from textxfer.export import export_onnx  # noqa: E402
-from textxfer.pipelines.finetune import FinetuneClassifier  # noqa: E402
-from textxfer.pipelines.onnx import OnnxClassifier  # noqa: E402
+from textxfer.transformer.export import export_onnx  # noqa: E402
+from textxfer.transformer.pipeline import FinetuneClassifier  # noqa: E402
+from textxfer.transformer.onnx_pipeline import OnnxClassifier  # noqa: E402
 
 LONG_TEXT = "房间很干净，服务热情。" * 60 + "但是早餐很差，非常失望。" * 20
 
@@ -98,7 +98,7 @@ def test_missing_packages_is_one_clear_line(trained_models, tmp_path, monkeypatc
 
 
 def test_failed_verification_keeps_the_earlier_folder(trained_models, exported, tmp_path, monkeypatch):
-    import textxfer.export as export
+    import textxfer.transformer.export as export
 
     target = tmp_path / "out"
     shutil.copytree(exported, target)

@@ -113,7 +113,7 @@ def test_ctrl_c_stops_with_one_line_and_a_resumable_state(tmp_path, sample_csv, 
 KILL_MID_SAVE = """
 import os, signal, sys
 from pathlib import Path
-from textxfer.runs import atomic_output_dir
+from textxfer.core.runs import atomic_output_dir
 target, when = Path(sys.argv[1]), sys.argv[2]
 if when == "between-renames":
     real = os.replace
@@ -134,7 +134,7 @@ with atomic_output_dir(target) as staging:
 @pytest.mark.parametrize("when", ["writing", "between-renames"])
 def test_sigkill_mid_save_never_loses_the_earlier_model(tmp_path, trained_models, when):
     from textxfer import classifier
-    from textxfer.runs import atomic_output_dir
+    from textxfer.core.runs import atomic_output_dir
 
     target = tmp_path / "model"
     shutil.copytree(trained_models["baseline"], target)
@@ -167,7 +167,7 @@ def test_unwritable_output_fails_before_training(tmp_path, sample_csv, capsys):
 
 def test_disk_full_while_saving_is_one_line_and_leaves_nothing(tmp_path, sample_csv, monkeypatch, capsys,
                                                                trained_models):
-    from textxfer.pipelines.baseline import BaselineClassifier
+    from textxfer.baseline.pipeline import BaselineClassifier
 
     output = tmp_path / "run"
     shutil.copytree(trained_models["baseline"], output)

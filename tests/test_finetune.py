@@ -14,11 +14,11 @@ import pytest
 
 from conftest import write_csv
 from textxfer import classifier
-from textxfer.data import DataOptions, TextDataset, load_data
+from textxfer.data.dataset import DataOptions, TextDataset, load_data
 from textxfer.errors import TextxferError
-from textxfer.labels import LabelSet
-from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
-from textxfer.runner import run
+from textxfer.data.labels import LabelSet
+from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
+from textxfer.evaluation.runner import run
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_contract_and_metrics_recomputed_from_the_saved_model(trained_run, fixtu
     # Predictions line up with the input rows: recompute test metrics from the saved model and split.
     split = json.loads((folder / "split.json").read_text())
     assert split["splits"]["test"]["rows"] == data.test.rows
-    from textxfer.metrics import score
+    from textxfer.core.metrics import score
 
     predicted = loaded.predict_proba(data.test.texts).argmax(axis=1)
     recomputed = score(data.labels.encode(data.test.labels), predicted, data.labels)
@@ -84,7 +84,7 @@ def test_label_mapping_survives_a_different_label_order(fixture_data, tiny_confi
 def test_strategies_freeze_exactly_what_they_should(tiny_bert):
     from transformers import AutoModelForSequenceClassification
 
-    from textxfer.strategies import apply_strategy, parameter_groups, unfreeze_top_layers
+    from textxfer.transformer.strategies import apply_strategy, parameter_groups, unfreeze_top_layers
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
     trainable = lambda: {n for n, p in model.named_parameters() if p.requires_grad}  # noqa: E731
@@ -122,7 +122,7 @@ def test_frozen_parts_do_not_change(fixture_data, tiny_config, strategy):
     tiny_config.epochs = 2
     tiny_config.eval_strategy = "no"  # keep the last weights, not the best checkpoint's
     model = FinetuneClassifier(tiny_config)
-    from textxfer.models import load_for_training
+    from textxfer.transformer.models import load_for_training
 
     _, reference, _ = load_for_training(tiny_config.model, data.labels)
     model.fit(data.train, data.validation, labels=data.labels)
@@ -147,7 +147,7 @@ def test_head_only_runs_the_encoder_once_per_text(fixture_data, tiny_config, sol
     tiny_config.epochs = 6
     model = FinetuneClassifier(tiny_config)
     calls = []
-    from textxfer import training
+    from textxfer.transformer import training
 
     original = training.classifier_inputs
     training.classifier_inputs = lambda clf, texts, *rest: calls.append(len(texts)) or original(clf, texts, *rest)
@@ -188,7 +188,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, fixture_data, tiny_
 def test_head_tail_keeps_both_ends(tiny_bert):
     from transformers import AutoTokenizer
 
-    from textxfer.encoding import choose_max_length, encode
+    from textxfer.transformer.encoding import choose_max_length, encode
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
     text = "酒" * 30 + "房" * 30 + "好" * 30
@@ -205,7 +205,7 @@ def test_head_tail_keeps_both_ends(tiny_bert):
 
 def test_unknown_hub_id_offline_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from textxfer.models import load_for_training
+    from textxfer.transformer.models import load_for_training
 
     with pytest.raises(TextxferError) as error:
         load_for_training("nobody/no-such-model-xyz", LabelSet(("a", "b")))

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from textxfer.cli import main
-from textxfer.data import DataOptions, load_data
-from textxfer.guard import check_model, warning_line
-from textxfer.labels import LabelSet
-from textxfer.metrics import score
-from textxfer.pipelines.baseline import BaselineClassifier
-from textxfer.runner import run_prepared
+from textxfer.data.dataset import DataOptions, load_data
+from textxfer.evaluation.guard import check_model, warning_line
+from textxfer.data.labels import LabelSet
+from textxfer.core.metrics import score
+from textxfer.baseline.pipeline import BaselineClassifier
+from textxfer.evaluation.runner import run_prepared
 
 LABELS = LabelSet(("negative", "positive"))
 
@@ -88,7 +88,7 @@ class OneClassBaseline(BaselineClassifier):
 
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory, sample_csv):
-    from textxfer.pipelines.baseline import BaselineConfig
+    from textxfer.baseline.pipeline import BaselineConfig
 
     data = load_data(DataOptions(data=str(sample_csv)))
     folder = tmp_path_factory.mktemp("planted") / "baseline"

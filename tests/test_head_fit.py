@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textxfer import head_fit
-from textxfer.data import DataOptions, load_data
-from textxfer.pipelines.finetune import FinetuneClassifier
+from textxfer.transformer import head_fit
+from textxfer.data.dataset import DataOptions, load_data
+from textxfer.transformer.pipeline import FinetuneClassifier
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_c_is_chosen_on_validation_and_ties_go_to_the_stronger_regularisation():
 def test_head_only_writes_the_regression_into_the_classifier_layer(tmp_path, data, tiny_config):
     import torch
 
-    from textxfer import training
+    from textxfer.transformer import training
     from textxfer.classifier import load
 
     tiny_config.strategy, tiny_config.feature_cache = "head-only", str(tmp_path / "cache")
@@ -71,7 +71,7 @@ def test_head_only_writes_the_regression_into_the_classifier_layer(tmp_path, dat
 
 
 def test_the_feature_cache_is_reused_only_for_the_same_texts_and_model(tmp_path, data, tiny_config, monkeypatch):
-    from textxfer import feature_cache
+    from textxfer.transformer import feature_cache
 
     tiny_config.strategy, tiny_config.feature_cache = "head-only", str(tmp_path / "cache")
     first = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)

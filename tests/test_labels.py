@@ -1,7 +1,7 @@
 import pytest
 
 from textxfer.errors import TextxferError
-from textxfer.labels import LabelSet
+from textxfer.data.labels import LabelSet
 
 
 def test_string_labels_sorted_and_round_trip():

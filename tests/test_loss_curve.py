@@ -1,10 +1,10 @@
-"""Training loss against validation loss per evaluation, and the overfitting note (``textxfer.loss_curve``)."""
+"""Training loss against validation loss per evaluation, and the overfitting note (``textxfer.transformer.loss_curve``)."""
 
 from __future__ import annotations
 
 import json
 
-from textxfer import loss_curve
+from textxfer.transformer import loss_curve
 
 
 def log(train: list[float], validation: list[float], every: int = 10) -> list[dict]:

@@ -1,7 +1,7 @@
 import pytest
 
-from textxfer.labels import LabelSet
-from textxfer.metrics import format_table, score
+from textxfer.data.labels import LabelSet
+from textxfer.core.metrics import format_table, score
 
 
 def test_scores_match_a_hand_worked_case():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import make_rows
-from textxfer import pooling
-from textxfer.data import DataOptions, load_data
+from textxfer.transformer import pooling
+from textxfer.data.dataset import DataOptions, load_data
 from textxfer.errors import TextxferError
-from textxfer.pipelines.finetune import FinetuneClassifier
+from textxfer.transformer.pipeline import FinetuneClassifier
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +24,13 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mean_model(tmp_path_factory, tiny_bert, data):
-    from textxfer.pipelines.finetune import FinetuneConfig
+    from textxfer.transformer.pipeline import FinetuneConfig
 
     config = FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=5, learning_rate=3e-3, batch_size=8,
                             eval_batch_size=32, logging_steps=1000, early_stopping=0, warmup=0.0, min_steps=0,
                             pooling="mean", checkpoint_dir=str(tmp_path_factory.mktemp("ck")))
     model = FinetuneClassifier(config)
-    from textxfer.models import load_for_training
+    from textxfer.transformer.models import load_for_training
 
     fresh = load_for_training(config.model, _labels())[1]
     before = {n: p.detach().clone() for n, p in fresh.named_parameters() if ".pooler." in f".{n}"}
@@ -40,7 +40,7 @@ def mean_model(tmp_path_factory, tiny_bert, data):
 
 
 def _labels():
-    from textxfer.labels import LabelSet
+    from textxfer.data.labels import LabelSet
 
     return LabelSet.from_labels([label for _, label in make_rows()])
 
@@ -60,7 +60,7 @@ def _sentence_folder(tiny_bert, tmp_path, settings: dict | None):
     (None, "cls"),
 ])
 def test_auto_follows_the_sentence_transformers_pooling_config(tiny_bert, tmp_path, settings, expected):
-    from textxfer.models import load_for_training
+    from textxfer.transformer.models import load_for_training
 
     folder = _sentence_folder(tiny_bert, tmp_path, settings)
     model = load_for_training(str(folder), _labels())[1]
@@ -127,7 +127,7 @@ def test_onnx_export_of_a_mean_pooled_model_matches(mean_model, data, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from textxfer import classifier
-    from textxfer.export import export_onnx
+    from textxfer.transformer.export import export_onnx
 
     mean_model.write(tmp_path / "run")
     exported = export_onnx(tmp_path / "run", tmp_path / "onnx")
@@ -136,7 +136,7 @@ def test_onnx_export_of_a_mean_pooled_model_matches(mean_model, data, tmp_path):
 
 
 def test_head_only_fits_the_mean_pooled_features_and_the_cache_keeps_poolings_apart(tmp_path, data, tiny_config):
-    from textxfer import feature_cache, training
+    from textxfer.transformer import feature_cache, training
 
     tiny_config.strategy, tiny_config.pooling = "head-only", "mean"
     model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
@@ -176,7 +176,7 @@ def test_roberta_heads_read_the_mean_pooled_vector():
 
 def test_auto_on_a_sentence_encoder_with_little_data_fits_a_head_on_mean_pooled_features(tiny_bert, tmp_path, data,
                                                                                          tiny_config, capsys):
-    from textxfer import recipe
+    from textxfer.transformer import recipe
 
     folder = _sentence_folder(tiny_bert, tmp_path, {"pooling_mode_mean_tokens": True})
     tiny_config.model, tiny_config.strategy, tiny_config.max_train_samples = str(folder), "auto", 80

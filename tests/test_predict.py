@@ -161,7 +161,7 @@ def test_cli_file_errors_are_one_line(tmp_path, model_dir, capsys):
 
 COUNTED_PREDICT = """
 import os, sys
-from textxfer.pipelines.finetune import FinetuneClassifier
+from textxfer.transformer.pipeline import FinetuneClassifier
 original = FinetuneClassifier.predict_proba
 def counted(self, texts):
     with open(os.path.join(os.environ["COUNT_DIR"], "rank" + os.environ.get("RANK", "0")), "a") as handle:

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from textxfer import classifier
-from textxfer.data import DataOptions, load_data
+from textxfer.data.dataset import DataOptions, load_data
 from textxfer.errors import TextxferError
-from textxfer.tables import read_source
+from textxfer.data.tables import read_source
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Text a file can hold: any code point but lone surrogates (not encodable as UTF-8).
@@ -106,7 +106,7 @@ def test_deeply_nested_json_is_a_clear_error(tmp_path, fmt):
     with pytest.raises(TextxferError, match="nested too deeply"):
         read_source(str(path))
     if fmt == "jsonl":
-        from textxfer.predict_files import ChunkReader
+        from textxfer.serving.predict_files import ChunkReader
 
         with pytest.raises(TextxferError, match="deep.jsonl: line 1: JSON nested too deeply"):
             list(ChunkReader(str(path), "jsonl", "text", 10))

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from textxfer.errors import TextxferError
-from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
-from textxfer import recipe as recipes
-from textxfer.recipe import describe, plan, steps_per_epoch
+from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
+from textxfer.transformer import recipe as recipes
+from textxfer.transformer.recipe import describe, plan, steps_per_epoch
 
 
 def test_steps_per_epoch_counts_like_the_trainer():
@@ -84,7 +84,7 @@ def test_full_data_defaults_are_the_measured_full_recipe():
 def test_head_learning_rate_reaches_only_the_head_and_pooler(tiny_bert):
     from transformers import AutoModelForSequenceClassification
 
-    from textxfer.strategies import parameter_groups
+    from textxfer.transformer.strategies import parameter_groups
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
     head_ids = {id(p) for name, p in model.named_parameters() if name.startswith(("classifier.", "bert.pooler."))}
@@ -105,7 +105,7 @@ def test_bad_recipe_settings_are_refused(settings):
 
 
 def test_training_runs_the_raised_epochs_and_records_why(sample_csv, tiny_config, capsys):
-    from textxfer.data import DataOptions, load_data
+    from textxfer.data.dataset import DataOptions, load_data
 
     data = load_data(DataOptions(data=str(sample_csv)))
     tiny_config.epochs, tiny_config.batch_size, tiny_config.min_steps = 1, 64, 12
@@ -126,7 +126,7 @@ def test_the_optimizer_gets_the_recipes_head_rate(sample_csv, tiny_config, monke
     """The rate in report.json is the rate that trained: 20× on the head while the floor binds."""
     import torch
 
-    from textxfer.data import DataOptions, load_data
+    from textxfer.data.dataset import DataOptions, load_data
 
     captured = []
 

@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 from scipy.stats import binomtest, chi2
 
-from textxfer import report
+from textxfer.evaluation import report
 from textxfer.errors import TextxferError
 
 

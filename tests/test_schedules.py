@@ -8,11 +8,11 @@ import math
 import pytest
 
 from conftest import make_rows
-from textxfer.data import TextDataset
+from textxfer.data.dataset import TextDataset
 from textxfer.errors import TextxferError
-from textxfer.labels import LabelSet
-from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
-from textxfer.schedules import SCHEDULES, trainer_settings
+from textxfer.data.labels import LabelSet
+from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
+from textxfer.transformer.schedules import SCHEDULES, trainer_settings
 
 STEPS, WARMUP, RATE = 8, 2, 1e-3  # 32 texts at batch 8: 4 steps per epoch, so 2 epochs
 

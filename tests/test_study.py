@@ -13,10 +13,10 @@ import pytest
 
 from textxfer.cli import main
 from textxfer.errors import TextxferError
-from textxfer.pipelines.baseline import BaselineConfig
-from textxfer.pipelines.finetune import FinetuneConfig
-from textxfer.study import Variant, nested_order, parse_sizes, parse_variant
-from textxfer.study_report import interval, study_markdown, summarise
+from textxfer.baseline.pipeline import BaselineConfig
+from textxfer.transformer.pipeline import FinetuneConfig
+from textxfer.evaluation.study import Variant, nested_order, parse_sizes, parse_variant
+from textxfer.evaluation.study_report import interval, study_markdown, summarise
 
 CLASSES = {"baseline": BaselineConfig, "finetune": FinetuneConfig}
 FAST = ["--baseline-vector-size", "16", "--baseline-min-count", "1", "--baseline-n-estimators", "20",
@@ -133,8 +133,8 @@ def test_study_resumes_finished_cells_and_retrains_changed_ones(study_run, tmp_p
 
 
 def test_paired_tests_come_from_the_cells_saved_test_predictions(study_run, sample_csv):
-    from textxfer.data import DataOptions, load_data
-    from textxfer.report import mcnemar
+    from textxfer.data.dataset import DataOptions, load_data
+    from textxfer.evaluation.report import mcnemar
 
     output, _ = study_run
     study = json.loads((output / "study.json").read_text(encoding="utf-8"))
@@ -164,7 +164,7 @@ def test_paired_tests_come_from_the_cells_saved_test_predictions(study_run, samp
 
 
 def test_findings_say_where_fine_tuning_overtakes_the_baseline():
-    from textxfer.study_report import findings
+    from textxfer.evaluation.study_report import findings
 
     def entry(accuracy):
         return {"accuracy": {"mean": accuracy}}
@@ -235,7 +235,7 @@ def _fail():
 
 
 def test_a_cell_in_a_child_process_runs_elsewhere_and_its_errors_come_back(tmp_path):
-    from textxfer.study import in_child_process
+    from textxfer.evaluation.study import in_child_process
 
     in_child_process(_write_pid, tmp_path / "pid")
     assert int((tmp_path / "pid").read_text()) != os.getpid()
@@ -307,7 +307,7 @@ def test_study_refuses_a_repeated_variant(sample_csv, capsys):
 
 
 def test_the_estimate_scales_fine_tuning_by_planned_steps_not_texts(tmp_path):
-    from textxfer.study import Cell, estimate, planned_work
+    from textxfer.evaluation.study import Cell, estimate, planned_work
 
     variant = Variant("finetune", "finetune")
     done = Cell(variant, 32, 42)
@@ -334,10 +334,10 @@ def test_a_run_from_before_a_setting_existed_counts_as_what_it_did_then(trained_
     import shutil
     from dataclasses import replace
 
-    from textxfer.config import from_dict
-    from textxfer.data import DataOptions, load_data
-    from textxfer.pipelines.finetune import FinetuneConfig
-    from textxfer.runner import finished_run
+    from textxfer.core.config import from_dict
+    from textxfer.data.dataset import DataOptions, load_data
+    from textxfer.transformer.pipeline import FinetuneConfig
+    from textxfer.evaluation.runner import finished_run
 
     folder = tmp_path / "old"
     shutil.copytree(trained_models["finetune"], folder)
@@ -355,8 +355,8 @@ def test_a_run_from_before_a_setting_existed_counts_as_what_it_did_then(trained_
 
 def test_a_finished_cell_whose_automatic_choices_changed_is_trained_again(tmp_path, monkeypatch):
     """Same settings, another recipe after an upgrade (auto's threshold moved, or the pooling rule): not reused."""
-    from textxfer import recipe
-    from textxfer.study import Cell, same_automatic_choices
+    from textxfer.transformer import recipe
+    from textxfer.evaluation.study import Cell, same_automatic_choices
 
     cell = Cell(Variant("finetune", "finetune"), 100, 42)
     folder = tmp_path / "cell"

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import make_rows
-from textxfer import text_prefix
-from textxfer.data import DataOptions, load_data
+from textxfer.transformer import text_prefix
+from textxfer.data.dataset import DataOptions, load_data
 from textxfer.errors import TextxferError
-from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig
+from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -62,7 +62,7 @@ def test_the_prefix_reaches_the_tokens_and_survives_saving_and_export(prefixed, 
     np.testing.assert_allclose(again.predict_proba(data.test.texts), model.predict_proba(data.test.texts), atol=1e-6)
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from textxfer.export import export_onnx
+    from textxfer.transformer.export import export_onnx
 
     onnx = classifier.load(export_onnx(tmp_path / "run", tmp_path / "onnx"))
     assert onnx.encode(["服务"])["input_ids"][0] == expected

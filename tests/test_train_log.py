@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from textxfer import train_log
-from textxfer.pipelines.finetune import FinetuneClassifier
+from textxfer.transformer import train_log
+from textxfer.transformer.pipeline import FinetuneClassifier
 
 LINE = re.compile(r"evaluation (\d+)/(\d+) · step (\d+)/(\d+) · epoch (\d+\.\d\d): validation loss \d+\.\d{4}, "
                   r"accuracy \d\.\d{4}, macro-F1 \d\.\d{4}(?: · training loss \d+\.\d{4})?")
@@ -63,7 +63,7 @@ def test_the_count_includes_the_trainers_evaluation_after_the_last_step(fixture_
 
 @pytest.fixture
 def fixture_split(sample_csv):
-    from textxfer.data import DataOptions, load_data
+    from textxfer.data.dataset import DataOptions, load_data
 
     data = load_data(DataOptions(data=str(sample_csv)))
     return data.train, data.validation

@@ -18,8 +18,8 @@ import pytest
 from textxfer import classifier
 from textxfer.cli import main
 from textxfer.errors import TextxferError
-from textxfer.labels import LabelSet
-from textxfer.manifest import MANIFEST_NAME
+from textxfer.data.labels import LabelSet
+from textxfer.core.manifest import MANIFEST_NAME
 
 
 class Payload:
@@ -99,7 +99,7 @@ def pickle_only_base(tiny_bert: Path, tmp_path: Path, marker: Path) -> Path:
 
 
 def test_base_model_with_pickle_weights_is_refused(tiny_bert, tmp_path, marker):
-    from textxfer.models import load_for_training
+    from textxfer.transformer.models import load_for_training
 
     folder = pickle_only_base(tiny_bert, tmp_path, marker)
     with pytest.raises(TextxferError) as caught:
@@ -121,7 +121,7 @@ def test_allow_pickle_weights_lifts_the_refusal(tiny_bert, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from textxfer.models import load_for_training
+    from textxfer.transformer.models import load_for_training
 
     folder = copy_of(tiny_bert, tmp_path, "base")
     state = load_file(str(folder / "model.safetensors"))
@@ -133,7 +133,7 @@ def test_allow_pickle_weights_lifts_the_refusal(tiny_bert, tmp_path):
 
 
 def test_finetune_config_flags_default_off():
-    from textxfer.pipelines.finetune import FinetuneConfig
+    from textxfer.transformer.pipeline import FinetuneConfig
 
     config = FinetuneConfig()
     assert config.trust_remote_code is False and config.allow_pickle_weights is False
@@ -141,7 +141,7 @@ def test_finetune_config_flags_default_off():
 
 @pytest.mark.parametrize("config_name", ["config.json", "tokenizer_config.json"])
 def test_base_model_asking_for_remote_code_is_refused(tiny_bert, tmp_path, marker, config_name):
-    from textxfer.models import load_for_training
+    from textxfer.transformer.models import load_for_training
 
     folder = copy_of(tiny_bert, tmp_path, "base")
     plant_remote_code(folder, marker, config_name)
@@ -153,7 +153,7 @@ def test_base_model_asking_for_remote_code_is_refused(tiny_bert, tmp_path, marke
 
 def test_base_model_naming_pickle_weights_in_config_is_refused(tiny_bert, tmp_path, marker):
     """transformers honours ``transformers_weights: adapter_model.bin`` even with ``use_safetensors=True``."""
-    from textxfer.models import load_for_training
+    from textxfer.transformer.models import load_for_training
 
     folder = copy_of(tiny_bert, tmp_path, "base")
     plant_pickle(folder / "adapter_model.bin", marker)
@@ -200,7 +200,7 @@ class Custom:
 
 @pytest.mark.parametrize("extra", [os.system, Custom()], ids=["function", "custom-class"])
 def test_forest_with_unexpected_types_is_refused(trained_models, tmp_path, capsys, extra):
-    from textxfer.imports import skops_io
+    from textxfer.core.imports import skops_io
 
     sio = skops_io()
     folder = copy_of(trained_models["baseline"], tmp_path)
@@ -211,7 +211,7 @@ def test_forest_with_unexpected_types_is_refused(trained_models, tmp_path, capsy
 
 
 def test_forest_file_that_is_not_a_forest_is_refused(trained_models, tmp_path):
-    from textxfer.imports import skops_io
+    from textxfer.core.imports import skops_io
 
     folder = copy_of(trained_models["baseline"], tmp_path)
     (folder / "forest.skops").write_bytes(skops_io().dumps({"not": "a forest"}))
@@ -308,7 +308,7 @@ def test_onnx_external_data_linking_outside_is_refused(trained_models, tmp_path,
 
 
 def test_onnx_external_data_inside_the_folder_passes_the_check(tmp_path):
-    from textxfer.pipelines.onnx import check_external_data
+    from textxfer.transformer.onnx_pipeline import check_external_data
 
     onnx_graph(tmp_path / "model.onnx", "weights.data")
     (tmp_path / "weights.data").write_bytes(b"\0" * 8)

@@ -2,7 +2,7 @@
 
 ``predict`` accepts a model folder (loaded once, then cached) or a loaded classifier; it is safe to
 call from several threads. A fine-tuned model predicts on this process's GPU when one is visible (in
-bf16 there), else on the CPU; ``device=`` and ``precision=`` choose otherwise (``textxfer.devices``).
+bf16 there), else on the CPU; ``device=`` and ``precision=`` choose otherwise (``textxfer.transformer.devices``).
 Baseline and exported ONNX models run on the CPU whatever ``device`` says; an ensemble places each
 member as its kind does.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from textxfer.errors import TextxferError
-from textxfer.pipelines.base import ClassifierBase
-from textxfer.pipelines.registry import KINDS, kind_class, load
+from textxfer.core.contract import ClassifierBase
+from textxfer.registry import KINDS, kind_class, load
 
 _CACHE: dict[tuple[Path, str, str], object] = {}
 _CACHE_LOCK = threading.Lock()

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from importlib import metadata
 
-from textxfer.config import add_arguments, collect, field_names, from_dict, read_config_file
-from textxfer.data import DataOptions
-from textxfer.devices import DEVICE_HELP, PRECISIONS
+from textxfer.core.config import add_arguments, collect, field_names, from_dict, read_config_file
+from textxfer.data.dataset import DataOptions
+from textxfer.transformer.devices import DEVICE_HELP, PRECISIONS
 from textxfer.errors import TextxferError
 
 
@@ -44,9 +44,9 @@ def _options(args: argparse.Namespace, config_cls: type) -> tuple[DataOptions, o
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Train and evaluate the word2vec + RandomForest baseline."""
-    from textxfer.pipelines.baseline import BaselineClassifier, BaselineConfig
-    from textxfer.runner import run
-    from textxfer.runs import default_run_dir
+    from textxfer.baseline.pipeline import BaselineClassifier, BaselineConfig
+    from textxfer.evaluation.runner import run
+    from textxfer.core.runs import default_run_dir
 
     data, config = _options(args, BaselineConfig)
     output = args.output or default_run_dir("baseline")
@@ -57,9 +57,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune a BERT/RoBERTa-family encoder and evaluate it."""
-    from textxfer.pipelines.finetune import FinetuneClassifier, FinetuneConfig, remove_checkpoints
-    from textxfer.runner import is_main_process, run
-    from textxfer.runs import check_writable, default_run_dir
+    from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig, remove_checkpoints
+    from textxfer.evaluation.runner import is_main_process, run
+    from textxfer.core.runs import check_writable, default_run_dir
 
     data, config = _options(args, FinetuneConfig)
     if args.output is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -79,8 +79,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def _pipeline_configs(args: argparse.Namespace) -> tuple[DataOptions, dict[str, object]]:
     """Data options and both pipelines' configs: defaults < config file sections < ``--<pipeline>-*`` flags."""
-    from textxfer.pipelines.baseline import BaselineConfig
-    from textxfer.pipelines.finetune import FinetuneConfig
+    from textxfer.baseline.pipeline import BaselineConfig
+    from textxfer.transformer.pipeline import FinetuneConfig
 
     given = read_config_file(args.config) if args.config else {}
     sections = {"baseline": BaselineConfig, "finetune": FinetuneConfig}
@@ -103,8 +103,8 @@ def _pipeline_configs(args: argparse.Namespace) -> tuple[DataOptions, dict[str, 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train (or load) both pipelines on one split, score them alike, and write a comparison report."""
-    from textxfer.compare import compare
-    from textxfer.runs import default_run_dir
+    from textxfer.evaluation.compare import compare
+    from textxfer.core.runs import default_run_dir
 
     data, configs = _pipeline_configs(args)
     output = args.output or default_run_dir("compare")
@@ -117,8 +117,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     """Train a grid of variants × training-set sizes × seeds on one split and draw the learning curves."""
-    from textxfer.runs import default_run_dir
-    from textxfer.study import parse_variant, run_study
+    from textxfer.core.runs import default_run_dir
+    from textxfer.evaluation.study import parse_variant, run_study
 
     data, configs = _pipeline_configs(args)
     classes = {name: type(config) for name, config in configs.items()}
@@ -146,7 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for text, result in zip(args.texts, classifier.predict(list(args.texts), model=model)):
             print(f"{result.label}\t{result.score:.4f}\t{text}")
         return 0
-    from textxfer.predict_files import ProcessGroup, predict_file
+    from textxfer.serving.predict_files import ProcessGroup, predict_file
 
     group = ProcessGroup()
     try:
@@ -166,8 +166,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Combine trained runs of one split (any kinds) into one model: a weighted average of their probabilities,
     the weights chosen on the validation split (never test), scored on the test split like any run."""
-    from textxfer.ensemble_runs import build
-    from textxfer.runs import default_run_dir
+    from textxfer.evaluation.ensemble_runs import build
+    from textxfer.core.runs import default_run_dir
 
     output = args.output or default_run_dir("ensemble")
     result = build(args.runs, output, weights=args.weights, data=args.data, encoding=args.encoding,
@@ -178,7 +178,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a fine-tuned model to ONNX Runtime (optionally int8-quantized) for fast CPU inference."""
-    from textxfer.export import export_onnx
+    from textxfer.transformer.export import export_onnx
 
     output = export_onnx(args.model, args.output, quantize=args.quantize, opset=args.opset, log=print)
     print(f"saved to {output} (model.onnx, tokenizer, config.json, textxfer.json); "
@@ -188,7 +188,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a trained model over HTTP: POST /predict, GET /health, GET /model, a web page at /, docs at /docs."""
-    from textxfer.serving import ServeSettings, serve
+    from textxfer.serving.server import ServeSettings, serve
 
     if args.workers < 1:
         raise TextxferError(f"--workers must be at least 1, got {args.workers}")
@@ -204,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List the bundled offline encoders."""
-    from textxfer.bundled import list_bundled
+    from textxfer.transformer.bundled import list_bundled
 
     rows = [("name", "installed", "ready", "size", "languages", "path")]
     for item in list_bundled():
@@ -226,8 +226,8 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from textxfer.pipelines.baseline import BaselineConfig
-    from textxfer.pipelines.finetune import FinetuneConfig
+    from textxfer.baseline.pipeline import BaselineConfig
+    from textxfer.transformer.pipeline import FinetuneConfig
 
     parser = argparse.ArgumentParser(prog="textxfer", description="Text classification by transfer learning.")
     parser.add_argument("--version", action="version", version=f"textxfer {_version()}")

@@ -1,0 +1,103 @@
+"""``textxfer.json``: the manifest saved beside every model's weights."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from textxfer.errors import TextxferError
+from textxfer.data.labels import LabelSet
+
+MANIFEST_NAME = "textxfer.json"
+FORMAT_VERSION = 1
+KINDS = ("baseline", "finetune", "onnx", "ensemble")  # as textxfer.registry.KINDS
+_LIBRARIES = ("textxfer", "numpy", "scikit-learn", "gensim", "skops", "safetensors", "jieba", "rjieba",
+              "evaluate", "datasets", "torch", "transformers", "accelerate")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a model may depend on (absent ones omitted)."""
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def build_manifest(kind: str, labels: LabelSet, config: dict, data: dict, files: dict[str, str]) -> dict:
+    """The manifest dict for a model of ``kind``; ``files`` maps a role to a file name in the folder."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}")
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "labels": labels.to_dict(),
+        "config": config,
+        "data": data,
+        "files": files,
+        "libraries": library_versions(),
+    }
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Write ``textxfer.json`` into ``folder``."""
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """Read and check the manifest of a model folder; every problem is a one-line error."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise TextxferError(f"{folder}: no such model folder")
+    if not path.is_file():
+        raise TextxferError(f"{folder}: no {MANIFEST_NAME} — not a textxfer model folder (train one with "
+                            "`textxfer baseline` or `textxfer finetune`)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TextxferError(f"{path}: corrupt manifest ({exc}); re-train or restore the folder") from None
+    if not isinstance(manifest, dict):
+        raise TextxferError(f"{path}: corrupt manifest (expected a JSON object)")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TextxferError(f"{path}: corrupt manifest (no integer format_version)")
+    if version > FORMAT_VERSION:
+        raise TextxferError(f"{path}: format version {version} is newer than this textxfer supports "
+                            f"({FORMAT_VERSION}); upgrade textxfer (pip install -U textxfer)")
+    if manifest.get("kind") not in KINDS:
+        raise TextxferError(f"{path}: unknown model kind {manifest.get('kind')!r}; expected one of {list(KINDS)}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise TextxferError(f"{path}: corrupt manifest ('files' must map roles to file names)")
+    if not isinstance(manifest.get("config", {}), dict) or not isinstance(manifest.get("data") or {}, dict):
+        raise TextxferError(f"{path}: corrupt manifest ('config' and 'data' must be JSON objects)")
+    base = folder.resolve()
+    for name in files.values():
+        if (Path(name).name != name or name in ("", ".", "..") or "\\" in name or "\0" in name
+                or Path(name).is_absolute()):
+            raise TextxferError(f"{path}: file name {name!r} points outside the model folder; refusing to load")
+        if not (folder / name).exists():
+            raise TextxferError(f"{folder}: {name} listed in the manifest is missing; re-train or restore the folder")
+        if base not in (folder / name).resolve().parents:
+            raise TextxferError(f"{path}: {name} is a link to a file outside the model folder; refusing to load")
+    _check_labels(path, manifest.get("labels"))
+    return manifest
+
+
+def _check_labels(path: Path, labels) -> None:
+    """The manifest's label set: ``{"names": [≥ 2 distinct non-empty strings], "kind": "str" | "int"}``."""
+    names = labels.get("names") if isinstance(labels, dict) else None
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) and n for n in names)):
+        raise TextxferError(f"{path}: corrupt manifest ('labels.names' must list at least 2 label names as strings, "
+                            f"got {names!r:.80}); re-train or restore the folder")
+    try:
+        LabelSet.from_dict(labels)
+    except TextxferError as exc:
+        raise TextxferError(f"{path}: corrupt manifest ({exc}); re-train or restore the folder") from None

@@ -1,0 +1,98 @@
+"""The one scorer: accuracy, macro/weighted F1, per-class P/R/F1 and the confusion matrix.
+
+The figures are computed through Hugging Face ``evaluate`` with a metric module built locally (a
+:class:`evaluate.Metric` subclass defined here), so nothing is ever fetched from the hub and every
+pipeline and the comparison report share one implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from textxfer.core.imports import evaluate_module
+from textxfer.data.labels import LabelSet
+
+_DESCRIPTION = "Multi-class classification report: accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix."
+
+
+def _metric_class():
+    """Build the metric class lazily: importing ``evaluate`` pulls in ``datasets``."""
+    import datasets
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    evaluate = evaluate_module()
+
+    class ClassificationReport(evaluate.Metric):
+        """``evaluate`` metric over integer class ids ``0..num_labels-1``."""
+
+        def _info(self):
+            return evaluate.MetricInfo(
+                description=_DESCRIPTION,
+                citation="",
+                inputs_description="predictions, references: class ids; num_labels: number of classes",
+                features=datasets.Features({"predictions": datasets.Value("int64"),
+                                            "references": datasets.Value("int64")}),
+            )
+
+        def _compute(self, predictions, references, num_labels: int):
+            ids = list(range(num_labels))
+            predictions, references = np.asarray(predictions), np.asarray(references)
+            precision, recall, f1, support = precision_recall_fscore_support(
+                references, predictions, labels=ids, zero_division=0)
+            # Macro-F1 averages the classes that have rows here: a class with none has no F1 to average
+            # (sklearn would count it as 0 and quietly pull the mean down).
+            present = [i for i in ids if support[i] > 0] or ids
+            _, _, macro_f1, _ = precision_recall_fscore_support(
+                references, predictions, labels=present, average="macro", zero_division=0)
+            _, _, weighted_f1, _ = precision_recall_fscore_support(
+                references, predictions, labels=ids, average="weighted", zero_division=0)
+            return {
+                "accuracy": float((predictions == references).mean()) if len(references) else 0.0,
+                "macro_f1": float(macro_f1),
+                "weighted_f1": float(weighted_f1),
+                "precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+                "support": support.tolist(),
+                "confusion_matrix": confusion_matrix(references, predictions, labels=ids).tolist(),
+            }
+
+    return ClassificationReport
+
+
+_METRIC = None
+
+
+def score(references: Sequence[int], predictions: Sequence[int], labels: LabelSet) -> dict:
+    """Score predicted class ids against true class ids (both in ``labels`` order).
+
+    Returns ``accuracy``, ``macro_f1`` (over the classes with at least one true row; those without are
+    listed in ``classes_without_rows``), ``weighted_f1``, ``n``, ``per_class`` (label → precision,
+    recall, f1, support) and ``confusion_matrix`` (rows: true label, columns: predicted, in
+    ``labels`` order, which is also stored under ``labels``).
+    """
+    global _METRIC
+    if _METRIC is None:
+        _METRIC = _metric_class()(keep_in_memory=True)
+    raw = _METRIC.compute(predictions=list(map(int, predictions)), references=list(map(int, references)),
+                          num_labels=len(labels))
+    per_class = {
+        name: {"precision": raw["precision"][i], "recall": raw["recall"][i], "f1": raw["f1"][i],
+               "support": int(raw["support"][i])}
+        for i, name in enumerate(labels.names)
+    }
+    return {"n": len(references), "accuracy": raw["accuracy"], "macro_f1": raw["macro_f1"],
+            "classes_without_rows": [name for name in labels.names if per_class[name]["support"] == 0],
+            "weighted_f1": raw["weighted_f1"], "per_class": per_class,
+            "labels": list(labels.names), "confusion_matrix": raw["confusion_matrix"]}
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A plain-text table of split → accuracy / macro-F1 / weighted-F1 / per-class F1."""
+    names = next(iter(results.values()))["labels"] if results else []
+    header = ["split", "n", "accuracy", "macro-F1", "weighted-F1"] + [f"F1[{n}]" for n in names]
+    lines = [header]
+    for split, m in results.items():
+        lines.append([split, str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['weighted_f1']:.4f}"]
+                     + [f"{m['per_class'][n]['f1']:.4f}" for n in names])
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in lines)

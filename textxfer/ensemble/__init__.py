@@ -1,0 +1,1 @@
+"""The ensemble kind: a weighted average of other models' probabilities, weights chosen on validation."""

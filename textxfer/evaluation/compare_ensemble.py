@@ -1,0 +1,71 @@
+"""``compare``'s third column: the validation-weighted ensemble of the pipelines it scored.
+
+The weights are chosen exactly as ``textxfer ensemble --weights auto`` chooses them (the lowest validation
+log loss on the same grid, :mod:`textxfer.ensemble.weights`) from the members' validation probabilities —
+taken from the runs compare trained, predicted for runs it loaded — and never from a test row. The test
+column is the same weighted average of the members' test probabilities that compare already scored, so
+``textxfer ensemble --runs <compare>/baseline <compare>/finetune`` builds a model folder that predicts what
+this column shows (the entry's ``build_command``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from textxfer.data.dataset import PreparedData
+from textxfer.ensemble.weights import choose, mix
+from textxfer.evaluation.guard import check_model
+from textxfer.core.metrics import score
+
+NAME = "ensemble"
+
+
+def ensemble_entry(members: dict[str, dict], data: PreparedData, output: Path) -> dict:
+    """The compare entry of the weighted ensemble of ``members``.
+
+    ``members`` maps a name to ``{"model", "entry", "test", "validation"}``: the fitted model, its compare
+    entry (metrics, costs, folder), its test probabilities and its validation probabilities (``None``: predict
+    them here). Returns an entry like the members' (``predictions``/``probabilities`` included) plus the
+    weights, what their choice saw on validation, and the command that saves the ensemble as a model.
+    """
+    started = time.perf_counter()
+    names = list(members)
+    has_validation = len(data.validation) > 0
+    validation = [m["validation"] if m["validation"] is not None or not has_validation
+                  else m["model"].predict_proba(data.validation.texts) for m in members.values()]
+    y_validation = np.asarray(data.labels.encode(data.validation.labels)) if has_validation else None
+    weights, selection = choose("auto", validation if has_validation else [None] * len(names), y_validation)
+    choose_seconds = time.perf_counter() - started
+    probabilities = mix([m["test"] for m in members.values()], weights)
+    predicted = probabilities.argmax(axis=1)
+    references = np.asarray(data.labels.encode(data.test.labels))
+    metrics = score(references, predicted, data.labels)
+    if has_validation:
+        check = check_model(score(y_validation, mix(validation, weights).argmax(axis=1), data.labels),
+                            data.train.labels, data.labels)
+    else:
+        check = check_model(metrics, data.train.labels, data.labels, split="test")
+    entries = [m["entry"] for m in members.values()]
+    used = [e for e, w in zip(entries, weights) if w > 0]
+    trained = [e.get("train_seconds") for e in entries]
+    rates = [e.get("predict_texts_per_second") for e in used]
+    sizes = [e.get("size_bytes") for e in entries]
+    mixture = " + ".join(f"{n} × {w:.2f}" for n, w in zip(names, weights))
+    how = "weights by validation log loss" if selection["method"] == "auto" else "equal weights: no validation split"
+    folders = " ".join(str(e["folder"]) for e in entries)
+    return {
+        "description": f"{mixture} ({how})", "kind": NAME, "folder": None,
+        "metrics": metrics, "model_check": check,
+        "train_seconds": None if None in trained else round(sum(trained) + choose_seconds, 3),
+        "predict_texts_per_second": None if None in rates or 0 in rates else round(1 / sum(1 / r for r in rates), 1),
+        "size_bytes": None if None in sizes else sum(sizes),
+        "weights": dict(zip(names, weights)), "selection": selection, "choose_seconds": round(choose_seconds, 3),
+        "costs_note": "training time = the members' plus choosing the weights; predict texts/s = the members' "
+                      "measured rates combined (each text goes through every member of weight > 0); size = the "
+                      "members' (what `textxfer ensemble` writes)",
+        "build_command": f"textxfer ensemble --runs {folders} --weights auto --output {output / NAME}",
+        "predictions": predicted, "probabilities": probabilities,
+    }

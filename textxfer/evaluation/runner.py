@@ -1,0 +1,144 @@
+"""Train one classifier on prepared data, score it with the shared scorer, and write the run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from textxfer.data.dataset import DataOptions, PreparedData, load_data
+from textxfer.errors import TextxferError
+from textxfer.evaluation.guard import check_model, warning_line
+from textxfer.core.manifest import read_manifest
+from textxfer.core.metrics import format_table, score
+from textxfer.core.runs import PREDICTIONS, atomic_output_dir, check_writable
+from textxfer.data.splits import differing_part, read_split_file, write_split_file
+
+EVALUATION_SPLITS = ("validation", "test")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its folder, metrics per split, and the report written beside them."""
+
+    output: Path
+    metrics: dict[str, dict]
+    report: dict
+    predictions: dict[str, list[int]] = field(default_factory=dict)
+    probabilities: dict = field(default_factory=dict)  # split → (rows × labels) array; kept in memory, not written
+
+
+def evaluate_classifier(classifier, data: PreparedData) -> tuple[dict[str, dict], dict]:
+    """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits, and its probabilities
+    per split (rows in the split's order, columns in label order)."""
+    results, probabilities = {}, {}
+    for name in EVALUATION_SPLITS:
+        dataset = getattr(data, name)
+        if len(dataset):
+            probabilities[name] = classifier.predict_proba(dataset.texts)
+            results[name] = score(data.labels.encode(dataset.labels), probabilities[name].argmax(axis=1), data.labels)
+    return results, probabilities
+
+
+def predictions_record(data: PreparedData, predictions: dict[str, list[int]]) -> dict:
+    """``predictions.json``: per evaluation split, each row's number in its source and the predicted class id."""
+    return {"labels": list(data.labels.names),
+            "splits": {name: {"rows": getattr(data, name).rows, "predicted": ids} for name, ids in predictions.items()}}
+
+
+def is_main_process() -> bool:
+    """False in the non-zero ranks of a torchrun / accelerate launch: only rank 0 writes output."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run(classifier, options: DataOptions, output: str | Path, progress: bool = True, log=print) -> RunResult:
+    """Load data, fit ``classifier``, score it, and write model + split + metrics + report atomically.
+
+    ``output`` appears only when everything succeeded; an earlier folder there is replaced only then.
+    """
+    if is_main_process():
+        check_writable(output)  # an unwritable or full destination fails now, not after training
+    data = load_data(options)
+    describe_data(data, log)
+    return run_prepared(classifier, data, output, progress, log)
+
+
+def describe_data(data: PreparedData, log=print) -> None:
+    """Log the split sizes, the labels and every hygiene note."""
+    log(f"data: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test rows, "
+        f"labels {list(data.labels.names)}")
+    for note in data.notes:
+        log(f"note: {note}")
+
+
+def run_prepared(classifier, data: PreparedData, output: str | Path, progress: bool = True, log=print) -> RunResult:
+    """:func:`run` on data that is already loaded and split (so several classifiers share one split)."""
+    if is_main_process():
+        check_writable(output)
+    started = time.perf_counter()
+    classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
+    fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    metrics, probabilities = evaluate_classifier(classifier, data)
+    predictions = {name: [int(i) for i in p.argmax(axis=1)] for name, p in probabilities.items()}
+    evaluated = sum(m["n"] for m in metrics.values())
+    predict_seconds = time.perf_counter() - started
+    report = {
+        "data": {"notes": data.notes, "counts": data.counts},
+        "fit": classifier.fit_stats,
+        "evaluation_inputs": {name: report for name in metrics
+                              if (report := classifier.input_report(getattr(data, name).texts))},
+        "timing": {"fit_seconds": round(fit_seconds, 3), "evaluate_seconds": round(predict_seconds, 3),
+                   "predict_texts_per_second": round(evaluated / predict_seconds, 1) if predict_seconds else None},
+    }
+    report["model_check"] = (check_model(metrics["validation"], data.train.labels, data.labels)
+                             if "validation" in metrics else {"degenerate": None, "reasons": [],
+                                                              "note": "no validation split, so not checked"})
+    data_info = {"fingerprints": {name: entry["sha256"] for name, entry in data.split_record["splits"].items()},
+                 "sources": {name: entry["source"] for name, entry in data.split_record["splits"].items()},
+                 "counts": data.counts, "split_method": data.split_record["method"]}
+    if is_main_process():
+        with atomic_output_dir(output) as staging:
+            classifier.write(staging, data_info)
+            write_split_file(staging / "split.json", data.split_record)
+            (staging / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
+            (staging / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+            (staging / PREDICTIONS).write_text(json.dumps(predictions_record(data, predictions), ensure_ascii=False),
+                                               encoding="utf-8")
+    if metrics:
+        log(format_table(metrics))
+    else:
+        log("note: validation and test are empty (too few rows per label to hold any out), so nothing was "
+            "scored; add data or pass --validation/--test files")
+    warning = warning_line(report["model_check"], "this model", classifier.kind)
+    if warning:
+        log(warning)
+    if (report["fit"].get("loss_curve") or {}).get("overfitting"):
+        log(f"note: {report['fit']['loss_curve']['note']} (report.json: fit.loss_curve)")
+    return RunResult(Path(output), metrics, report, predictions, probabilities)
+
+
+# Settings that do not change the trained model: a finished run that differs only in these is reused.
+NOT_MODEL_SETTINGS = {"checkpoint_dir", "resume", "n_jobs", "eval_batch_size", "logging_steps", "feature_cache"}
+# A setting missing from an older run's manifest counts as its default, except these: before they existed the
+# run behaved as this value, which today's default (``auto``) may not mean (bundled encoders now pool by mean
+# and E5 texts get a prefix).
+BEFORE_IT_EXISTED = {"pooling": "cls", "text_prefix": "none"}
+
+
+def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:
+    """Whether ``folder`` holds a finished ``name`` run of the same settings on this very split."""
+    if config is None or not (folder / "split.json").is_file():
+        return False
+    try:
+        manifest = read_manifest(folder)
+        record = read_split_file(folder / "split.json")
+    except TextxferError:
+        return False
+    wanted = {k: v for k, v in asdict(config).items() if k not in NOT_MODEL_SETTINGS}
+    defaults = {f.name: f.default for f in fields(config)} | BEFORE_IT_EXISTED  # a setting added since the run
+    saved = {k: manifest["config"].get(k, defaults.get(k)) for k in wanted}
+    same_split = differing_part(record, data.split_record, list(data.split_record["splits"])) is None
+    return manifest["kind"] == name and saved == wanted and same_split

@@ -1,0 +1,244 @@
+"""The study's report: ``study.json`` (every cell and the summary), ``study.md`` and ``learning_curve.png``.
+
+Per variant × size: mean ± sd of test accuracy and macro-F1 over the seeds and a 95% interval for the
+mean (Student's t with n − 1 degrees of freedom; none from a single seed), and how many of its cells
+are degenerate (``model_check`` in the cell's ``report.json``). At every size the best variant (mean
+test accuracy) is tested against each other one with McNemar's test on the cells' saved test
+predictions (``predictions.json``), pooled over the seeds; a few sentences say what the curves show.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from textxfer.transformer import loss_curve
+from textxfer.errors import TextxferError
+from textxfer.evaluation.study_sections import ensemble_gains, gains_findings, gains_markdown, loss_markdown
+
+STUDY_JSON, STUDY_MD, CURVE_PNG = "study.json", "study.md", "learning_curve.png"
+METRICS = (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"))  # (key, title in running text)
+
+
+def cell_record(cell, folder: Path) -> dict:
+    """One finished cell as a JSON-ready record (scores read back from its run folder)."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TextxferError(f"{folder}: cannot read the cell's metrics.json / report.json ({exc}); "
+                            "delete the folder and run the study again to retrain it") from None
+    scores = {split: {k: metrics[split][k] for k in ("accuracy", "macro_f1")} for split in metrics}
+    check = report.get("model_check") or {}
+    record = {"variant": cell.variant.text, "pipeline": cell.variant.pipeline, "size": cell.size, "seed": cell.seed,
+              "folder": cell.folder, **scores, "degenerate": check.get("degenerate"),
+              "fit_seconds": (report.get("timing") or {}).get("fit_seconds")}
+    curve = loss_curve.of_run(folder)
+    if curve and curve["evaluations"]:
+        record["loss_curve"] = curve
+    return record
+
+
+def interval(values: list[float]) -> dict:
+    """Mean, sample sd, and the 95% t-interval of the mean (``ci95`` None for a single value)."""
+    from scipy.stats import t
+
+    array = np.asarray(values, dtype=float)
+    mean = float(array.mean())
+    if len(array) < 2:
+        return {"mean": mean, "sd": 0.0, "ci95": None, "n": len(array)}
+    sd = float(array.std(ddof=1))
+    half = float(t.ppf(0.975, len(array) - 1) * sd / math.sqrt(len(array)))
+    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": len(array)}
+
+
+def summarise(records: list[dict], variants, sizes: list[int]) -> dict:
+    """variant → size → {accuracy, macro_f1: interval, cells, degenerate_cells}."""
+    summary = {}
+    for variant in variants:
+        summary[variant.text] = {}
+        for size in sizes:
+            cells = [r for r in records if r["variant"] == variant.text and r["size"] == size]
+            summary[variant.text][str(size)] = {
+                **{key: interval([c["test"][key] for c in cells]) for key, _ in METRICS},
+                "cells": len(cells), "degenerate_cells": sum(bool(c["degenerate"]) for c in cells)}
+    return summary
+
+
+def _correct(output: Path, record: dict, references: np.ndarray) -> np.ndarray | None:
+    """Per-test-text correctness of one cell, from its ``predictions.json`` (None when it has none)."""
+    try:
+        saved = json.loads((output / record["folder"] / "predictions.json").read_text(encoding="utf-8"))
+        predicted = np.asarray(saved["splits"]["test"]["predicted"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return predicted == references if predicted.shape == references.shape else None
+
+
+def paired_tests(output: Path, records: list[dict], variants, sizes: list[int], references: np.ndarray) -> dict:
+    """size → {"best": variant, "tests": {other: McNemar result}}: the best variant by mean test accuracy
+    against each other one, on the paired test predictions pooled over the seeds (the same seeds' cells)."""
+    from textxfer.evaluation.report import mcnemar
+
+    names = [v.text for v in variants]
+    results = {}
+    for size in sizes:
+        cells = {(r["variant"], r["seed"]): r for r in records if r["size"] == size}
+        means = {n: np.mean([r["test"]["accuracy"] for (v, _), r in cells.items() if v == n]) for n in names}
+        best = max(names, key=lambda n: means[n])
+        tests = {}
+        for other in (n for n in names if n != best):
+            seeds = sorted(s for (v, s) in cells if v == best and (other, s) in cells)
+            pairs = [(_correct(output, cells[(best, s)], references), _correct(output, cells[(other, s)], references))
+                     for s in seeds]
+            if not pairs or any(a is None or b is None for a, b in pairs):
+                tests[other] = None  # a cell without predictions.json (trained by an older textxfer)
+                continue
+            tests[other] = mcnemar(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
+        results[str(size)] = {"best": best, "tests": tests}
+    return results
+
+
+def findings(study: dict) -> list[str]:
+    """Plain sentences: where fine-tuning overtakes the baseline, and where the variants are within noise."""
+    variants, sizes, summary, paired = study["variants"], study["sizes"], study["summary"], study["paired"]
+    pipelines = dict(zip(variants, study["pipelines"]))
+    mean = lambda v, n: summary[v][str(n)]["accuracy"]["mean"]  # noqa: E731
+    out = []
+    baselines = [v for v in variants if pipelines[v] == "baseline"]
+    tuned = [v for v in variants if pipelines[v] == "finetune"]
+    if baselines and tuned:
+        ahead = [n for n in sizes if max(mean(v, n) for v in tuned) > max(mean(v, n) for v in baselines)]
+        start = next((n for i, n in enumerate(sizes) if all(m in ahead for m in sizes[i:])), None)
+        if start is None:
+            out.append("Fine-tuning does not stay ahead of the baseline at the largest sizes studied.")
+        else:
+            out.append(f"Fine-tuning's best variant is ahead of the best baseline in mean test accuracy from "
+                       f"{start:,} training texts on" + (" (every size studied)." if start == sizes[0] else "."))
+    for n in sizes:
+        entry = paired[str(n)]
+        tied = [o for o, t in entry["tests"].items() if t is not None and not t["significant"]]
+        beaten = [o for o, t in entry["tests"].items() if t is not None and t["significant"]]
+        sentence = f"At {n:,} texts `{entry['best']}` is best ({mean(entry['best'], n):.4f})"
+        if tied:
+            sentence += "; within noise of it (McNemar, pooled over seeds, p ≥ 0.05): " + ", ".join(f"`{o}`" for o in tied)
+        if beaten:
+            sentence += "; significantly below it: " + ", ".join(f"`{o}`" for o in beaten)
+        out.append(sentence + ".")
+    return out + gains_findings(study.get("ensembles") or {})
+
+
+def _cell_text(entry: dict, key: str) -> str:
+    stats = entry[key]
+    text = f"{stats['mean']:.4f} ± {stats['sd']:.4f}"
+    if stats["ci95"]:
+        text += f" [{stats['ci95'][0]:.3f}, {stats['ci95'][1]:.3f}]"
+    if entry["degenerate_cells"]:
+        text += f" ⚠ {entry['degenerate_cells']}/{entry['cells']} degenerate"
+    return text
+
+
+def study_markdown(study: dict) -> str:
+    """``study.md``: one table per metric (rows: sizes, columns: variants), then the degenerate cells."""
+    variants, sizes, seeds = study["variants"], study["sizes"], study["seeds"]
+    out = ["# Learning-curve study", "",
+           f"{len(study['cells'])} cells: {len(variants)} variant(s) × {len(sizes)} training-set size(s) × "
+           f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}). Every cell trains on a nested stratified subset of "
+           f"the one training split ({study['train_size']:,} texts) and is scored on the same test split "
+           f"({study['test_size']:,} texts); sizes of one seed are nested (a smaller subset lies inside a larger one).",
+           ""]
+    for key, title in METRICS:
+        out += [f"## {title[0].upper() + title[1:]}: mean ± sd over seeds [95% interval of the mean]", "",
+                "| training texts | " + " | ".join(f"`{v}`" for v in variants) + " |",
+                "|---:|" + "---|" * len(variants)]
+        for size in sizes:
+            row = [_cell_text(study["summary"][v][str(size)], key) for v in variants]
+            out.append(f"| {size:,} | " + " | ".join(row) + " |")
+        out.append("")
+    out += ["## Best variant against each other one", "",
+            "McNemar's test on the paired test predictions, pooled over the seeds (each seed's cells share "
+            "their training subset and the test split).", "",
+            "| training texts | best (mean accuracy) | against | only best right | only other right | p | verdict |",
+            "|---:|---|---|---:|---:|---:|---|"]
+    for size in sizes:
+        entry = study["paired"][str(size)]
+        best = entry["best"]
+        for other, test in entry["tests"].items():
+            if test is None:
+                out.append(f"| {size:,} | `{best}` | `{other}` | – | – | – | no saved predictions |")
+                continue
+            verdict = "significant" if test["significant"] else "within noise"
+            out.append(f"| {size:,} | `{best}` ({study['summary'][best][str(size)]['accuracy']['mean']:.4f}) | "
+                       f"`{other}` | {test['a_only_correct']:,} | {test['b_only_correct']:,} | "
+                       f"{test['p_value']:.3g} | {verdict} |")
+    out += ["", *gains_markdown(study.get("ensembles") or {})]
+    out += ["## In words", "", *(f"- {line}" for line in study["findings"]), ""]
+    out += loss_markdown(study["cells"])
+    degenerate = [c for c in study["cells"] if c["degenerate"]]
+    if degenerate:
+        out += ["## Degenerate cells", "", "Models that predict one class for (nearly) every validation text, or "
+                "whose validation macro-F1 is not above the majority answer's (see `model_check` in each "
+                "cell's `report.json`):", ""]
+        out += [f"- `{c['variant']}`, {c['size']:,} texts, seed {c['seed']}: `{c['folder']}`" for c in degenerate]
+        out.append("")
+    out += ["## Figure", "", f"![learning curve]({CURVE_PNG})", ""]
+    return "\n".join(out)
+
+
+def plot_learning_curve(study: dict, path: Path):
+    """Test accuracy and macro-F1 against training-set size (log x), a line per variant, 95% bands."""
+    from textxfer.evaluation.report import draw_figure
+
+    sizes = study["sizes"]
+
+    def paint(fig):
+        for ax, (key, title) in zip(fig.subplots(1, 2), METRICS):
+            for i, variant in enumerate(study["variants"]):
+                entries = [study["summary"][variant][str(n)][key] for n in sizes]
+                means = [e["mean"] for e in entries]
+                ax.plot(sizes, means, marker="o", color=f"C{i}", label=variant)
+                bands = [(n, e["ci95"]) for n, e in zip(sizes, entries) if e["ci95"]]
+                if bands:
+                    ax.fill_between([n for n, _ in bands], [max(0.0, b[0]) for _, b in bands],
+                                    [min(1.0, b[1]) for _, b in bands], color=f"C{i}", alpha=0.15, linewidth=0)
+            ax.set_xscale("log")
+            ax.set(xlabel="training texts (log scale)", ylabel=title, title=f"{title} (95% band over seeds)")
+            ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+            ax.minorticks_off()
+            ax.grid(alpha=0.3)
+        fig.axes[0].legend(fontsize=8, loc="lower right")
+
+    return draw_figure(Path(path), (11.0, 4.2), paint)
+
+
+def write_study(output: Path, records: list[dict], variants, sizes: list[int], seeds: list[int], data) -> dict:
+    """Write ``study.json``, ``study.md`` and ``learning_curve.png`` into ``output``; returns the study dict."""
+    references = np.asarray(data.labels.encode(data.test.labels))
+    degenerate = [r for r in records if r["degenerate"]]
+    warnings = []
+    if degenerate:
+        where = "; ".join(f"{r['variant']} n={r['size']} seed={r['seed']}" for r in degenerate[:6])
+        more = f" and {len(degenerate) - 6} more" if len(degenerate) > 6 else ""
+        warnings.append(f"WARNING: {len(degenerate)} of {len(records)} cells are degenerate ({where}{more}); "
+                        f"they are flagged in {STUDY_MD}")
+    study = {"variants": [v.text for v in variants], "sizes": sizes, "seeds": seeds, "train_size": len(data.train),
+             "test_size": len(data.test), "split": "split.json", "cells": records,
+             "pipelines": [v.pipeline for v in variants], "summary": summarise(records, variants, sizes),
+             "paired": paired_tests(output, records, variants, sizes, references), "warnings": warnings,
+             "ensembles": ensemble_gains(records, variants, sizes),
+             "files": {"json": STUDY_JSON, "markdown": STUDY_MD, "plot": CURVE_PNG}}
+    overfit = [r for r in records if (r.get("loss_curve") or {}).get("overfitting")]
+    if overfit:
+        warnings.append(f"note: {len(overfit)} fine-tuning cell(s) show overfitting (validation loss rising while "
+                        f"training loss falls); see 'Training and validation loss' in {STUDY_MD}")
+    study["findings"] = findings(study)
+    try:
+        (output / STUDY_JSON).write_text(json.dumps(study, indent=1, ensure_ascii=False), encoding="utf-8")
+        (output / STUDY_MD).write_text(study_markdown(study), encoding="utf-8")
+        plot_learning_curve(study, output / CURVE_PNG)
+    except OSError as exc:
+        raise TextxferError(f"cannot write the study report into {output}: {exc}") from exc
+    return study

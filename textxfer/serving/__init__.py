@@ -1,0 +1,1 @@
+"""Using trained models: predicting files, the HTTP server and its page, cross-request batching."""

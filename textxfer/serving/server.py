@@ -1,0 +1,229 @@
+"""``textxfer serve``: a FastAPI app that predicts with one loaded model, batching across requests.
+
+Endpoints: ``POST /predict``, ``GET /health``, ``GET /model``, ``GET /`` (a small web page),
+``GET /docs`` (OpenAPI). Every error is JSON ``{"error": "<one line>"}``: 413 for too many texts, a
+too long text or a too large body; 422 for malformed JSON, wrong types, a missing field or an empty
+list; 500 only for a fault of the server itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from textxfer.serving.batching import MicroBatcher
+from textxfer.classifier import load, to_predictions
+from textxfer.errors import TextxferError
+from textxfer.core.manifest import read_manifest
+
+SETTINGS_ENV = "TEXTXFER_SERVE_SETTINGS"
+
+
+@dataclass
+class ServeSettings:
+    """What the server serves and its limits (the ``textxfer serve`` flags)."""
+
+    model: str
+    max_batch_size: int = 32
+    batch_window_ms: float = 5.0
+    batching: bool = True
+    max_texts: int = 64
+    max_text_chars: int = 10_000
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_texts", "max_text_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TextxferError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        window = self.batch_window_ms
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window <= 10_000:
+            raise TextxferError(f"--batch-window-ms must be between 0 and 10000 milliseconds, got {window!r}")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Room for the largest allowed request even with every character JSON-escaped (``\\uXXXX``)."""
+        return self.max_texts * self.max_text_chars * 6 + 65_536
+
+
+class PredictRequest(BaseModel):
+    """Either ``texts`` (a list) or ``text`` (one string)."""
+
+    model_config = ConfigDict(extra="forbid")
+    texts: list[StrictStr] | None = Field(default=None, description="texts to classify, in order")
+    text: StrictStr | None = Field(default=None, description="one text to classify (instead of texts)")
+
+
+class PredictionOut(BaseModel):
+    label: str | int = Field(description="the most probable label")
+    score: float = Field(description="probability of that label")
+    probabilities: dict[str, float] = Field(description="every label's probability, in label order; sums to 1")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut]
+
+
+class RequestError(Exception):
+    """A bad request: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _first_problem(exc: ValidationError | RequestValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+    return f"{where}: {error.get('msg', 'invalid value')}"
+
+
+def parse_request(body: bytes, settings: ServeSettings) -> list[str]:
+    """The texts of a ``POST /predict`` body, or a :class:`RequestError` saying what is wrong."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(422, f"the body is not valid JSON ({exc}); send {{\"texts\": [\"...\"]}}") from None
+    except RecursionError:  # like the CLI's JSONL reader: a client error, not a server fault
+        raise RequestError(422, "the body is JSON nested too deeply to read; send {\"texts\": [\"...\"]}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(422, "the body must be a JSON object such as {\"texts\": [\"...\"]} or {\"text\": \"...\"}")
+    try:
+        request = PredictRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestError(422, _first_problem(exc)) from None
+    if (request.texts is None) == (request.text is None):
+        raise RequestError(422, "send exactly one of \"texts\" (a list of strings) or \"text\" (a string)")
+    texts = [request.text] if request.text is not None else request.texts
+    if not texts:
+        raise RequestError(422, "\"texts\" is empty; send at least one text")
+    if len(texts) > settings.max_texts:
+        raise RequestError(413, f"{len(texts)} texts in one request; the limit is {settings.max_texts} — split the request")
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise RequestError(413, f"text {i} has {len(text):,} characters; the limit is {settings.max_text_chars:,}")
+    return texts
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the body is {int(declared):,} bytes; the limit is {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body is over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def model_info(folder: Path, model) -> dict:
+    """What ``GET /model`` returns: kind, labels, base model, metrics and creation time."""
+    manifest = read_manifest(folder)
+    metrics = {}
+    if (folder / "metrics.json").is_file():
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    config = manifest.get("config") or {}
+    return {"kind": manifest["kind"], "labels": [model.labels.value(n) for n in model.labels.names],
+            "base_model": config.get("base_model"), "created": manifest.get("created"),
+            "metrics": {split: {k: m.get(k) for k in ("n", "accuracy", "macro_f1")} for split, m in metrics.items()},
+            "folder": str(folder), "device": model.device, "precision": model.precision}
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The app for ``settings.model`` (loaded now, so a bad folder fails before the server starts)."""
+    folder = Path(settings.model)
+    model = load(folder, settings.device, settings.precision)
+    info = model_info(folder, model)
+    batcher = MicroBatcher(model.predict_proba, settings.max_batch_size, settings.batch_window_ms, settings.batching)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()  # uvicorn has stopped accepting and waited for in-flight requests
+
+    app = FastAPI(title="textxfer", description=f"Text classification with {folder.name} ({info['kind']})",
+                  lifespan=lifespan)
+    app.state.batcher, app.state.settings = batcher, settings
+
+    @app.exception_handler(RequestError)
+    async def _bad_request(request: Request, exc: RequestError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": _first_problem(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):  # a server fault, never the caller's input
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+    schema = PredictRequest.model_json_schema()
+
+    @app.post("/predict", response_model=PredictResponse, responses={413: {"description": "too many texts, a too long text or a too large body"},
+                                                                     422: {"description": "malformed JSON, wrong types, or an empty list"}},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}})
+    async def predict(request: Request) -> dict:
+        """Classify ``texts`` (or one ``text``): label, its probability, and every class's probability."""
+        texts = parse_request(await _read_body(request, settings.max_body_bytes), settings)
+        probabilities = await batcher.submit(texts)
+        return {"predictions": [{"label": p.label, "score": p.score,
+                                 "probabilities": {str(k): v for k, v in p.probabilities.items()}}
+                                for p in to_predictions(model, probabilities)]}
+
+    @app.get("/health")
+    async def health() -> dict:
+        """``{"status": "ok"}`` while the model is loaded and the batcher runs."""
+        return {"status": "ok", "batching": batcher.enabled, **batcher.stats}
+
+    @app.get("/model")
+    async def model_endpoint() -> dict:
+        """The served model: kind, labels, base model, metrics from its run folder."""
+        return info
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return resources.files("textxfer.serving").joinpath("web/index.html").read_text(encoding="utf-8")
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """App factory for ``uvicorn --workers N`` (each worker process builds its own app and model)."""
+    return create_app(ServeSettings(**json.loads(os.environ[SETTINGS_ENV])))
+
+
+def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          log_level: str = "info") -> None:
+    """Run the server until SIGINT/SIGTERM; in-flight requests finish first (graceful shutdown)."""
+    import uvicorn
+
+    common = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": 30}
+    if workers > 1:
+        os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
+        # Fail here, once, with a clear message, not in every worker (on the CPU: the workers take the GPU).
+        from textxfer.transformer import devices
+
+        devices.inference_precision(devices.resolve(settings.device), settings.precision)
+        load(Path(settings.model), device="cpu")
+        uvicorn.run("textxfer.serving.server:app_from_environment", factory=True, workers=workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)

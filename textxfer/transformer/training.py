@@ -1,0 +1,322 @@
+"""Glue between textxfer's fine-tuning config and the Hugging Face ``Trainer`` (no hand-rolled loop)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from textxfer.transformer import schedules
+from textxfer.data.dataset import TextDataset
+from textxfer.errors import TextxferError
+from textxfer.core.metrics import score
+from textxfer.transformer.pooling import of as pooling_of
+from textxfer.transformer.recipe import describe, fits_head, plan
+from textxfer.transformer.strategies import apply_strategy, gradual_unfreeze_callback, head_module, parameter_groups
+
+
+def device_settings(precision: str, compile_model: bool = False) -> dict:
+    """``TrainingArguments`` for the device (keys starting with ``_`` are textxfer's own).
+
+    On a GPU: mixed precision (bf16 where supported, else fp16), TF32 matrix products where the GPU has
+    them, two data-loading workers with pinned memory (collation off the training thread) and a fused
+    AdamW (``_fused``); on the CPU: fp32 and collation in the training process (the measured 2-core
+    recipe). ``compile_model``: ``torch.compile`` through the Trainer (``--compile``)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision in ("bf16", "fp16") and not cuda:
+        raise TextxferError(f"--precision {precision} needs a GPU; use --precision fp32 (or auto) on CPU")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    settings = {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda,
+                **({"ddp_backend": "gloo"} if distributed and not cuda else {}), "_precision": precision,
+                "_fused": cuda, "dataloader_num_workers": GPU_LOADER_WORKERS if cuda else 0,
+                "dataloader_pin_memory": cuda, "torch_compile": compile_model}
+    if cuda:
+        from transformers.utils import is_torch_tf32_available
+
+        settings["tf32"] = bool(is_torch_tf32_available())
+    return settings
+
+
+GPU_LOADER_WORKERS = 2
+
+
+def _dataset(features: dict, labels: list[int]):
+    import datasets
+
+    return datasets.Dataset.from_dict({**features, "labels": labels})
+
+
+def _compute_metrics(label_set):
+    def compute(evaluation) -> dict[str, float]:
+        logits = evaluation.predictions[0] if isinstance(evaluation.predictions, tuple) else evaluation.predictions
+        # label_ids come back in the same (possibly length-grouped) order as the predictions.
+        result = score(np.asarray(evaluation.label_ids), np.asarray(logits).argmax(axis=-1), label_set)
+        return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
+
+    return compute
+
+
+def _class_weighted_loss(labels: list[int], num_labels: int):
+    """Cross-entropy weighted by inverse class frequency (``compute_loss_func`` of the Trainer)."""
+    import torch
+
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    weights = torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+
+    def loss(outputs, targets, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        return torch.nn.functional.cross_entropy(logits.view(-1, num_labels).float(), targets.view(-1),
+                                                 weight=weights.to(logits.device))
+
+    return loss
+
+
+def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, device: dict, grouping: bool,
+               recipe: dict):
+    from transformers import TrainingArguments
+
+    epochs, eval_strategy, eval_steps = recipe["epochs"], recipe["eval_strategy"], recipe["eval_steps"]
+    evaluating = has_validation and eval_strategy != "no"
+    strategy = eval_strategy if evaluating else ("steps" if eval_strategy == "steps" else "epoch")
+    warmup = cfg.warmup if cfg.warmup < 1 else int(cfg.warmup)
+    schedule = schedules.trainer_settings(cfg.lr_scheduler, recipe["planned_steps"] / recipe["steps_per_epoch"],
+                                          evaluating)
+    return TrainingArguments(
+        output_dir=output_dir, num_train_epochs=epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=warmup,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
+        eval_strategy=strategy if evaluating else "no", save_strategy=strategy, eval_steps=eval_steps,
+        save_steps=eval_steps, save_total_limit=2,
+        load_best_model_at_end=evaluating, metric_for_best_model="macro_f1" if evaluating else None,
+        greater_is_better=True, logging_strategy="steps", logging_steps=cfg.logging_steps, report_to="none",
+        seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=not progress, **schedule,
+        train_sampling_strategy="group_by_length" if grouping else "random",
+        **{k: v for k, v in device.items() if not k.startswith("_")},
+    )
+
+
+def _last_checkpoint(folder: str) -> str | None:
+    """The newest complete checkpoint in ``folder``: one whose trainer state was written.
+
+    ``Trainer`` writes ``trainer_state.json`` after the weights and optimizer state, so a checkpoint
+    without it was cut off mid-save (a killed run) and is skipped in favour of the one before.
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not Path(folder).is_dir():
+        return None
+    found = [p for p in Path(folder).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if (path / "trainer_state.json").is_file():
+            return str(path)
+    return None
+
+
+def resolve_batch(classifier, train: TextDataset, pooling: str, world_size: int, device: dict):
+    """``(config with the batch and learning rate this run uses, sentences for what was chosen)``.
+
+    ``--batch-size auto`` (``textxfer.transformer.batch_size``): 16 on the CPU and for strategies that fit a head rather
+    than train the model in steps; on a GPU sized by tokens, steps per epoch and free memory (one probed
+    step), with the learning rate scaled. Every process of a multi-GPU run takes the smallest batch any chose."""
+    from dataclasses import replace
+
+    from textxfer.transformer import batch_size
+    from textxfer.transformer.recipe import choose_strategy
+
+    cfg = classifier.config
+    if cfg.batch_size != "auto":
+        return cfg, []
+    strategy, _ = choose_strategy(cfg, len(train), pooling)
+    if device["use_cpu"] or strategy in ("contrastive", "head-only"):
+        return replace(cfg, batch_size=batch_size.CPU_BATCH), []
+    lengths = [len(ids) for ids in classifier.encode(train.texts)["input_ids"]]
+    batch, why = batch_size.choose("auto", len(train), float(np.mean(lengths)), True, world_size,
+                                   cfg.gradient_accumulation)
+    batch, memory = batch_size.fit_memory(batch, batch_size.memory_probe(classifier.model_, classifier.max_length_,
+                                                                         device["_precision"]))
+    batch = _smallest_over_processes(batch, world_size)
+    rate, rate_why = batch_size.scaled_rate(cfg.learning_rate, batch, world_size, cfg.gradient_accumulation)
+    return replace(cfg, batch_size=batch, learning_rate=rate), [w for w in (why, memory, rate_why) if w]
+
+
+def _smallest_over_processes(batch: int, world_size: int) -> int:
+    """The smallest ``batch`` of all processes (their free memory can differ; they must step together)."""
+    if world_size <= 1:
+        return batch
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState()  # the process group the Trainer will use (set up now if it is not yet)
+    value = torch.tensor([batch], device=state.device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return int(value.item())
+
+
+def train_model(classifier, train: TextDataset, validation: TextDataset | None, progress: bool):
+    """Train ``classifier.model_`` in place with the ``Trainer``; returns ``(log_history, stats)``."""
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, default_data_collator
+
+    cfg, model, labels = classifier.config, classifier.model_, classifier.labels
+    pooling = pooling_of(model)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = device_settings(cfg.precision, cfg.compile)
+    cfg, sizing = resolve_batch(classifier, train, pooling, world_size, device)  # --batch-size auto
+    recipe = plan(cfg, len(train), world_size, pooling)
+    recipe = {**recipe, "pooling": pooling, "text_prefix": getattr(classifier, "text_prefix_", ""),
+              "choices": [*getattr(classifier, "input_choices_", []), *sizing, *recipe["choices"]]}
+    announcement, strategy = describe(recipe), recipe["strategy"]
+    if announcement and int(os.environ.get("RANK", "0")) == 0:
+        print(announcement, flush=True)
+    apply_strategy(model, strategy)
+    y_train = labels.encode(train.labels)
+    y_validation = labels.encode(validation.labels) if validation is not None else []
+    features = lambda texts, module: classifier_inputs(classifier, texts, module, cfg.feature_cache)  # noqa: E731
+    if fits_head(strategy, cfg.head_solver):
+        from textxfer.transformer import contrastive
+        from textxfer.transformer.head_fit import describe as describe_head, fit_head
+
+        if cfg.resume and int(os.environ.get("RANK", "0")) == 0:
+            print(f"--resume: strategy {strategy} keeps no checkpoints (the head is fitted, not trained in steps); "
+                  "training from the start", flush=True)
+        tuned = None
+        if strategy == "contrastive":
+            tuned = contrastive.tune_body(classifier, train.texts, y_train, progress, device)
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(contrastive.describe(tuned), flush=True)
+        log, stats = fit_head(classifier, train.texts, y_train, validation.texts if validation is not None else [],
+                              y_validation, features)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(describe_head(stats), flush=True)
+        if tuned is not None:
+            log = tuned.pop("log_history") + log
+            stats = {**stats, "steps": tuned["steps"], "train_seconds": round(stats["train_seconds"] + tuned["seconds"], 2),
+                     "trainable_parameters_at_end": stats["trainable_parameters_at_end"] + tuned["trainable_parameters"],
+                     "contrastive": tuned}
+        return log, {**stats, "strategy": strategy, "recipe": recipe}
+    if strategy == "head-only":
+        # Feature extraction: the frozen encoder runs once per text; the head then trains on cached features.
+        trained = HeadOnly(model, cfg.class_weighted and _class_weighted_loss(y_train, len(labels)))
+        head = head_module(model)
+        train_set = _dataset({"features": features(train.texts, head)}, y_train)
+        validation_set = (_dataset({"features": features(validation.texts, head)}, y_validation)
+                          if validation is not None else None)
+        collator, grouping = default_data_collator, False
+    else:
+        trained = model
+        train_set = _dataset(classifier.encode(train.texts), y_train)
+        validation_set = _dataset(classifier.encode(validation.texts), y_validation) if validation is not None else None
+        collator, grouping = DataCollatorWithPadding(classifier.tokenizer_), cfg.group_by_length
+    temporary = None
+    output_dir = cfg.checkpoint_dir
+    if output_dir is None:
+        temporary = tempfile.TemporaryDirectory(prefix="textxfer-checkpoints-")
+        output_dir = temporary.name
+    resume_from = _last_checkpoint(output_dir) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        raise TextxferError(f"--resume: no checkpoint in {output_dir}; start without --resume")
+    arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping, recipe)
+    if strategy == "head-only":
+        groups = [{"params": list(trained.parameters()), "weight_decay": cfg.weight_decay,
+                   "lr": recipe["head_learning_rate"]}]
+    else:
+        groups = parameter_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay,
+                                  recipe["head_learning_rate"])  # the recipe's: 20× while the step floor binds
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=device["_fused"] or None)
+    callbacks = []
+    if validation_set is not None and recipe["eval_strategy"] != "no" and cfg.early_stopping > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping))
+    if strategy == "gradual-unfreeze":
+        callbacks.append(gradual_unfreeze_callback(model, recipe["epochs"]))
+    loss = _class_weighted_loss(y_train, len(labels)) if cfg.class_weighted and strategy != "head-only" else None
+    trainer = Trainer(model=trained, args=arguments, data_collator=collator, train_dataset=train_set,
+                      eval_dataset=validation_set, processing_class=classifier.tokenizer_ if trained is model else None,
+                      compute_metrics=_compute_metrics(labels), compute_loss_func=loss, callbacks=callbacks,
+                      optimizers=(optimizer, None))
+    from textxfer.transformer import train_log
+    from textxfer.transformer.models import quiet_progress
+
+    train_log.install(trainer, progress)
+    try:
+        with quiet_progress():  # hides the "Writing model shards" bar of each checkpoint save, not the training bar
+            result = trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        if temporary is not None:
+            temporary.cleanup()
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    stats = {
+        "strategy": strategy, "precision": device["_precision"], "device": str(next(model.parameters()).device),
+        "attention": getattr(model.config, "_attn_implementation", None),  # sdpa: transformers' default where supported
+        "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "best_validation_macro_f1": trainer.state.best_metric, "trainable_parameters_at_end": trainable,
+        "resumed_from": resume_from, "recipe": recipe,
+        "lr_scheduler": {"name": cfg.lr_scheduler, "trainer_type": schedules.SCHEDULES[cfg.lr_scheduler],
+                         "options": dict(arguments.lr_scheduler_kwargs or {})},
+    }
+    return trainer.state.log_history, stats
+
+
+def classifier_inputs(classifier, texts: list[str], module, cache: str | None = None) -> np.ndarray:
+    """What ``module`` (part of the frozen model's classifier head) receives for each text — the first
+    token only for a module fed whole sequences — computed once; kept in ``cache`` (a folder) when given."""
+    import torch
+
+    from textxfer.transformer import feature_cache
+
+    key = feature_cache.key(classifier, texts, module) if cache else None
+    if key is not None and (cached := feature_cache.read(cache, key, len(texts))) is not None:
+        return cached
+    captured: list[np.ndarray] = []
+
+    def keep(_, inputs):
+        features = inputs[0]
+        captured.append((features[:, :1] if features.ndim == 3 else features).detach().float().cpu().numpy())
+
+    from textxfer.transformer import devices
+
+    model = classifier.model_.eval()
+    device = str(next(model.parameters()).device)
+    handle = module.register_forward_pre_hook(keep)
+    features = None
+    try:  # the precision prediction uses too (bf16 on a GPU), so the fitted head sees the features it will get
+        with torch.inference_mode(), devices.autocast(device, getattr(classifier, "precision_", "fp32")):
+            for rows, batch in classifier.batches(texts):
+                model(**batch)
+                if features is None:
+                    features = np.empty((len(texts), *captured[-1].shape[1:]), dtype=np.float32)
+                features[rows] = captured.pop()
+    finally:
+        handle.remove()
+    if key is not None:
+        feature_cache.write(cache, key, features)
+    return features
+
+
+def HeadOnly(model, loss_function):  # noqa: N802 - a factory that builds an nn.Module lazily (torch import)
+    """An ``nn.Module`` wrapping ``model``'s classifier head: ``forward(features, labels)``."""
+    import torch
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class _HeadOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = head_module(model)
+
+        def forward(self, features, labels=None):
+            logits = self.head(features)
+            loss = None
+            if labels is not None:
+                loss = (loss_function({"logits": logits}, labels) if loss_function
+                        else torch.nn.functional.cross_entropy(logits.float(), labels))
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    return _HeadOnly()
