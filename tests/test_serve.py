@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -128,33 +129,88 @@ def test_wrong_method_and_path_are_json_errors(server):
     assert missing.status_code == 404 and "error" in missing.json()
 
 
+def batch_counters(server: str) -> tuple[int, int]:
+    """``(batches, texts)`` the server has predicted so far (its batcher's running totals)."""
+    health = httpx.get(f"{server}/health").json()
+    return health["batches"], health["texts"]
+
+
 def test_concurrent_requests_get_the_sequential_answers(server):
+    before = batch_counters(server)
     sequential = [httpx.post(f"{server}/predict", json={"text": t}).json()["predictions"][0] for t in TEXTS]
+    between = batch_counters(server)
+    # One request at a time, each is a batch of its own: the counters measure exactly these requests.
+    assert (between[0] - before[0], between[1] - before[1]) == (len(TEXTS), len(TEXTS))
     with httpx.Client() as client, ThreadPoolExecutor(16) as pool:
         concurrent = list(pool.map(lambda t: client.post(f"{server}/predict", json={"text": t}).json()["predictions"][0],
                                    TEXTS * 4))
+    after = batch_counters(server)
     for i, got in enumerate(concurrent):
         want = sequential[i % len(TEXTS)]
         assert got["label"] == want["label"]
         assert list(got["probabilities"].values()) == pytest.approx(list(want["probabilities"].values()), abs=1e-6)
-    assert httpx.get(f"{server}/health").json()["largest_batch"] > 1  # requests really were batched together
+    batches, texts = after[0] - between[0], after[1] - between[1]
+    # Every request carries one text, so fewer batches than texts means that some batch combined
+    # several of THESE concurrent requests (not a larger batch left over from an earlier test).
+    assert texts == len(TEXTS) * 4
+    assert batches < texts, f"{texts} concurrent one-text requests were predicted in {batches} batches: none combined"
+
+
+class ServerLog:
+    """Reads a server's output in the background so that a test can wait for a line (with a timeout)."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for raw in stream:
+            with self._changed:
+                self.lines.append(raw.decode(errors="replace").rstrip())
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout):
+                pytest.fail(f"the server never logged {text!r}; its output:\n" + "\n".join(self.lines[-30:]))
+
+
+def read_until(conn: socket.socket, marker: bytes | None) -> bytes:
+    """Bytes from ``conn`` up to and including ``marker`` (``None``: until the server closes)."""
+    data = b""
+    while marker is None or marker not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def test_sigterm_lets_in_flight_requests_finish(trained_models):
-    # A long batch window keeps the request waiting inside the server when SIGTERM arrives.
-    with running_server(trained_models["baseline"], "--batch-window-ms", "1500") as (url, process):
-        result = {}
-
-        def call():
-            result["response"] = httpx.post(f"{url}/predict", json={"texts": ["很好", "很差"]}, timeout=60)
-
-        caller = threading.Thread(target=call)
-        caller.start()
-        time.sleep(0.5)
-        process.send_signal(signal.SIGTERM)
-        caller.join(timeout=60)
-        assert result["response"].status_code == 200
-        assert len(result["response"].json()["predictions"]) == 2
+    texts = ["很好", "很差"]
+    body = json.dumps({"texts": texts}).encode()
+    with running_server(trained_models["baseline"], "--log-level", "info") as (url, process):
+        log = ServerLog(process.stdout)
+        with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=60) as conn:
+            # With "Expect: 100-continue" the server answers "100 Continue" only once /predict runs and
+            # asks for the body: the request is in flight inside the app before SIGTERM, no guessed sleep.
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body))
+            interim = read_until(conn, b"\r\n\r\n")
+            assert interim.startswith(b"HTTP/1.1 100 "), interim
+            process.send_signal(signal.SIGTERM)
+            # The server has begun its graceful shutdown and is draining this still open request...
+            log.wait_for("Waiting for connections to close")
+            # ...which gets its body only now, and must still get its full answer.
+            conn.sendall(body)
+            head, _, payload = read_until(conn, None).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        expected = classifier.predict(texts, model=trained_models["baseline"])
+        predictions = json.loads(payload)["predictions"]
+        assert [p["label"] for p in predictions] == [e.label for e in expected]
+        for got, want in zip(predictions, expected):
+            assert list(got["probabilities"].values()) == pytest.approx(list(want.probabilities.values()), abs=1e-6)
         # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it
         assert process.wait(timeout=60) in (0, -signal.SIGTERM)
 
