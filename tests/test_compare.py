@@ -99,21 +99,29 @@ def comparison_predictions(compared: Path, data) -> list[int]:
 
 
 def test_the_ensemble_column_is_chosen_on_validation_and_is_what_textxfer_ensemble_builds(compared, tmp_path, capsys):
-    from textxfer.ensemble.weights import choose, mix
+    from test_ensemble import grid_log_losses
 
     comparison = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
     assert list(comparison["models"]) == ["baseline", "finetune", "ensemble"]
     entry = comparison["models"]["ensemble"]
     data = load_data(DataOptions(split=str(compared / "split.json")))
     members = [classifier.load(compared / name) for name in ("baseline", "finetune")]
-    # the weights are the auto choice on the validation split alone …
-    weights, selection = choose("auto", [m.predict_proba(data.validation.texts) for m in members],
-                                np.asarray(data.labels.encode(data.validation.labels)))
-    assert list(entry["weights"].values()) == weights and entry["selection"] == selection
-    assert selection["validation"]["n"] == len(data.validation)
+    # the weights are the lowest validation log loss on the 1/20 grid, worked out here in plain numpy …
+    y_validation = np.asarray(data.labels.encode(data.validation.labels))
+    validation = [m.predict_proba(data.validation.texts) for m in members]
+    w, losses = grid_log_losses(validation[0], validation[1], y_validation)
+    best = int(np.argmin(losses))
+    weights = [float(w[best]), float(1 - w[best])]
+    assert list(entry["weights"]) == ["baseline", "finetune"]
+    assert list(entry["weights"].values()) == pytest.approx(weights, abs=1e-9)
+    selection = entry["selection"]["validation"]
+    assert selection["n"] == len(data.validation)
+    assert selection["chosen"]["log_loss"] == pytest.approx(losses[best], abs=1e-6)
+    assert selection["equal_weights"]["log_loss"] == pytest.approx(losses[10], abs=1e-6)
     # … and the column scores that mixture of the members' test probabilities
     references = np.asarray(data.labels.encode(data.test.labels))
-    mixed = mix([m.predict_proba(data.test.texts) for m in members], weights).argmax(axis=1)
+    test = [m.predict_proba(data.test.texts) for m in members]
+    mixed = (weights[0] * test[0] + weights[1] * test[1]).argmax(axis=1)
     assert entry["metrics"] == score(references, mixed, data.labels)
     assert comparison_predictions(compared, data) == mixed.tolist()
     # the saved-model route gives the same weights and the same test predictions
@@ -121,7 +129,8 @@ def test_the_ensemble_column_is_chosen_on_validation_and_is_what_textxfer_ensemb
     built = tmp_path / "ensemble"
     assert main(["ensemble", "--runs", str(compared / "baseline"), str(compared / "finetune"), "--output", str(built),
                  "--no-progress"]) == 0
-    assert json.loads((built / "textxfer.json").read_text(encoding="utf-8"))["config"]["chosen_weights"] == weights
+    assert json.loads((built / "textxfer.json").read_text(encoding="utf-8"))["config"]["chosen_weights"] == \
+        list(entry["weights"].values())
     saved = json.loads((built / "predictions.json").read_text(encoding="utf-8"))["splits"]["test"]
     assert saved["predicted"] == mixed.tolist() and saved["rows"] == data.test.rows
     assert json.loads((built / "metrics.json").read_text(encoding="utf-8"))["test"] == entry["metrics"]
@@ -216,3 +225,33 @@ def test_without_a_validation_split_the_ensemble_column_has_equal_weights_and_sa
     assert (entry["predictions"] == mix(tests, [0.5, 0.5]).argmax(axis=1)).all()
     assert entry["model_check"]["split"] == "test"
     assert entry["predict_texts_per_second"] == 50.0 and entry["size_bytes"] == 20 and entry["train_seconds"] >= 2.0
+
+
+def test_the_ensemble_column_takes_the_known_best_weights_on_validation_not_test(sample_csv, tmp_path):
+    from textxfer.evaluation.compare_ensemble import ensemble_entry
+
+    # Stand-in members whose splits pull opposite ways. Validation: the baseline alone is right (with all its
+    # probability) on a quarter of the texts, the fine-tuned model alone on the rest, so the log loss
+    # -(¼·log w_baseline + ¾·log w_finetune) is least at (0.25, 0.75) (worked on paper). On test the
+    # shares are swapped: those weights are right on a quarter of the test texts; chosen on test they
+    # would be (0.75, 0.25) and right on three quarters.
+    data = load_data(DataOptions(data=str(sample_csv)))
+    probabilities = {"baseline": {}, "finetune": {}}
+    for split in ("validation", "test"):
+        y = np.asarray(data.labels.encode(getattr(data, split).labels))
+        one_hot = np.eye(2)[y]
+        baseline_right = (np.arange(len(y)) % 4 == 0) if split == "validation" else (np.arange(len(y)) % 4 != 0)
+        probabilities["baseline"][split] = np.where(baseline_right[:, None], one_hot, 1 - one_hot)
+        probabilities["finetune"][split] = np.where(baseline_right[:, None], 1 - one_hot, one_hot)
+    members = {name: {"model": None, "test": p["test"], "validation": p["validation"],
+                      "entry": {"folder": tmp_path / name, "train_seconds": 1.0, "predict_texts_per_second": 100.0,
+                                "size_bytes": 10}}
+               for name, p in probabilities.items()}
+    entry = ensemble_entry(members, data, tmp_path)
+    assert entry["weights"] == {"baseline": 0.25, "finetune": 0.75}
+    assert entry["selection"]["validation"]["n"] == len(data.validation)
+    assert entry["selection"]["validation"]["chosen"]["log_loss"] == pytest.approx(
+        -(0.25 * np.log(0.25) + 0.75 * np.log(0.75)), abs=1e-6)
+    baseline_right = np.arange(len(data.test)) % 4 != 0
+    assert entry["metrics"]["accuracy"] == pytest.approx(np.mean(~baseline_right))
+    assert entry["model_check"]["split"] == "validation"

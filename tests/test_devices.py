@@ -96,11 +96,77 @@ def test_on_the_cpu_the_model_stays_there_and_predicts_in_fp32(trained_models, g
     assert baseline.kind == "baseline"
 
 
-def test_cached_models_are_kept_per_device(trained_models, gpus):
+@pytest.fixture
+def loads(monkeypatch):
+    """An empty model cache for the test, and the list of ``(folder name, device, precision)`` it loaded."""
+    done = []
+    real = classifier.load
+    monkeypatch.setattr(classifier, "_CACHE", {})
+    monkeypatch.setattr(classifier, "load", lambda path, device="auto", precision="auto":
+                        done.append((path.name, device, precision)) or real(path, device, precision))
+    return done
+
+
+@pytest.fixture(scope="module")
+def ensembles(trained_models, tmp_path_factory):
+    """Saved ensembles: ``cpu`` of two baseline members (it runs on the CPU whatever is asked), ``mixed`` of
+    the baseline and the fine-tuned model (placed as its fine-tuned member is)."""
+    from textxfer.ensemble.pipeline import EnsembleClassifier, EnsembleConfig
+    from textxfer.registry import load
+
+    folders = {}
+    for name, kinds in (("cpu", ("baseline", "baseline")), ("mixed", ("baseline", "finetune"))):
+        folders[name] = tmp_path_factory.mktemp(f"{name}-ensemble") / "model"
+        members = [load(trained_models[kind], "cpu") for kind in kinds]
+        EnsembleClassifier(members, EnsembleConfig("equal")).fit(None, None).save(folders[name])
+    return folders
+
+
+def test_without_a_gpu_auto_and_cpu_share_one_cached_load(trained_models, ensembles, gpus, loads):
     gpus(0)
     first = classifier.cached(trained_models["finetune"], "cpu")
     assert classifier.cached(trained_models["finetune"], "cpu") is first
-    assert classifier.cached(trained_models["finetune"], "auto") is not first
+    assert classifier.cached(trained_models["finetune"], "auto") is first  # auto is the CPU here: no second load
+    assert classifier.cached(trained_models["finetune"], "auto", "fp32") is first  # and fp32 is its precision
+    assert classifier.cached(str(trained_models["finetune"])) is first
+    assert loads == [("finetune", "cpu", "auto")]
+    with pytest.raises(TextxferError, match="no CUDA GPU is visible"):  # an absent GPU is still refused
+        classifier.cached(trained_models["finetune"], "cuda")
+    with pytest.raises(TextxferError, match="needs a GPU"):
+        classifier.cached(trained_models["finetune"], "cpu", "bf16")
+    # models that run on the CPU whatever is asked load once, even for a GPU this machine lacks
+    for folder in (trained_models["baseline"], ensembles["cpu"]):
+        model = classifier.cached(folder, "cuda")
+        assert classifier.cached(folder, "auto") is model and classifier.cached(folder, "cpu", "fp32") is model
+    assert [name for name, *_ in loads] == ["finetune", "finetune", "finetune", "baseline", "model"]
+    ensemble = classifier.cached(ensembles["mixed"], "cpu")  # a fine-tuned member: auto is the CPU here too
+    assert classifier.cached(ensembles["mixed"], "auto") is ensemble and len(loads) == 6
+
+
+def test_with_a_gpu_auto_is_cached_as_that_gpu_and_apart_from_the_cpu(trained_models, ensembles, gpus, loads,
+                                                                       monkeypatch):
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)  # the fake GPU holds nothing
+    gpus(2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    on_gpu = classifier.cached(trained_models["finetune"])
+    assert on_gpu.precision_ == "bf16"
+    assert classifier.cached(trained_models["finetune"], "cuda:1") is on_gpu  # what auto stands for here
+    assert classifier.cached(trained_models["finetune"], "cuda", "bf16") is on_gpu
+    on_cpu = classifier.cached(trained_models["finetune"], "cpu")
+    other_gpu = classifier.cached(trained_models["finetune"], "cuda:0")
+    in_fp32 = classifier.cached(trained_models["finetune"], "auto", "fp32")
+    assert len({id(on_gpu), id(on_cpu), id(other_gpu), id(in_fp32)}) == 4
+    assert on_cpu.precision_ == "fp32" and in_fp32.precision_ == "fp32"
+    assert loads == [("finetune", "auto", "auto"), ("finetune", "cpu", "auto"), ("finetune", "cuda:0", "auto"),
+                     ("finetune", "auto", "fp32")]
+    # an ensemble is placed as its members are: with a fine-tuned member it follows the device, …
+    ensemble = classifier.cached(ensembles["mixed"])
+    assert classifier.cached(ensembles["mixed"], "cuda:1") is ensemble
+    assert classifier.cached(ensembles["mixed"], "cpu") is not ensemble
+    # … one of CPU-only members, and a baseline, are one load whatever is asked
+    for folder in (trained_models["baseline"], ensembles["cpu"]):
+        assert classifier.cached(folder) is classifier.cached(folder, "cpu") is classifier.cached(folder, "cuda:0")
+    assert len(loads) == 4 + 2 + 2
 
 
 def test_cli_asks_for_a_missing_gpu_in_one_line(trained_models, gpus, capsys):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +51,15 @@ class Split:
         return len(self.texts)
 
 
+def grid_log_losses(first: np.ndarray, second: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(w, loss)``: the log loss of w·first + (1 − w)·second for w = 0, 1/20, …, 1 (two members' probability
+    matrices, true classes ``y``), in plain numpy: an independent check of textxfer.ensemble.weights."""
+    w = np.arange(21) / 20
+    rows = np.arange(len(y))
+    true = w[:, None] * first[rows, y] + (1 - w[:, None]) * second[rows, y]
+    return w, -np.log(np.clip(true, 1e-12, 1.0)).mean(axis=1)
+
+
 def test_parse_weights():
     assert parse_weights("auto", 2) == "auto" and parse_weights("equal", 3) == "equal"
     assert parse_weights("3,1", 2) == [0.75, 0.25]
@@ -65,21 +76,57 @@ def test_grid_covers_the_simplex():
     assert len(grid) == 231 and [1, 0, 0] in grid.tolist() and [0, 0, 1] in grid.tolist()
 
 
-def test_auto_weights_follow_the_better_member_on_validation_and_never_see_test():
+@pytest.mark.parametrize("shares", [(0.3, 0.7), (0.15, 0.6, 0.25)])
+def test_auto_weights_are_the_known_optimum_on_validation_and_never_see_train_or_test(shares):
+    # Validation text group k (a share f_k of the texts) is one that only member k gets right, with all its
+    # probability; the others put all theirs on the wrong class. The mixture's probability of the true class
+    # on group k is then w_k, so the validation log loss is -Σ f_k·log w_k: least at w = f exactly (the
+    # multinomial maximum likelihood, worked on paper), a point of the grid, and never equal weights.
+    n = 40
+    sizes = [round(f * n) for f in shares]
+    labels = ["pos" if i % 2 else "neg" for i in range(n)]
+    group = np.repeat(np.arange(len(shares)), sizes)
+    one_hot = {"neg": [1.0, 0.0], "pos": [0.0, 1.0]}
+    flip = {"neg": "pos", "pos": "neg"}
+    validation = Split([f"v{i}" for i in range(n)], labels)
+    rows = [{t: one_hot[y if group[i] == k else flip[y]] for i, (t, y) in enumerate(zip(validation.texts, labels))}
+            for k in range(len(shares))]
+    # training texts on which the weights in reverse order would be best: fit must not look at them
+    train = Split([f"t{i}" for i in range(n)], labels)
+    train_group = np.repeat(np.arange(len(shares))[::-1], sizes)
+    for k, member_rows in enumerate(rows):
+        member_rows.update({t: one_hot[y if train_group[i] == k else flip[y]]
+                            for i, (t, y) in enumerate(zip(train.texts, labels))})
+    members = [Fixed(r) for r in rows]
+    model = EnsembleClassifier(members).fit(train, validation)
+    assert model.weights_ == pytest.approx(list(shares), abs=1e-9)
+    record = model.selection_["validation"]
+    assert model.selection_["method"] == "auto" and record["n"] == n
+    assert [m["accuracy"] for m in record["members"]] == pytest.approx(list(shares))
+    assert record["chosen"]["log_loss"] == pytest.approx(-sum(f * math.log(f) for f in shares), abs=1e-6)
+    assert record["equal_weights"]["log_loss"] == pytest.approx(math.log(len(shares)), abs=1e-6)
+    assert record["chosen"]["accuracy"] == pytest.approx(max(shares))  # right where w_k > 1/2: the largest group
+    assert all(set(m.seen) == set(validation.texts) for m in members)  # fit looked at validation only
+    # predict mixes with the chosen weights, in member order: a text only member k backs gets w_k
+    for k, member in enumerate(members):
+        for j, other in enumerate(members):
+            other.rows_["test text"] = [0.0, 1.0] if j == k else [1.0, 0.0]
+        assert model.predict_proba(["test text"]) == pytest.approx(np.array([[1 - shares[k], shares[k]]]), abs=1e-12)
+    assert all(m.seen[-1] == "test text" for m in members)  # predict runs the members; fit never did on this text
+
+
+def test_auto_weights_follow_a_calibrated_member_over_a_noisy_one():
+    # One member right on every text with probability 0.9; the other the same on half of them and reversed
+    # on the rest. Where they agree any weights do; where the noisy one is wrong the true class gets
+    # 0.9·w_good + 0.1·w_noisy, largest at w_good = 1: all the weight goes to the good member.
     validation = Split([f"v{i}" for i in range(40)], ["pos" if i % 2 else "neg" for i in range(40)])
     truth = {t: ([0.1, 0.9] if label == "pos" else [0.9, 0.1]) for t, label in zip(validation.texts, validation.labels)}
     wrong_half = {t: (row if i % 4 < 2 else row[::-1]) for i, (t, row) in enumerate(truth.items())}
-    good, noisy = Fixed(truth), Fixed(wrong_half)
-    model = EnsembleClassifier([noisy, good]).fit(Split([], []), validation)
-    assert model.weights_[1] > model.weights_[0]
-    record = model.selection_
-    assert record["method"] == "auto" and record["validation"]["n"] == 40
-    assert record["validation"]["chosen"]["log_loss"] <= record["validation"]["equal_weights"]["log_loss"]
-    assert record["validation"]["members"][1]["accuracy"] == 1.0
-    assert set(good.seen) == set(noisy.seen) == set(validation.texts)  # fit looked at validation only
-    good.rows_["test text"] = noisy.rows_["test text"] = [0.5, 0.5]
-    model.predict_proba(["test text"])
-    assert good.seen[-1] == "test text"  # predict runs the members; fit never did on this text
+    for order in ((wrong_half, truth), (truth, wrong_half)):
+        model = EnsembleClassifier([Fixed(order[0]), Fixed(order[1])]).fit(Split([], []), validation)
+        assert model.weights_ == ([0.0, 1.0] if order[1] is truth else [1.0, 0.0])
+        chosen = model.selection_["validation"]["chosen"]
+        assert chosen["accuracy"] == 1.0 and chosen["log_loss"] == pytest.approx(-math.log(0.9), abs=1e-6)
 
 
 def test_equal_and_given_weights_and_no_validation():
@@ -256,21 +303,87 @@ def test_export_refuses_an_ensemble(ensemble_run, capsys):
     assert "an ensemble is exported member by member" in capsys.readouterr().err
 
 
-def test_bench_ensemble_scores_each_rule_from_the_members_predictions(ensemble_run, trained_models, tmp_path, capsys):
+def load_bench_script():
     import importlib.util
-    from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("bench_ensemble", Path(__file__).parents[1] / "scripts" / "bench_ensemble.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_ensemble_scores_each_rule_from_the_members_predictions(ensemble_run, trained_models, tmp_path, capsys):
+    bench = load_bench_script()
     out = tmp_path / "bench.json"
     runs = [str(trained_models["baseline"]), str(trained_models["finetune"])]
     assert bench.main(["--runs", *runs, "--output", str(out)]) == 0
     rows = {r["rule"]: r for r in json.loads(out.read_text())["rows"]}
     for run in runs:  # a member alone scores what its own run recorded
         assert rows[f"{run} alone"]["test_accuracy"] == json.loads((Path(run) / "metrics.json").read_text())["test"]["accuracy"]
+    # Every other row worked out again here: the members' probabilities, an explicit grid and plain numpy.
+    data = load_data(DataOptions(split=str(trained_models["baseline"])))
+    members = [classifier.load(run) for run in runs]
+    y_val, y_test = (np.asarray(data.labels.encode(s.labels)) for s in (data.validation, data.test))
+    val, test = ([m.predict_proba(s.texts) for m in members] for s in (data.validation, data.test))
+    w, losses = grid_log_losses(val[0], val[1], y_val)
+    best = int(np.argmin(losses))
     auto = rows["auto: validation log loss (textxfer)"]
-    assert auto["weights"] == [round(w, 4) for w in json.loads((ensemble_run / "textxfer.json").read_text())["config"]["chosen_weights"]]
+    assert auto["weights"] == [round(float(w[best]), 4), round(float(1 - w[best]), 4)]  # the baseline's weight first
+    assert auto["validation_log_loss"] == pytest.approx(losses[best], abs=1e-9)
+    assert auto["test_accuracy"] == mixed_accuracy(test, y_test, w[best])
+    equal = rows["equal weights"]
+    assert equal["weights"] == [0.5, 0.5] and equal["validation_log_loss"] == pytest.approx(losses[10], abs=1e-9)
+    assert equal["test_accuracy"] == mixed_accuracy(test, y_test, 0.5)
+    accuracies = np.array([mixed_accuracy(val, y_val, a) for a in w])
+    by_accuracy = rows["validation accuracy (ties: log loss)"]
+    assert by_accuracy["validation_accuracy"] == accuracies.max()
+    assert by_accuracy["validation_log_loss"] == pytest.approx(losses[accuracies == accuracies.max()].min(), abs=1e-9)
+    # the saved ensemble made the same choice, and scores what this row scores
+    assert json.loads((ensemble_run / "textxfer.json").read_text())["config"]["chosen_weights"] == pytest.approx(
+        [w[best], 1 - w[best]], abs=1e-9)
     assert auto["test_accuracy"] == json.loads((ensemble_run / "metrics.json").read_text())["test"]["accuracy"]
-    assert auto["validation_log_loss"] <= min(r["validation_log_loss"] for r in rows.values()) + 1e-12
     assert "| rule (weights chosen on validation) |" in capsys.readouterr().out
+
+
+def mixed_accuracy(probabilities, y, first_weight) -> float:
+    """Accuracy of first_weight·member 1 + (1 − first_weight)·member 2 (plain numpy)."""
+    mixed = first_weight * probabilities[0] + (1 - first_weight) * probabilities[1]
+    return float(np.mean(mixed.argmax(axis=1) == y))
+
+
+def test_bench_ensemble_chooses_every_rule_on_validation_with_known_answers(tmp_path, monkeypatch, capsys):
+    # Two stand-in runs whose splits pull opposite ways. Validation: member 1 alone is right (with all its
+    # probability) on 30% of the texts, member 2 alone on the other 70%; test: 80% and 20%. On validation the
+    # log loss is -(0.3·log w1 + 0.7·log w2): least at (0.3, 0.7); accuracy is 0.7 for every w1 < 1/2, whose
+    # tie the log loss breaks at (0.3, 0.7) too. Those weights on test are right only on the 20%; weights
+    # chosen on test would be (0.8, 0.2) and score 0.8.
+    import types
+
+    bench = load_bench_script()
+    one_hot, flip = {"neg": [1.0, 0.0], "pos": [0.0, 1.0]}, {"neg": "pos", "pos": "neg"}
+    rows: list[dict] = [{}, {}]
+    splits = {}
+    for name, first_share, n in (("validation", 0.3, 40), ("test", 0.8, 20)):
+        labels = ["pos" if i % 2 else "neg" for i in range(n)]
+        texts = [f"{name}{i}" for i in range(n)]
+        first_right = [i < round(first_share * n) for i in range(n)]
+        for t, y, first in zip(texts, labels, first_right):
+            rows[0][t], rows[1][t] = one_hot[y if first else flip[y]], one_hot[flip[y] if first else y]
+        splits[name] = Split(texts, labels)
+    data = types.SimpleNamespace(labels=LabelSet(("neg", "pos")), **splits)
+    members = {"a": Fixed(rows[0]), "b": Fixed(rows[1])}
+    monkeypatch.setattr(bench, "same_split", lambda folders: None)
+    monkeypatch.setattr(bench, "load_data", lambda options: data)
+    monkeypatch.setattr(bench, "classifier", types.SimpleNamespace(load=lambda folder: members[Path(folder).name]))
+    out = tmp_path / "bench.json"
+    assert bench.main(["--runs", "a", "b", "--output", str(out)]) == 0
+    got = {r["rule"]: r for r in json.loads(out.read_text())["rows"]}
+    assert got["a alone"]["weights"] == [1.0, 0.0] and got["a alone"]["test_accuracy"] == 0.8
+    assert got["b alone"]["weights"] == [0.0, 1.0] and got["b alone"]["test_accuracy"] == pytest.approx(0.2)
+    for rule in ("auto: validation log loss (textxfer)", "validation accuracy (ties: log loss)"):
+        assert got[rule]["weights"] == [0.3, 0.7], rule
+        assert got[rule]["validation_accuracy"] == pytest.approx(0.7)
+        assert got[rule]["validation_log_loss"] == pytest.approx(-(0.3 * math.log(0.3) + 0.7 * math.log(0.7)), abs=1e-9)
+        assert got[rule]["test_accuracy"] == pytest.approx(0.2)
+    assert got["equal weights"]["validation_log_loss"] == pytest.approx(math.log(2), abs=1e-9)
+    capsys.readouterr()

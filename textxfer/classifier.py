@@ -16,10 +16,15 @@ from typing import Sequence
 
 from textxfer.errors import TextxferError
 from textxfer.core.contract import ClassifierBase
+from textxfer.core.manifest import read_manifest
 from textxfer.registry import KINDS, kind_class, load
 
-_CACHE: dict[tuple[Path, str, str], object] = {}
+# Loaded models by (folder, where they predict): see _cache_key.
+_CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()
+# Kinds that run where they run whatever ``device`` and ``precision`` say (the baseline on the CPU, ONNX
+# Runtime on its own provider): one load serves every request.
+_PLACE_FREE_KINDS = frozenset({"baseline", "onnx"})
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,33 @@ class Prediction:
 __all__ = ["KINDS", "Prediction", "cached", "clear_cache", "kind_class", "load", "predict", "to_predictions"]
 
 
+def _cache_key(folder: Path, device: str, precision: str) -> tuple:
+    """``(folder, device, precision)`` as the load would place the model — ``auto`` resolved (on a machine
+    without a GPU ``auto`` and ``cpu`` are one load; with one, ``auto`` and ``cuda`` are) — or ``(folder,)``
+    for a model that runs in one place whatever is asked (a baseline, an ONNX model, an ensemble of those),
+    which also keeps torch unimported for them."""
+    manifest = read_manifest(folder)  # a missing or broken folder fails here as load would fail
+    members = (manifest.get("config") or {}).get("members") if manifest["kind"] == "ensemble" else None
+    if manifest["kind"] in _PLACE_FREE_KINDS or (isinstance(members, list) and members and all(
+            isinstance(m, dict) and m.get("kind") in _PLACE_FREE_KINDS for m in members)):
+        return (folder,)
+    from textxfer.transformer import devices
+
+    try:
+        target = devices.resolve(device)
+        return (folder, target, devices.inference_precision(target, precision))
+    except TextxferError:  # no such place here: the load says so in one line (nothing is cached)
+        return (folder, device, precision)
+
+
 def cached(path: str | Path, device: str = "auto", precision: str = "auto"):
-    """The classifier in folder ``path`` on ``device``, loaded on first use and then kept in memory."""
-    key = (Path(path).resolve(), device, precision)
+    """The classifier in folder ``path`` on ``device``, loaded on first use and then kept in memory (one load
+    per folder and resolved device and precision: ``auto`` is the device it stands for)."""
+    folder = Path(path).resolve()
+    key = _cache_key(folder, device, precision)
     with _CACHE_LOCK:  # one load per folder even when threads ask at the same time
         if key not in _CACHE:
-            _CACHE[key] = load(key[0], device, precision)
+            _CACHE[key] = load(folder, device, precision)
         return _CACHE[key]
 
 
