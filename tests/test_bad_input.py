@@ -235,13 +235,27 @@ def test_gbk_works_with_encoding_gbk(tmp_path, capsys, trained_models):
 
 
 def test_utf16_also_works_with_encoding_utf16(tmp_path, capsys, trained_models):
+    import csv
+
     path = BAD / "utf16.csv"
+    with open(path, encoding="utf-16", newline="") as handle:  # the file as it really reads
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 20 and rows[0]["text"].startswith("酒店很好")
     code, err = run_cli(["baseline", "--data", str(path), "--encoding", "utf-16", "--output", str(tmp_path / "run"),
                          "--no-progress", *FAST], capsys)
     assert code == 0, err
+    run = tmp_path / "run"
+    saved = lambda name: json.loads((run / name).read_text(encoding="utf-8"))  # noqa: E731
+    assert saved("textxfer.json")["labels"]["names"] == ["negative", "positive"]
+    assert sum(saved("report.json")["data"]["counts"].values()) == len(rows)
+    assert "酒店" in saved("vocab.json")  # the baseline's words: the texts were decoded, not mojibake
     code, err = run_cli(["predict", "--model", str(trained_models["baseline"]), "--input", str(path), "--encoding",
                          "utf-16", "--output", str(tmp_path / "o.csv"), "--no-progress"], capsys)
     assert code == 0, err
+    with open(tmp_path / "o.csv", encoding="utf-8", newline="") as handle:  # predictions are written as UTF-8
+        written = list(csv.DictReader(handle))
+    assert [(r["text"], r["label"]) for r in written] == [(r["text"], r["label"]) for r in rows]
+    assert {r["predicted_label"] for r in written} <= {"negative", "positive"}
 
 
 def test_predict_names_the_file_offset_of_a_bad_byte_far_into_the_file(tmp_path, capsys, trained_models):

@@ -155,14 +155,32 @@ def test_sigkill_mid_save_never_loses_the_earlier_model(tmp_path, trained_models
         classifier.load(trained_models["baseline"]).predict_proba(texts).tolist()
 
 
-def test_unwritable_output_fails_before_training(tmp_path, sample_csv, capsys):
+TRAINING_ENTRY = {"baseline": ("textxfer.baseline.pipeline", "BaselineClassifier"),
+                  "finetune": ("textxfer.transformer.pipeline", "FinetuneClassifier")}
+
+
+@pytest.mark.parametrize("command", sorted(TRAINING_ENTRY))
+def test_unwritable_output_fails_before_training(tmp_path, sample_csv, request, monkeypatch, capsys, command):
+    import importlib
+
+    module, name = TRAINING_ENTRY[command]
+    classifier_cls = getattr(importlib.import_module(module), name)
+    entered = []
+
+    def no_training(self, *args, **kwargs):  # the training entry point: must not be reached
+        entered.append(name)
+        raise AssertionError(f"{name}.fit was entered before the unwritable output was refused")
+
+    monkeypatch.setattr(classifier_cls, "fit", no_training)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    started = time.perf_counter()
-    assert main(["baseline", "--data", str(sample_csv), "--output", str(blocker / "run")]) == 2
+    extra = ["--model", str(request.getfixturevalue("tiny_bert"))] if command == "finetune" else []
+    capsys.readouterr()  # building the tiny model (first use) writes progress bars
+    assert main([command, "--data", str(sample_csv), "--output", str(blocker / "run"), "--no-progress", *extra]) == 2
     message = capsys.readouterr().err.strip()
-    assert "cannot write the output folder here" in message and "\n" not in message
-    assert time.perf_counter() - started < 30
+    assert message.startswith("textxfer: error: ") and "\n" not in message
+    assert f"{blocker}" in message and "cannot write the output folder here" in message
+    assert entered == []
 
 
 def test_disk_full_while_saving_is_one_line_and_leaves_nothing(tmp_path, sample_csv, monkeypatch, capsys,

@@ -33,3 +33,16 @@ def test_macro_f1_averages_only_the_classes_with_rows():
     f1_b = 2 * 1.0 * 0.5 / 1.5  # precision 1, recall 1/2
     assert result["macro_f1"] == pytest.approx((1.0 + f1_b) / 2)
     assert score([0, 1, 2], [0, 1, 2], labels)["classes_without_rows"] == []
+
+
+def test_a_class_without_rows_has_no_f1_in_the_table():
+    labels = LabelSet(("fresh", "rotten", "stale"))
+    validation = score([0, 1, 2], [0, 1, 2], labels)
+    test = score([0, 0, 2, 2], [0, 1, 2, 2], labels)  # no true 'rotten' row; one text predicted 'rotten'
+    assert test["classes_without_rows"] == ["rotten"]
+    assert test["per_class"]["rotten"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}  # JSON: a number
+    assert format_table({"validation": validation, "test": test}).splitlines() == [
+        "     split  n  accuracy  macro-F1  weighted-F1  F1[fresh]     F1[rotten]  F1[stale]",
+        "validation  3    1.0000    1.0000       1.0000     1.0000         1.0000     1.0000",
+        "      test  4    0.7500    0.8333       0.8333     0.6667  n/a (no rows)     1.0000",
+    ]

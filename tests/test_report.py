@@ -145,6 +145,39 @@ def test_not_significant_sentence_and_terminal_table(comparison):
     assert len({report._width(line) for line in table[:-3]}) == 1
 
 
+@pytest.fixture
+def without_neutral_rows(comparison):
+    """``comparison`` with a third class, 中性, that the test split has no row of, recorded as the shared scorer
+    records such a class (both models predict it for some texts: its precision is a defined 0; recall and F1 0/0)."""
+    comparison["labels"] = ["中性", "负面", "正面"]
+    baseline, finetune = (comparison["models"][n]["metrics"] for n in ("baseline", "finetune"))
+    for metrics, predicted in ((baseline, 20), (finetune, 5)):
+        metrics["labels"] = comparison["labels"]
+        metrics["per_class"] = {"中性": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0},
+                                **metrics["per_class"]}
+        metrics["classes_without_rows"] = ["中性"]
+        matrix = metrics["confusion_matrix"]
+        matrix[0][0] -= predicted  # true 负面 texts predicted 中性 instead
+        metrics["confusion_matrix"] = [[0, 0, 0], [predicted, *matrix[0]], [0, *matrix[1]]]
+    return comparison
+
+
+def test_a_class_without_test_rows_has_no_f1_in_the_tables(without_neutral_rows, tmp_path):
+    table = report.comparison_table(without_neutral_rows).splitlines()
+    assert [cell.strip() for cell in table[4].split("  ") if cell.strip()] == \
+        ["F1[中性]", "n/a (no rows)", "n/a (no rows)", "n/a"]
+    assert table[5].split() == ["F1[负面]", "0.7600", "0.8500", "+0.0900"]  # the classes with rows as before
+    assert len({report._width(line) for line in table[:-3]}) == 1  # still aligned
+    report.write_report(without_neutral_rows, tmp_path)
+    md = (tmp_path / "comparison.md").read_text(encoding="utf-8").splitlines()
+    for line in ["| F1[中性] | n/a (no rows) | n/a (no rows) | n/a |",
+                 "| F1[负面] | 0.7600 | 0.8500 | +0.0900 |",
+                 "| 中性 | 0.0000 | n/a (no rows) | n/a (no rows) | 0 |",  # per-class tables: recall and F1
+                 "| 负面 | 0.8500 | 0.8500 | 0.8500 | 500 |"]:
+        assert line in md, line
+    assert md.count("| 中性 | 0.0000 | n/a (no rows) | n/a (no rows) | 0 |") == 2  # both models' tables
+
+
 def test_write_report_unwritable_folder(tmp_path, comparison):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -291,18 +291,33 @@ def test_ensemble_variants_combine_the_cells_of_each_size_and_seed(tmp_path, sam
     assert rebuilt.stat().st_mtime_ns != stamps[rebuilt]
 
 
-def test_ensemble_variant_refusals(sample_csv, capsys):
+def refused_study(argv: list[str], capsys, *fragments: str) -> str:
+    """Assert that ``textxfer study`` refuses ``argv`` with exit code 2 and one ``textxfer: error:`` line."""
+    capsys.readouterr()
+    code = main(["study", *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("textxfer: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_ensemble_variant_refusals(sample_csv, tmp_path, capsys):
     for variants, message in [(["ensemble:baseline", "baseline"], "ensemble:<variant>+<variant>"),
                               (["ensemble:baseline+finetune", "baseline"], "not among --variants"),
                               (["ensemble:baseline+baseline", "baseline"], "names a member twice"),
                               (["ensemble:baseline+ensemble:x+y", "baseline"], "plain variants")]:
-        assert main(["study", "--data", str(sample_csv), "--variants", *variants, "--sizes", "40"]) == 2
-        assert message in capsys.readouterr().err
+        refused_study(["--data", str(sample_csv), "--output", str(tmp_path / "study"), "--variants", *variants,
+                       "--sizes", "40"], capsys, message, variants[0])
+        assert not (tmp_path / "study").exists()
 
 
-def test_study_refuses_a_repeated_variant(sample_csv, capsys):
-    assert main(["study", "--data", str(sample_csv), "--variants", "baseline", "baseline", "--sizes", "40"]) != 0
-    assert "name the same variant twice" in capsys.readouterr().err
+def test_study_refuses_a_repeated_variant(sample_csv, tmp_path, capsys):
+    refused_study(["--data", str(sample_csv), "--output", str(tmp_path / "study"), "--variants", "baseline",
+                   "baseline", "--sizes", "40"], capsys,
+                  "--variants: ['baseline', 'baseline'] name the same variant twice")
+    assert not (tmp_path / "study").exists()  # refused before any cell was trained
 
 
 

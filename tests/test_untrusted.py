@@ -258,6 +258,23 @@ def test_manifest_from_a_newer_format_is_refused(trained_models, tmp_path, capsy
 
 # -- ONNX exports -----------------------------------------------------------------------------------
 
+ONNX_MISSING = "needs the optional ONNX packages: pip install 'textxfer[onnx]'"
+
+
+# Session-scoped and named first by each test, so a missing package skips before the models are trained.
+@pytest.fixture(scope="session")
+def onnx_package():
+    """The ``onnx`` package (builds the test graphs; the external-data check parses with it); skip without it."""
+    return pytest.importorskip("onnx", reason=f"onnx is not installed; this test {ONNX_MISSING}")
+
+
+@pytest.fixture(scope="session")
+def onnx_runtime(onnx_package):
+    """``onnxruntime`` as well (loading an ONNX folder needs both; without them the refusals under test are
+    never reached); skip without it."""
+    return pytest.importorskip("onnxruntime", reason=f"onnxruntime is not installed; this test {ONNX_MISSING}")
+
+
 def onnx_graph(path: Path, location: str) -> None:
     """A one-node graph (Identity of an initializer) whose initializer lives in external data ``location``."""
     import onnx
@@ -284,30 +301,30 @@ def onnx_folder(trained_models, tmp_path: Path, location: str) -> Path:
 
 
 @pytest.fixture
-def no_session(monkeypatch):
+def no_session(monkeypatch, onnx_runtime):
     """Fail the test if an ONNX Runtime session is created (that is when external data would be read)."""
-    import onnxruntime
 
     def forbidden(*args, **kwargs):
         raise AssertionError("an InferenceSession was created for a refused graph")
 
-    monkeypatch.setattr(onnxruntime, "InferenceSession", forbidden)
+    monkeypatch.setattr(onnx_runtime, "InferenceSession", forbidden)
 
 
 @pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "sub/../../x", "..\\secret"])
-def test_onnx_external_data_outside_the_folder_is_refused(trained_models, tmp_path, capsys, no_session, location):
+def test_onnx_external_data_outside_the_folder_is_refused(onnx_runtime, trained_models, tmp_path, capsys, no_session,
+                                                         location):
     folder = onnx_folder(trained_models, tmp_path, location)
     refused(folder, "outside the model folder", capsys=capsys)
 
 
-def test_onnx_external_data_linking_outside_is_refused(trained_models, tmp_path, no_session):
+def test_onnx_external_data_linking_outside_is_refused(onnx_runtime, trained_models, tmp_path, no_session):
     folder = onnx_folder(trained_models, tmp_path, "weights.data")
     (tmp_path / "secret").write_bytes(b"\0" * 8)
     (folder / "weights.data").symlink_to(tmp_path / "secret")
     refused(folder, "outside the model folder")
 
 
-def test_onnx_external_data_inside_the_folder_passes_the_check(tmp_path):
+def test_onnx_external_data_inside_the_folder_passes_the_check(onnx_package, tmp_path):
     from textxfer.transformer.onnx_pipeline import check_external_data
 
     onnx_graph(tmp_path / "model.onnx", "weights.data")
@@ -315,7 +332,7 @@ def test_onnx_external_data_inside_the_folder_passes_the_check(tmp_path):
     check_external_data(tmp_path / "model.onnx")  # no error
 
 
-def test_onnx_folder_asking_for_remote_code_is_refused(trained_models, tmp_path, marker, no_session):
+def test_onnx_folder_asking_for_remote_code_is_refused(onnx_runtime, trained_models, tmp_path, marker, no_session):
     folder = onnx_folder(trained_models, tmp_path, "weights.data")
     plant_remote_code(folder, marker, "tokenizer_config.json")
     refused(folder, "auto_map", "never runs code")
@@ -349,3 +366,85 @@ def test_every_manifest_field_is_checked(case, trained_models, tmp_path):
         classifier.load(folder)
     message = str(error.value)
     assert words in message and "textxfer.json" in message and "\n" not in message
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy_models"  # committed model folders of every kind (no training)
+
+
+def set_labels(names: list[str], kind: str = "str"):
+    return lambda manifest, folder: manifest.__setitem__("labels", {"names": names, "kind": kind})
+
+
+def without_id2label(manifest: dict, folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config.pop("id2label"), config.pop("label2id")
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+# Manifest fields each valid alone but not together: (model kind, change(manifest, folder), words of the one-line
+# error besides textxfer.json — the fields that disagree). Before the whole-manifest check each of these loaded and
+# then crashed in predict (int() of a label name, a tensor size, an index), loaded and silently mapped class ids to
+# the wrong labels or read files the manifest does not list, or failed with a message naming neither file nor field.
+MANIFEST_DISAGREEMENTS = {
+    "int label kind, word names": ("baseline", set_labels(["negative", "positive"], "int"),
+                                   ["labels.kind is 'int'", "labels.names ['negative', 'positive']"]),
+    "int label kind, word names (onnx)": ("onnx", set_labels(["negative", "positive"], "int"),
+                                          ["labels.kind is 'int'", "labels.names"]),
+    "int label kind, word names (ensemble)": ("ensemble", set_labels(["negative", "positive"], "int"),
+                                              ["labels.kind is 'int'", "labels.names"]),
+    "int label kind, zero-padded names": ("baseline", set_labels(["01", "1"], "int"),
+                                          ["labels.kind is 'int'", "['01', '1']", "not all whole numbers"]),
+    "int labels out of numeric order": ("baseline", set_labels(["10", "9"], "int"),
+                                        ["labels.names ['10', '9']", "labels.kind 'int'", "['9', '10']"]),
+    "str labels out of order": ("baseline", set_labels(["positive", "negative"]),
+                                ["labels.names ['positive', 'negative']", "labels.kind 'str'", "wrong labels"]),
+    "baseline without files.forest": ("baseline", lambda m, f: m["files"].pop("forest"),
+                                      ["kind 'baseline'", "lacks files.forest"]),
+    "baseline listing files.weights": ("baseline", lambda m, f: m["files"].update(weights="forest.skops"),
+                                       ["kind 'baseline'", "lists files.weights"]),
+    "baseline folder as kind onnx": ("baseline", lambda m, f: m.update(kind="onnx"),
+                                     ["kind 'onnx'", "lacks files.config, files.weights", "lists files.forest"]),
+    "fine-tuned folder as kind onnx": ("finetune", lambda m, f: m.update(kind="onnx"),
+                                       ["kind 'onnx'", "lists files.trainer_log"]),
+    "fine-tuned folder as kind ensemble": ("finetune", lambda m, f: m.update(kind="ensemble"),
+                                           ["kind 'ensemble'", "lacks files.members"]),
+    "onnx without files.config, 3 labels": ("onnx", lambda m, f: (m["files"].pop("config"),
+                                                                   set_labels(["a", "negative", "positive"])(m, f)),
+                                            ["kind 'onnx'", "lacks files.config"]),
+    "3 labels, 2 model outputs": ("finetune", set_labels(["a", "negative", "positive"]),
+                                  ["labels.names has 3 labels", "2 outputs", "id2label"]),
+    "3 labels, 2 model outputs (onnx)": ("onnx", set_labels(["a", "negative", "positive"]),
+                                         ["labels.names has 3 labels", "2 outputs", "id2label"]),
+    "model config without id2label (onnx)": ("onnx", lambda m, f: (without_id2label(m, f),
+                                                                    set_labels(["a", "negative", "positive"])(m, f)),
+                                             ["files.config config.json has no id2label", "3 labels.names"]),
+    "max length beyond the model's positions": ("finetune", lambda m, f: m["config"].update(resolved_max_length=1000),
+                                                ["config.resolved_max_length 1000", "64 positions",
+                                                 "max_position_embeddings 64"]),
+    "max length beyond the model's positions (onnx)": ("onnx", lambda m, f: m["config"].update(resolved_max_length=65),
+                                                       ["config.resolved_max_length 65", "max_position_embeddings"]),
+    "max length not a number": ("finetune", lambda m, f: m["config"].update(resolved_max_length="long"),
+                                ["'config.resolved_max_length' must be a whole number", "'long'"]),
+    "config of another kind": ("baseline", lambda m, f: m.__setitem__(
+        "config", json.loads((LEGACY / "finetune" / MANIFEST_NAME).read_text(encoding="utf-8"))["config"]),
+                               ["textxfer.json config", "unknown BaselineConfig option(s)", "'learning_rate'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANIFEST_DISAGREEMENTS))
+def test_manifest_fields_that_disagree_are_refused(case, tmp_path, capsys):
+    kind, change, words = MANIFEST_DISAGREEMENTS[case]
+    folder = copy_of(LEGACY / kind, tmp_path)
+    manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    change(manifest, folder)
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    message = refused(folder, str(folder / MANIFEST_NAME), *words, capsys=capsys)
+    assert str(folder / MANIFEST_NAME) in message
+
+
+def test_the_legacy_folders_pass_the_whole_manifest_check(tmp_path):
+    """The unchanged folders of every kind are consistent: each refusal above comes from its one change."""
+    from textxfer.core.manifest import read_manifest
+
+    for kind in ("baseline", "finetune", "onnx", "ensemble"):
+        assert read_manifest(copy_of(LEGACY / kind, tmp_path, kind))["kind"] == kind

@@ -14,6 +14,14 @@ from textxfer.data.labels import LabelSet
 MANIFEST_NAME = "textxfer.json"
 FORMAT_VERSION = 1
 KINDS = ("baseline", "finetune", "onnx", "ensemble")  # as textxfer.registry.KINDS
+# The ``files`` roles each kind writes: (required, optional). A missing required role or a role of another kind
+# means the manifest was edited, or its kind or files were taken from another folder.
+FILE_ROLES = {
+    "baseline": ({"forest", "vectors", "vocab"}, set()),
+    "finetune": ({"config", "weights"}, {"tokenizer", "trainer_log"}),
+    "onnx": ({"config", "weights"}, {"tokenizer", "weights_data"}),
+    "ensemble": ({"members"}, set()),
+}
 _LIBRARIES = ("textxfer", "numpy", "scikit-learn", "gensim", "skops", "safetensors", "jieba", "rjieba",
               "evaluate", "datasets", "torch", "transformers", "accelerate")
 
@@ -88,6 +96,7 @@ def read_manifest(folder: str | Path) -> dict:
         if base not in (folder / name).resolve().parents:
             raise TextxferError(f"{path}: {name} is a link to a file outside the model folder; refusing to load")
     _check_labels(path, manifest.get("labels"))
+    _check_consistency(path, folder, manifest)
     return manifest
 
 
@@ -101,3 +110,39 @@ def _check_labels(path: Path, labels) -> None:
         LabelSet.from_dict(labels)
     except TextxferError as exc:
         raise TextxferError(f"{path}: corrupt manifest ({exc}); re-train or restore the folder") from None
+
+
+def _whole_number(text: str) -> bool:
+    """``text`` is an integer label name as textxfer writes one: ``str(int(value))`` (no '+', spaces or leading 0s)."""
+    try:
+        return str(int(text)) == text
+    except ValueError:
+        return False
+
+
+def _check_consistency(path: Path, folder: Path, manifest: dict) -> None:
+    """Fields that are each valid alone must agree with each other: the label kind with the label names and
+    their order, the files with the kind. Each disagreement is one line naming the fields. (A kind checks its
+    own files against the manifest when it loads them: a fine-tuned model's config.json in
+    ``textxfer.transformer.models.check_saved_config``.)"""
+
+    def refuse(problem: str) -> None:
+        raise TextxferError(f"{path}: inconsistent manifest ({problem}); re-train or restore the folder")
+
+    kind, files = manifest["kind"], manifest["files"]
+    names, label_kind = manifest["labels"]["names"], manifest["labels"].get("kind", "str")
+    if label_kind == "int":
+        if not all(_whole_number(name) for name in names):
+            refuse(f"labels.kind is 'int' but labels.names {names!r:.80} are not all whole numbers")
+        order, rule = sorted(names, key=int), "ascending numbers"
+    else:
+        order, rule = sorted(names), "code-point order"
+    if names != order:  # LabelSet always writes this order: another one maps class ids to the wrong labels
+        refuse(f"labels.names {names!r:.80} are not in the order of labels.kind {label_kind!r} ({rule}: "
+               f"{order!r:.80}), so class ids would map to the wrong labels")
+    required, optional = FILE_ROLES[kind]
+    missing, foreign = sorted(required - set(files)), sorted(set(files) - required - optional)
+    if missing or foreign:
+        problems = ([f"lacks {', '.join(f'files.{r}' for r in missing)}"] if missing else []) + \
+                   ([f"lists {', '.join(f'files.{r}' for r in foreign)}"] if foreign else [])
+        refuse(f"kind {kind!r} {' and '.join(problems)}; that kind's files are {sorted(required | optional)}")

@@ -86,13 +86,39 @@ def score(references: Sequence[int], predictions: Sequence[int], labels: LabelSe
             "labels": list(labels.names), "confusion_matrix": raw["confusion_matrix"]}
 
 
+# Shown instead of a class's recall and F1 when the split has no row of it: both are 0/0, undefined. (The
+# figures in metrics.json stay numbers, sklearn's 0.0, for whatever reads them; the class is marked there by
+# ``support`` 0 and ``classes_without_rows``, which is what the tables go by.)
+NO_ROWS = "n/a (no rows)"
+
+
+def has_rows(metrics: dict, name: str) -> bool:
+    """Whether the split scored in ``metrics`` (a :func:`score` result) has rows of class ``name``: without any,
+    the class's recall and F1 are undefined."""
+    return ((metrics.get("per_class") or {}).get(name) or {}).get("support") != 0
+
+
+def class_f1(metrics: dict, name: str) -> float | None:
+    """Class ``name``'s F1 in ``metrics``; None when it is undefined (no rows of the class) or not recorded."""
+    return ((metrics.get("per_class") or {}).get(name) or {}).get("f1") if has_rows(metrics, name) else None
+
+
+def format_f1(metrics: dict, name: str) -> str:
+    """Class ``name``'s F1 as a table cell: 4 decimals, :data:`NO_ROWS` when undefined, "n/a" when not recorded."""
+    if not has_rows(metrics, name):
+        return NO_ROWS
+    f1 = class_f1(metrics, name)
+    return "n/a" if f1 is None else f"{f1:.4f}"
+
+
 def format_table(results: dict[str, dict]) -> str:
-    """A plain-text table of split → accuracy / macro-F1 / weighted-F1 / per-class F1."""
+    """A plain-text table of split → accuracy / macro-F1 / weighted-F1 / per-class F1 (:data:`NO_ROWS` for a class
+    the split has no row of)."""
     names = next(iter(results.values()))["labels"] if results else []
     header = ["split", "n", "accuracy", "macro-F1", "weighted-F1"] + [f"F1[{n}]" for n in names]
     lines = [header]
     for split, m in results.items():
         lines.append([split, str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['weighted_f1']:.4f}"]
-                     + [f"{m['per_class'][n]['f1']:.4f}" for n in names])
+                     + [format_f1(m, n) for n in names])
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in lines)

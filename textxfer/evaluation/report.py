@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+from textxfer.core.metrics import NO_ROWS, class_f1, format_f1, has_rows
 from textxfer.transformer import loss_curve
 from textxfer.errors import TextxferError
 
@@ -98,12 +99,14 @@ def _main_rows(comparison: dict) -> list[list[str]]:
     steps = list(zip(range(len(names)), range(1, len(names))))  # each model against the one before it
     rows = [["", *names] + [f"{names[j]} − {names[i]}" for i, j in steps]]
     metrics = [models[n]["metrics"] for n in names]
-    scores = [(t, [m.get(k) for m in metrics]) for t, k in
+    scores = [(t, [m.get(k) for m in metrics], [_fmt4(m.get(k)) for m in metrics]) for t, k in
               (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("weighted-F1", "weighted_f1"))]
-    scores += [(f"F1[{c}]", [m.get("per_class", {}).get(c, {}).get("f1") for m in metrics]) for c in comparison["labels"]]
-    for title, values in scores:
+    # A class the test split has no row of has no F1 (0/0): NO_ROWS, not sklearn's 0.0, and no difference.
+    scores += [(f"F1[{c}]", [class_f1(m, c) for m in metrics], [format_f1(m, c) for m in metrics])
+               for c in comparison["labels"]]
+    for title, values, cells in scores:
         extra = ["n/a" if values[i] is None or values[j] is None else f"{values[j] - values[i]:+.4f}" for i, j in steps]
-        rows.append([title, *map(_fmt4, values), *extra])
+        rows.append([title, *cells, *extra])
     for title, get, fmt in _costs():
         rows.append([title, *(fmt(get(models[n])) for n in names)] + [""] * len(steps))
     return rows
@@ -189,7 +192,8 @@ def comparison_markdown(comparison: dict) -> str:
                 _md_row(["class", "precision", "recall", "F1", "support"]), _md_row(["---"] + ["---:"] * 4)]
         for c in labels:
             pc = m["metrics"].get("per_class", {}).get(c, {})
-            out.append(_md_row([c, _fmt4(pc.get("precision")), _fmt4(pc.get("recall")), _fmt4(pc.get("f1")),
+            recall = _fmt4(pc.get("recall")) if has_rows(m["metrics"], c) else NO_ROWS  # 0/0 without rows, as F1
+            out.append(_md_row([c, _fmt4(pc.get("precision")), recall, format_f1(m["metrics"], c),
                                 f"{pc['support']:,}" if "support" in pc else "n/a"]))
         out.append("")
     out += ["## Figures", "", f"![confusion matrices]({CONFUSION_PNG})", "", f"![metrics and costs]({COSTS_PNG})", ""]

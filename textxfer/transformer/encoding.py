@@ -19,13 +19,16 @@ LENGTH_SAMPLE = 4000  # texts measured to choose --max-length automatically
 MIN_AUTO_LENGTH = 16
 
 
+# RoBERTa-style position ids start after the padding index: their table is 2 longer than the usable length.
+OFFSET_POSITION_MODELS = ("roberta", "xlm-roberta", "camembert")
+
+
 def model_max_length(tokenizer, config) -> int:
     """The longest input the model accepts (position embeddings, or the tokenizer's own limit)."""
     limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
     usable = [int(v) for v in limits if isinstance(v, int) and 0 < v < 1_000_000]
     limit = min(usable) if usable else 512
-    # RoBERTa-style position ids start after the padding index; their table is 2 longer than usable.
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") and limit == getattr(config, "max_position_embeddings", -1):
+    if getattr(config, "model_type", "") in OFFSET_POSITION_MODELS and limit == getattr(config, "max_position_embeddings", -1):
         limit -= 2
     return limit
 

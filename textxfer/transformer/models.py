@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from textxfer.errors import TextxferError
+from textxfer.core.manifest import MANIFEST_NAME
 from textxfer.data.labels import LabelSet
+from textxfer.errors import TextxferError
+from textxfer.transformer.encoding import OFFSET_POSITION_MODELS
 
 
 def resolve_model(name: str) -> str:
@@ -40,7 +43,6 @@ _CODE_CONFIGS = ("config.json", "tokenizer_config.json")
 
 
 def _read_json(path: Path) -> dict:
-    import json
 
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -178,3 +180,39 @@ def quiet_progress() -> Iterator[None]:
     finally:
         if shown:
             hf_logging.enable_progress_bar()
+
+
+def check_saved_config(folder: Path, manifest: dict) -> None:
+    """A fine-tuned or ONNX model: ``config.resolved_max_length`` a usable input length for the model, and as many
+    labels as the model has outputs (both read from the ``config.json`` the manifest lists); one line otherwise."""
+    path = folder / MANIFEST_NAME
+
+    def refuse(problem: str) -> None:
+        raise TextxferError(f"{path}: inconsistent manifest ({problem}); re-train or restore the folder")
+
+    names, config, config_file = manifest["labels"]["names"], manifest.get("config") or {}, manifest["files"]["config"]
+    length = config.get("resolved_max_length")
+    if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < 1):
+        raise TextxferError(f"{path}: corrupt manifest ('config.resolved_max_length' must be a whole number ≥ 1 or "
+                            f"null, got {length!r:.40}); re-train or restore the folder")
+    try:
+        model_config = json.loads((folder / config_file).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TextxferError(f"{folder / config_file}: unreadable model config ({str(exc).splitlines()[0][:120]}); "
+                            "re-train or restore the folder") from None
+    if not isinstance(model_config, dict):
+        raise TextxferError(f"{folder / config_file}: unreadable model config (expected a JSON object); "
+                            "re-train or restore the folder")
+    id2label = model_config.get("id2label")
+    if not (isinstance(id2label, dict) and id2label):
+        refuse(f"files.config {config_file} has no id2label, so the model's number of outputs cannot be checked "
+               f"against the {len(names)} labels.names")
+    if len(id2label) != len(names):
+        refuse(f"labels.names has {len(names)} labels but the model has {len(id2label)} outputs "
+               f"(files.config {config_file}: id2label)")
+    positions = model_config.get("max_position_embeddings")
+    if length is not None and isinstance(positions, int) and not isinstance(positions, bool):
+        usable = positions - 2 if model_config.get("model_type") in OFFSET_POSITION_MODELS else positions
+        if length > usable:
+            refuse(f"config.resolved_max_length {length} is longer than the model's {usable} positions "
+                   f"(files.config {config_file}: max_position_embeddings {positions})")

@@ -112,6 +112,9 @@ class OnnxClassifier(ClassifierBase):
                       precision: str = "auto", load_member=None) -> "OnnxClassifier":
         """An exported folder (``textxfer export``) on ONNX Runtime (CUDA when its GPU build is installed, else
         the CPU; ``device`` and ``precision`` do not apply); needs ``onnxruntime``."""
+        from textxfer.transformer.models import check_saved_config
+
+        check_saved_config(folder, manifest)
         try:
             require_packages("onnxruntime", "onnx")
         except TextxferError:

@@ -226,8 +226,9 @@ class FinetuneClassifier(ClassifierBase):
                       precision: str = "auto", load_member=None) -> "FinetuneClassifier":
         """A saved fine-tuned model (safetensors weights only) on ``device`` (see :meth:`to_device`)."""
         from textxfer.core.config import from_dict
-        from textxfer.transformer.models import load_saved
+        from textxfer.transformer.models import check_saved_config, load_saved
 
+        check_saved_config(folder, manifest)
         config = dict(manifest["config"])
         max_length, source = config.pop("resolved_max_length", None), config.pop("base_model", None)
         prefix = config.pop("resolved_text_prefix", "")  # absent: saved before prefixes existed
