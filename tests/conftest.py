@@ -33,6 +33,37 @@ def make_rows(n: int = 240, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
+HARD_NOISE = 0.08  # the share of labels flipped in every split of the hard fixture
+
+
+def make_hard_rows(n: int = 240, seed: int = 0, noise: float = HARD_NOISE) -> list[tuple[str, str]]:
+    """``n`` distinct reviews whose words do not give the label away, for tests that promise quality.
+
+    Each text holds five sentiment words drawn (with repeats) from *both* lists and two neutral words, in a
+    random order; the label is the majority (3:2 or 4:1, half each), so every word occurs under both labels and
+    only the count decides. Then ``round(noise * n)`` labels (seeded) are flipped. No index or other label cue
+    is appended. A model that learns scores clearly above chance but below 1.0 (the flipped labels cap it near
+    ``1 - noise``); one trained on shuffled labels scores about 0.5, an inverted label map about 0.2.
+    Characters come from the ``make_rows`` word lists only, so ``tiny_bert``'s vocabulary covers them.
+    """
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        label = "positive" if len(rows) % 2 == 0 else "negative"
+        majority = rng.choice((3, 4))
+        positives = majority if label == "positive" else 5 - majority
+        tokens = ([rng.choice(POSITIVE) for _ in range(positives)]
+                  + [rng.choice(NEGATIVE) for _ in range(5 - positives)] + rng.sample(NEUTRAL, 2))
+        rng.shuffle(tokens)
+        text = "，".join(tokens) + "。"
+        if text not in seen:
+            seen.add(text)
+            rows.append((text, label))
+    flipped = set(rng.sample(range(n), round(noise * n)))
+    other = {"positive": "negative", "negative": "positive"}
+    return [(text, other[label] if i in flipped else label) for i, (text, label) in enumerate(rows)]
+
+
 def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
     """Write rows with a header as CSV/TSV."""
     with open(path, "w", encoding="utf-8", newline="") as handle:
@@ -111,3 +142,24 @@ def trained_models(tmp_path_factory, sample_csv, tiny_bert) -> dict[str, Path]:
     run(BaselineClassifier(baseline), options, root / "baseline", progress=False, log=quiet)
     run(FinetuneClassifier(finetune), options, root / "finetune", progress=False, log=quiet)
     return {"baseline": root / "baseline", "finetune": root / "finetune"}
+
+
+@pytest.fixture(scope="session")
+def hard_data():
+    """The hard fixture (``make_hard_rows``) as datasets: ``train`` (200 texts), ``validation`` (40), ``test``
+    (400: enough that accuracy moves by 0.0025 a text), ``labels``, and ``shuffled_train`` (the training texts
+    with their labels permuted, seeded: the control a working recipe must beat)."""
+    from types import SimpleNamespace
+
+    from textxfer.data.dataset import TextDataset
+    from textxfer.data.labels import LabelSet
+
+    def dataset(rows, origin):
+        return TextDataset([t for t, _ in rows], [l for _, l in rows], list(range(2, len(rows) + 2)), origin)
+
+    train, validation, test = make_hard_rows(200, seed=1), make_hard_rows(40, seed=2), make_hard_rows(400, seed=3)
+    permuted = random.Random(4).sample([label for _, label in train], len(train))
+    return SimpleNamespace(train=dataset(train, "hard-train.csv"),
+                           validation=dataset(validation, "hard-validation.csv"),
+                           test=dataset(test, "hard-test.csv"), labels=LabelSet.from_labels(l for _, l in train),
+                           shuffled_train=dataset([(t, l) for (t, _), l in zip(train, permuted)], "hard-shuffled.csv"))

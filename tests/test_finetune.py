@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,15 +70,45 @@ def test_contract_and_metrics_recomputed_from_the_saved_model(trained_run, fixtu
     assert np.allclose(forward.sum(axis=1), 1)
 
 
-def test_label_mapping_survives_a_different_label_order(fixture_data, tiny_config):
-    _, data = fixture_data
-    rename = {"positive": "a-good", "negative": "b-bad"}  # sorts the other way round
-    renamed = {name: TextDataset(d.texts, [rename[l] for l in d.labels], d.rows, d.origin)
-               for name, d in data.splits().items()}
-    model = FinetuneClassifier(tiny_config).fit(renamed["train"], renamed["validation"])
+RENAME = {"positive": "a-good", "negative": "b-bad"}  # sorts the other way round
+
+
+def renamed(dataset: TextDataset) -> TextDataset:
+    return TextDataset(dataset.texts, [RENAME[label] for label in dataset.labels], dataset.rows, dataset.origin)
+
+
+@pytest.fixture(scope="module")
+def hard_fits(hard_data, tiny_bert):
+    """The tiny BERT fine-tuned on the hard fixture (labels renamed to sort the other way round) and, as the
+    control, on the same texts with shuffled labels: the same recipe, the same start."""
+    import torch
+
+    fitted = {}
+    for name, train in (("learned", hard_data.train), ("shuffled", hard_data.shuffled_train)):
+        config = FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=8, learning_rate=3e-3, batch_size=8,
+                                eval_batch_size=32, logging_steps=1000, early_stopping=0, warmup=0.0, min_steps=0)
+        torch.manual_seed(0)  # the new head is drawn from torch's global generator, which --seed does not set
+        fitted[name] = FinetuneClassifier(config).fit(renamed(train), renamed(hard_data.validation))
+    return fitted
+
+
+def test_label_mapping_survives_a_different_label_order(hard_fits, hard_data):
+    model = hard_fits["learned"]
     assert model.labels.names == ("a-good", "b-bad")
     assert {int(k): v for k, v in model.model_.config.id2label.items()} == {0: "a-good", 1: "b-bad"}
-    assert accuracy(model, renamed["test"]) >= 0.9
+    # Measured 0.83-0.89 over 12 head initialisations; an inverted mapping scores about 1 - that.
+    assert accuracy(model, renamed(hard_data.test)) >= 0.75
+
+
+def test_fine_tuning_learns_the_hard_fixture_and_shuffled_labels_do_not(hard_fits, hard_data):
+    """Every word occurs under both labels and 8 % of the labels are flipped: only a model that learned the
+    word counts from the right labels gets far above chance (measured: 0.83-0.89 learned, 0.49-0.59 shuffled
+    over 12 head initialisations; the flipped test labels cap it near 0.92)."""
+    test = renamed(hard_data.test)
+    learned, shuffled = accuracy(hard_fits["learned"], test), accuracy(hard_fits["shuffled"], test)
+    assert learned >= 0.75
+    assert shuffled <= 0.65
+    assert learned - shuffled >= 0.15
 
 
 def test_strategies_freeze_exactly_what_they_should(tiny_bert):
@@ -214,15 +244,17 @@ def test_unknown_hub_id_offline_is_one_clear_line(monkeypatch):
     assert "\n" not in message
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="torchrun missing")
 def test_two_process_distributed_training(tmp_path, fixture_data, tiny_bert):
     path, _ = fixture_data
     output = tmp_path / "ddp"
-    command = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2",
+    # torchrun's own module under this interpreter: no console script to look for, so nothing to skip.
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--standalone", "-m", "textxfer.cli", "finetune", "--data", str(path), "--model", str(tiny_bert),
                "--strategy", "full", "--epochs", "5", "--learning-rate", "3e-3", "--batch-size", "4",
                "--warmup", "0", "--early-stopping", "0", "--output", str(output), "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH")]))}
     # A new process group, so a hung rendezvous can be killed with all its workers.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                start_new_session=True)

@@ -1,4 +1,5 @@
-"""The data-size-aware recipe: the step floor raises epochs for little data; the head gets its own learning rate."""
+"""The data-size-aware recipe: the step floor raises epochs for little data; the head gets its own learning rate;
+`--strategy auto` switches strategy at exact training-set sizes."""
 
 from __future__ import annotations
 
@@ -148,3 +149,83 @@ def test_the_optimizer_gets_the_recipes_head_rate(sample_csv, tiny_config, monke
     assert head_rates and all(rate == pytest.approx(1e-3) for rate in head_rates)
     assert body_rates and all(rate == pytest.approx(1e-4) for rate in body_rates)
     assert len(head_rates) + len(body_rates) == len(groups)
+
+
+def _dataset(rows):
+    from textxfer.data.dataset import TextDataset
+
+    return TextDataset([t for t, _ in rows], [label for _, label in rows], list(range(len(rows))), "r.csv")
+
+
+class _StrategyChosen(Exception):
+    """Raised where training would start: by then ``fit`` has chosen the strategy and announced it."""
+
+
+def _choose_through_fit(config, train_texts: int, monkeypatch, capsys, validation_texts: int = 20, **settings):
+    """``(strategy, recipe line)`` that ``FinetuneClassifier.fit`` picks for ``train_texts`` training texts,
+    stopped at ``apply_strategy`` (so no training step runs)."""
+    from conftest import make_rows
+
+    from textxfer.data.labels import LabelSet
+    from textxfer.transformer import training
+
+    def stop(model, strategy):
+        raise _StrategyChosen(strategy)
+
+    monkeypatch.setattr(training, "apply_strategy", stop)
+    rows = make_rows(train_texts + validation_texts, seed=3)
+    config.strategy = "auto"
+    for name, value in settings.items():
+        setattr(config, name, value)
+    capsys.readouterr()
+    with pytest.raises(_StrategyChosen) as chosen:
+        FinetuneClassifier(config).fit(_dataset(rows[:train_texts]), _dataset(rows[train_texts:]),
+                                       labels=LabelSet.from_labels(["negative", "positive"]))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("recipe: ")]
+    assert len(lines) == 1
+    return str(chosen.value), lines[0]
+
+
+# The exact boundaries of --strategy auto with mean pooling, just below / at / just above each threshold: pairs
+# first below 65 training texts, a fitted head from 65 to 128, fine-tuning from 129 (validation texts not counted).
+@pytest.mark.parametrize("texts, expected", [(64, "contrastive"), (65, "head-only"), (66, "head-only"),
+                                             (128, "head-only"), (129, "freeze-embeddings"),
+                                             (130, "freeze-embeddings")])
+def test_auto_strategy_boundaries_through_fit(tiny_config, monkeypatch, capsys, texts, expected):
+    strategy, line = _choose_through_fit(tiny_config, texts, monkeypatch, capsys, pooling="mean")
+    assert strategy == expected
+    assert line.startswith(f"recipe: strategy {expected} ")
+    if expected == "contrastive":
+        assert f"for {texts} training texts" in line and "below 65 texts the body is first tuned" in line
+    elif expected == "head-only":
+        assert f"for {texts} training texts" in line and "below 129 texts a head fitted" in line
+    else:
+        assert "fine-tuning from 129 texts on" in line
+
+
+def test_auto_counts_the_training_texts_left_after_subsetting(tiny_config, monkeypatch, capsys):
+    """``--max-train-samples`` decides the size the strategy is chosen for, not the file's."""
+    strategy, line = _choose_through_fit(tiny_config, 200, monkeypatch, capsys, pooling="mean",
+                                         max_train_samples=128)
+    assert strategy == "head-only" and "for 128 training texts" in line
+
+
+def test_auto_fine_tunes_below_the_thresholds_with_first_token_pooling(tiny_config, monkeypatch, capsys):
+    strategy, line = _choose_through_fit(tiny_config, 64, monkeypatch, capsys, pooling="cls")
+    assert strategy == "freeze-embeddings" and "with first-token pooling" in line
+
+
+def test_auto_below_the_contrastive_threshold_runs_the_pair_stage_then_fits_the_head(tiny_config, capsys):
+    """The whole contrastive branch as ``auto`` picks it at 64 texts (one pair iteration: 8 steps)."""
+    from conftest import make_rows
+
+    rows = make_rows(84, seed=3)
+    tiny_config.strategy, tiny_config.pooling = "auto", "mean"
+    tiny_config.pair_iterations, tiny_config.batch_size = 1, 16
+    model = FinetuneClassifier(tiny_config).fit(_dataset(rows[:64]), _dataset(rows[64:]))
+    stats = model.fit_stats_
+    assert (stats["strategy"], stats["recipe"]["strategy"], stats["recipe"]["strategy_asked"]) == (
+        "contrastive", "contrastive", "auto")
+    assert stats["contrastive"]["pairs"] == 2 * 64 and stats["steps"] == stats["recipe"]["planned_steps"] == 8
+    assert stats["head_fit"]["C"] > 0 and not any(p.requires_grad for p in model.model_.parameters())
+    assert "recipe: strategy contrastive for 64 training texts" in capsys.readouterr().out
