@@ -111,6 +111,24 @@ def test_fine_tuning_learns_the_hard_fixture_and_shuffled_labels_do_not(hard_fit
     assert learned - shuffled >= 0.15
 
 
+def test_one_seed_gives_one_model_whatever_ran_before(fixture_data, tiny_config):
+    """The new head is drawn while the model loads: --seed must cover it, not the process's earlier history."""
+    import dataclasses
+
+    import torch
+
+    _, data = fixture_data
+    config = dataclasses.replace(tiny_config, epochs=1, seed=7)
+    runs = []
+    for state in (0, 12345):  # whatever an earlier fit or test left in torch's global generator
+        torch.manual_seed(state)
+        runs.append(FinetuneClassifier(config).fit(data.train, data.validation).predict_proba(data.test.texts))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=0, atol=1e-6)
+    torch.manual_seed(0)
+    other = FinetuneClassifier(dataclasses.replace(config, seed=8)).fit(data.train, data.validation)
+    assert np.abs(other.predict_proba(data.test.texts) - runs[0]).max() > 1e-4  # the seed does matter
+
+
 def test_strategies_freeze_exactly_what_they_should(tiny_bert):
     from transformers import AutoModelForSequenceClassification
 

@@ -119,6 +119,8 @@ class FinetuneClassifier(ClassifierBase):
         """Fine-tune on ``train``; ``validation`` drives early stopping and best-model selection."""
         from contextlib import nullcontext
 
+        from transformers import set_seed
+
         from textxfer.transformer import pooling, text_prefix
         from textxfer.transformer.models import load_for_training, quiet_progress, resolve_model
         from textxfer.transformer.training import train_model
@@ -126,6 +128,9 @@ class FinetuneClassifier(ClassifierBase):
         cfg = self.config
         self.labels = labels or LabelSet.from_labels(train.labels)
         train = _subset(train, cfg.max_train_samples, cfg.seed)
+        # The new classifier head is drawn from torch's global generator as the model loads, before the Trainer
+        # seeds anything: seed it here, or two fits with one --seed differ by what ran earlier in the process.
+        set_seed(cfg.seed)
         with nullcontext() if progress else quiet_progress():  # no "Loading weights" bar without progress
             self.tokenizer_, self.model_, self.source_ = load_for_training(
                 cfg.model, self.labels, trust_remote_code=cfg.trust_remote_code,
