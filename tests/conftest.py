@@ -91,15 +91,14 @@ def fast_config():
     return BaselineConfig(vector_size=16, epochs=5, min_count=1, n_estimators=20, n_jobs=1)
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
-    """A tiny random BERT (a few thousand parameters) with a character vocabulary of the fixture texts."""
+def build_tiny_bert(folder: Path) -> Path:
+    """A tiny random BERT (a few thousand parameters) with a character vocabulary of the fixture texts, in ``folder``."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
     characters = sorted({ch for text, _ in make_rows(500) for ch in text} | set("0123456789abcdefghijklmnopqrstuvwxyz"))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + characters
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
     config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -107,6 +106,23 @@ def tiny_bert(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     BertModel(config).save_pretrained(str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT (a few thousand parameters) with a character vocabulary of the fixture texts."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on shared cores: one thread is many times faster than several fighting over two cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

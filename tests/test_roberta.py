@@ -54,14 +54,8 @@ CHANGED = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on shared cores: one thread is many times faster than several fighting over two cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(one_torch_thread):
+    """One torch thread for this module (see conftest)."""
 
 
 @pytest.fixture(scope="session")

@@ -19,27 +19,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
-from conftest import make_rows, write_csv  # noqa: E402
+from conftest import build_tiny_bert, make_rows, write_csv  # noqa: E402
 
 KINDS = ("baseline", "finetune", "ensemble", "onnx")
 TEXTS = [text for text, _ in make_rows(40, seed=7)] + ["", "很好很好", "很差很差", "酒店 房间 a" * 30]
-
-
-def tiny_bert(folder: Path) -> Path:
-    """The tiny random BERT of tests/conftest.py (same vocabulary and shape), built here."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    characters = sorted({ch for text, _ in make_rows(500) for ch in text} | set("0123456789abcdefghijklmnopqrstuvwxyz"))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + characters
-    folder.mkdir(parents=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(folder))
-    return folder
 
 
 def textxfer(*args: str) -> None:
@@ -49,7 +32,7 @@ def textxfer(*args: str) -> None:
 def main() -> None:
     work = Path(tempfile.mkdtemp())
     data = write_csv(work / "reviews.csv", make_rows(240))
-    encoder = tiny_bert(work / "tiny-bert")
+    encoder = build_tiny_bert(work / "tiny-bert")
     textxfer("baseline", "--data", str(data), "--output", str(work / "baseline"), "--vector-size", "8",
              "--epochs", "3", "--min-count", "1", "--n-estimators", "5", "--n-jobs", "1")
     textxfer("finetune", "--data", str(data), "--output", str(work / "finetune"), "--model", str(encoder),
