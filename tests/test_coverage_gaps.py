@@ -140,8 +140,8 @@ def test_gradient_accumulation_halves_the_optimizer_steps(tiny_bert):
 
     train = dataset(make_rows(48, seed=5))  # 6 batches of 8 per epoch
 
-    def fit(accumulation: int, min_steps: int = 0) -> FinetuneClassifier:
-        config = FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=2, learning_rate=3e-3, batch_size=8,
+    def fit(accumulation: int, min_steps: int = 0, epochs: float | None = 2) -> FinetuneClassifier:
+        config = FinetuneConfig(model=str(tiny_bert), strategy="full", epochs=epochs, learning_rate=3e-3, batch_size=8,
                                 gradient_accumulation=accumulation, min_steps=min_steps, warmup=0.0,
                                 eval_strategy="no", early_stopping=0, logging_steps=1)
         torch.manual_seed(0)
@@ -154,8 +154,8 @@ def test_gradient_accumulation_halves_the_optimizer_steps(tiny_bert):
     assert plain.fit_stats_["steps"] == 12 and logged_steps(plain) == list(range(1, 13))
     assert accumulated.fit_stats_["steps"] == 6 and logged_steps(accumulated) == list(range(1, 7))
     assert accumulated.fit_stats_["recipe"]["steps_per_epoch"] == 3
-    # The step floor counts optimizer steps too: 12 steps at 3 per epoch take 4 epochs.
-    floored = fit(2, min_steps=12)
+    # The step floor counts optimizer steps too: 12 steps at 3 per epoch take 4 epochs (the default epochs, raised).
+    floored = fit(2, min_steps=12, epochs=None)
     assert floored.fit_stats_["recipe"]["epochs"] == 4 and floored.fit_stats_["steps"] == 12
 
 

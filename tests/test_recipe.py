@@ -25,7 +25,7 @@ def test_little_data_gets_epochs_raised_to_the_step_floor(monkeypatch):
     monkeypatch.setattr(recipes, "HEAD_ONLY_BELOW", 0)
     record = plan(FinetuneConfig(), 128)  # the defaults
     assert (record["steps_per_epoch"], record["epochs"], record["planned_steps"]) == (8, 19.0, 152)
-    assert record["epochs_asked"] == 2 and record["strategy"] == "freeze-embeddings" and record["strategy_asked"] == "auto"
+    assert record["epochs_asked"] == 2 and not record["epochs_given"] and record["strategy"] == "freeze-embeddings" and record["strategy_asked"] == "auto"
     assert record["head_learning_rate"] == pytest.approx(1e-3) and (record["eval_strategy"], record["eval_steps"]) == ("steps", 50)
     line = describe(record)
     assert "\n" not in line and line.startswith("recipe: strategy freeze-embeddings (--strategy auto: with first-token")
@@ -76,6 +76,21 @@ def test_nothing_is_raised_when_the_floor_is_off_reached_or_overridden(settings,
     assert record["head_learning_rate"] == config.learning_rate and record["eval_strategy"] == "epoch"
 
 
+def test_epochs_the_user_gives_are_trained_as_given_and_the_line_says_so():
+    """An explicit --epochs 1 on 480 texts trained 5 epochs (the floor raised it): a number given wins."""
+    record = plan(FinetuneConfig(epochs=1, batch_size=16, strategy="freeze-embeddings"), 480)
+    assert (record["epochs"], record["planned_steps"], record["epochs_given"]) == (1.0, 30, True)
+    assert record["head_learning_rate"] == 5e-5 and record["eval_strategy"] == "epoch"  # no short-run settings
+    assert describe(record) == ("recipe: --epochs 1 trained as given: 30 steps, under the 150-step floor "
+                                "(--min-steps), which raises only the default 2 epochs")
+    default = plan(FinetuneConfig(batch_size=16, strategy="freeze-embeddings"), 480)
+    assert (default["epochs"], default["planned_steps"], default["epochs_given"]) == (5.0, 150, False)
+    from textxfer.cli import build_parser
+
+    typed = build_parser().parse_args(["finetune", "--data", "x.csv", "--epochs", "1"])
+    assert typed.epochs == 1.0 and not hasattr(build_parser().parse_args(["finetune", "--data", "x.csv"]), "epochs")
+
+
 def test_full_data_defaults_are_the_measured_full_recipe():
     record = plan(FinetuneConfig(), 13_891)
     assert (record["strategy"], record["epochs"], record["head_learning_rate"], record["eval_strategy"]) == (
@@ -109,7 +124,7 @@ def test_training_runs_the_raised_epochs_and_records_why(sample_csv, tiny_config
     from textxfer.data.dataset import DataOptions, load_data
 
     data = load_data(DataOptions(data=str(sample_csv)))
-    tiny_config.epochs, tiny_config.batch_size, tiny_config.min_steps = 1, 64, 12
+    tiny_config.epochs, tiny_config.batch_size, tiny_config.min_steps = None, 64, 12  # the default epochs: raised
     tiny_config.max_train_samples, tiny_config.head_learning_rate = 64, 1e-2
     model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
     recipe = model.fit_stats_["recipe"]
@@ -119,7 +134,7 @@ def test_training_runs_the_raised_epochs_and_records_why(sample_csv, tiny_config
     printed = capsys.readouterr().out
     line = next(line for line in printed.splitlines() if line.startswith("recipe: "))
     assert printed.count("recipe: ") == 1 and line.startswith("recipe: pooling cls (") and recipe["pooling"] == "cls"
-    assert "; 64 training texts give 1 step per epoch, so epochs are raised from 1 to 12" in line
+    assert "; 64 training texts give 1 step per epoch, so epochs are raised from 2 to 12" in line
     assert recipe["strategy"] == "full" and recipe["eval_strategy"] == "steps" and recipe["eval_steps"] == 4
 
 
@@ -138,7 +153,7 @@ def test_the_optimizer_gets_the_recipes_head_rate(sample_csv, tiny_config, monke
 
     monkeypatch.setattr(torch.optim, "AdamW", Recording)
     data = load_data(DataOptions(data=str(sample_csv)))
-    tiny_config.epochs, tiny_config.batch_size, tiny_config.min_steps = 1, 64, 6
+    tiny_config.epochs, tiny_config.batch_size, tiny_config.min_steps = None, 64, 6
     tiny_config.max_train_samples, tiny_config.learning_rate = 64, 1e-4
     model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
     assert model.fit_stats_["recipe"]["head_learning_rate"] == pytest.approx(1e-3)  # 20× 1e-4, capped at 1e-3

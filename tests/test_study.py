@@ -163,6 +163,38 @@ def test_paired_tests_come_from_the_cells_saved_test_predictions(study_run, samp
     assert study["findings"] and all(f"At {n:,} texts `" in " ".join(study["findings"]) for n in study["sizes"])
 
 
+def test_a_one_variant_study_compares_sizes_not_variants(study_run, tmp_path, capsys):
+    """One variant has no other to be best against: no McNemar table, no "is best" sentences, its curve instead."""
+    import shutil
+
+    source, argv = study_run
+    output = shutil.copytree(source, tmp_path / "one")
+    one = [a if a != str(source) else str(output) for a in argv]
+    one = one[:one.index("--variants") + 1] + ["baseline"] + one[one.index("--sizes"):]
+    assert main(one) == 0
+    study = json.loads((output / "study.json").read_text(encoding="utf-8"))
+    for cell in study["cells"]:  # every cell reused, not trained again
+        assert (output / cell["folder"] / "metrics.json").read_bytes() == (source / cell["folder"] / "metrics.json").read_bytes()
+    markdown = (output / "study.md").read_text(encoding="utf-8")
+    assert study["variants"] == ["baseline"] and "Best variant against each other one" not in markdown
+    assert " is best " not in markdown and not any(" is best " in line for line in study["findings"])
+    means = [study["summary"]["baseline"][str(n)]["accuracy"]["mean"] for n in study["sizes"]]
+    points = ", ".join(f"{n:,} texts {m:.4f}" for n, m in zip(study["sizes"], means))
+    assert f"- `baseline` mean test accuracy: {points}; " in markdown
+    dips = any(b < a for a, b in zip(means, means[1:]))
+    assert ("it dips from" in markdown) == dips and ("it never dips" in markdown) == (not dips)
+
+
+def test_the_curve_sentence_names_each_dip():
+    from textxfer.evaluation.study_report import findings
+
+    summary = {"v": {"32": {"accuracy": {"mean": 0.7}}, "128": {"accuracy": {"mean": 0.65}},
+                     "500": {"accuracy": {"mean": 0.8}}}}
+    study = {"variants": ["v"], "pipelines": ["finetune"], "sizes": [32, 128, 500], "summary": summary, "paired": {}}
+    assert findings(study) == ["`v` mean test accuracy: 32 texts 0.7000, 128 texts 0.6500, 500 texts 0.8000; "
+                               "it dips from 32 to 128 texts."]
+
+
 def test_findings_say_where_fine_tuning_overtakes_the_baseline():
     from textxfer.evaluation.study_report import findings
 
@@ -195,7 +227,7 @@ def test_finetune_variant_cells_each_in_their_own_process(tmp_path, sample_csv, 
     ensemble = f"ensemble:{FULL}+finetune:strategy=head-only"
     assert main(["study", "--data", str(sample_csv), "--output", str(output), "--no-progress", "--variants",
                  ensemble, FULL, "finetune:strategy=head-only",
-                 "--sizes", "60", "--seeds", "1", "--finetune-model", str(tiny_bert), "--finetune-epochs", "3",
+                 "--sizes", "60", "--seeds", "1", "--finetune-model", str(tiny_bert),  # default epochs: the floor raises them
                  "--finetune-batch-size", "8"]) == 0
     study = json.loads((output / "study.json").read_text(encoding="utf-8"))
     combined, full, head = sorted(study["cells"], key=lambda c: c["variant"])

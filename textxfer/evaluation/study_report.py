@@ -118,6 +118,8 @@ def findings(study: dict) -> list[str]:
         else:
             out.append(f"Fine-tuning's best variant is ahead of the best baseline in mean test accuracy from "
                        f"{start:,} training texts on" + (" (every size studied)." if start == sizes[0] else "."))
+    if len(variants) < 2:  # nothing to compare across variants: say how the one variant's curve goes instead
+        return out + [_curve_sentence(variants[0], sizes, mean)] if variants else out
     for n in sizes:
         entry = paired[str(n)]
         tied = [o for o, t in entry["tests"].items() if t is not None and not t["significant"]]
@@ -131,6 +133,15 @@ def findings(study: dict) -> list[str]:
     return out + gains_findings(study.get("ensembles") or {})
 
 
+def _curve_sentence(variant: str, sizes: list[int], mean) -> str:
+    """One variant's mean test accuracy size by size, and whether the curve dips anywhere."""
+    points = ", ".join(f"{n:,} texts {mean(variant, n):.4f}" for n in sizes)
+    dips = [(a, b) for a, b in zip(sizes, sizes[1:]) if mean(variant, b) < mean(variant, a)]
+    verdict = ("it never dips as the texts grow" if not dips else
+               "it dips " + ", ".join(f"from {a:,} to {b:,} texts" for a, b in dips))
+    return f"`{variant}` mean test accuracy: {points}; " + (verdict if len(sizes) > 1 else "one size only") + "."
+
+
 def _cell_text(entry: dict, key: str) -> str:
     stats = entry[key]
     text = f"{stats['mean']:.4f} ± {stats['sd']:.4f}"
@@ -139,6 +150,28 @@ def _cell_text(entry: dict, key: str) -> str:
     if entry["degenerate_cells"]:
         text += f" ⚠ {entry['degenerate_cells']}/{entry['cells']} degenerate"
     return text
+
+
+def _paired_markdown(study: dict) -> list[str]:
+    """The McNemar table: at each size the best variant against each other one."""
+    sizes = study["sizes"]
+    out = ["## Best variant against each other one", "",
+           "McNemar's test on the paired test predictions, pooled over the seeds (each seed's cells share "
+           "their training subset and the test split).", "",
+           "| training texts | best (mean accuracy) | against | only best right | only other right | p | verdict |",
+           "|---:|---|---|---:|---:|---:|---|"]
+    for size in sizes:
+        entry = study["paired"][str(size)]
+        best = entry["best"]
+        for other, test in entry["tests"].items():
+            if test is None:
+                out.append(f"| {size:,} | `{best}` | `{other}` | – | – | – | no saved predictions |")
+                continue
+            verdict = "significant" if test["significant"] else "within noise"
+            out.append(f"| {size:,} | `{best}` ({study['summary'][best][str(size)]['accuracy']['mean']:.4f}) | "
+                       f"`{other}` | {test['a_only_correct']:,} | {test['b_only_correct']:,} | "
+                       f"{test['p_value']:.3g} | {verdict} |")
+    return out
 
 
 def study_markdown(study: dict) -> str:
@@ -158,22 +191,8 @@ def study_markdown(study: dict) -> str:
             row = [_cell_text(study["summary"][v][str(size)], key) for v in variants]
             out.append(f"| {size:,} | " + " | ".join(row) + " |")
         out.append("")
-    out += ["## Best variant against each other one", "",
-            "McNemar's test on the paired test predictions, pooled over the seeds (each seed's cells share "
-            "their training subset and the test split).", "",
-            "| training texts | best (mean accuracy) | against | only best right | only other right | p | verdict |",
-            "|---:|---|---|---:|---:|---:|---|"]
-    for size in sizes:
-        entry = study["paired"][str(size)]
-        best = entry["best"]
-        for other, test in entry["tests"].items():
-            if test is None:
-                out.append(f"| {size:,} | `{best}` | `{other}` | – | – | – | no saved predictions |")
-                continue
-            verdict = "significant" if test["significant"] else "within noise"
-            out.append(f"| {size:,} | `{best}` ({study['summary'][best][str(size)]['accuracy']['mean']:.4f}) | "
-                       f"`{other}` | {test['a_only_correct']:,} | {test['b_only_correct']:,} | "
-                       f"{test['p_value']:.3g} | {verdict} |")
+    if len(variants) > 1:  # one variant has no other to be tested against
+        out += _paired_markdown(study)
     out += ["", *gains_markdown(study.get("ensembles") or {})]
     out += ["## In words", "", *(f"- {line}" for line in study["findings"]), ""]
     out += loss_markdown(study["cells"])

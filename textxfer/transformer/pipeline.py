@@ -39,7 +39,7 @@ class FinetuneConfig:
     pooling: str = field(default="auto", metadata={"help": "what the classifier reads: auto (mean for sentence-embedding encoders such as the bundled ones, else cls) | cls (the first token, BERT's pooler) | mean (token states averaged over the attention mask)", "choices": POOLINGS})
     text_prefix: str = field(default="auto", metadata={"help": "a string put before every text in training and prediction: auto ('query: ' for E5 encoders such as the default, as their authors advise for classification; else none) | none | the string"})
     long_text: str = field(default="head-tail", metadata={"help": "truncate (keep the start) | head-tail (keep start and end)", "choices": LONG_TEXT_POLICIES})
-    epochs: float = field(default=2.0, metadata={"help": "training epochs"})
+    epochs: float | None = field(default=None, metadata={"help": "training epochs (default: 2, raised with little data to reach --min-steps; a number given here is trained as given)"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
     learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
     head_learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of the classifier head and pooler (often newly initialised; discriminative rates); default: 20× --learning-rate (at most 1e-3) while the step floor binds, else --learning-rate"})
@@ -100,7 +100,7 @@ class FinetuneConfig:
             raise TextxferError(f"pair_iterations must be at least 1, got {self.pair_iterations}")
         if self.min_steps < 0:
             raise TextxferError(f"min_steps must be 0 (off) or more, got {self.min_steps}")
-        if self.epochs <= 0 and self.max_steps <= 0:
+        if self.epochs is not None and self.epochs <= 0 and self.max_steps <= 0:
             raise TextxferError("set --epochs > 0 or --max-steps > 0")
 
 

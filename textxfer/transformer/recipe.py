@@ -4,7 +4,9 @@ evaluation cadence, chosen from the number of training texts.
 With little data an epoch is a handful of optimizer steps, so "2 epochs" leaves a freshly initialised
 head almost where it started (128 texts at batch 16: 16 steps). ``--min-steps`` (default 150) puts a
 floor under the step count: the epochs are raised (whole epochs) until training takes at least that
-many steps; early stopping on validation macro-F1 still ends it when the model stops improving. While
+many steps; early stopping on validation macro-F1 still ends it when the model stops improving. Only the
+default epochs are raised: an ``--epochs`` the user gives is trained as given (the recipe line says it is
+under the floor), as an explicit ``--batch-size`` is. While
 the floor binds — training is short — the head, newly initialised, gets ``HEAD_RATE_FACTOR`` × the
 learning rate (at most ``HEAD_RATE_CAP``, never less than the learning rate) unless ``--head-learning-rate`` is given, and evaluation runs every ``min_steps /
 EVALUATIONS_UNDER_FLOOR`` steps instead of every (tiny) epoch unless ``--eval-strategy`` is given.
@@ -34,6 +36,7 @@ HEAD_ONLY_BELOW = 129
 CONTRASTIVE_BELOW = 65
 HEAD_RATE_FACTOR = 20  # head rate = 20 × the learning rate while the step floor binds (5e-5 → 1e-3) …
 HEAD_RATE_CAP = 1e-3  # … but not above 1e-3 (the measured rate), nor below the learning rate itself
+DEFAULT_EPOCHS = 2.0  # --epochs when not given; only this default is raised by the step floor
 EVALUATIONS_UNDER_FLOOR = 3  # evaluations over a floor-length run (150 steps: every 50)
 
 
@@ -85,17 +88,23 @@ def plan(cfg, train_texts: int, world_size: int = 1, pooling: str = "cls") -> di
     choices = [why] if why else []
     batch = nominal(cfg.batch_size)  # train_model passes the resolved batch; plans made before training count 16 for auto
     per_epoch = steps_per_epoch(train_texts, batch, cfg.gradient_accumulation, world_size)
-    epochs = float(cfg.epochs)
+    epochs_given = cfg.epochs is not None  # a number the user gave is trained as given; the floor raises the default
+    epochs = epochs_asked = float(cfg.epochs) if epochs_given else DEFAULT_EPOCHS
     planned = cfg.max_steps if cfg.max_steps > 0 else math.ceil(per_epoch * epochs)
     fitted_head = fits_head(strategy, cfg.head_solver)
-    floor_binds = not fitted_head and cfg.max_steps <= 0 and cfg.min_steps > planned
+    under_floor = not fitted_head and cfg.max_steps <= 0 and cfg.min_steps > planned
+    floor_binds = under_floor and not epochs_given
     if floor_binds:
         epochs = float(math.ceil(cfg.min_steps / per_epoch))
         planned = int(per_epoch * epochs)
         choices.append(f"{train_texts:,} training texts give {per_epoch} step{'s' * (per_epoch != 1)} per epoch, "
-                       f"so epochs are raised from {cfg.epochs:g} to {epochs:g} ({planned} steps) to reach the "
+                       f"so epochs are raised from {epochs_asked:g} to {epochs:g} ({planned} steps) to reach the "
                        f"{cfg.min_steps}-step floor (--min-steps); early stopping on validation macro-F1 can still "
                        "end it sooner")
+    elif under_floor:
+        choices.append(f"--epochs {epochs_asked:g} trained as given: {planned} step{'s' * (planned != 1)}, under the "
+                       f"{cfg.min_steps}-step floor (--min-steps), which raises only the default {DEFAULT_EPOCHS:g} "
+                       "epochs")
     head_rate = cfg.head_learning_rate
     if head_rate is None:
         head_rate = cfg.learning_rate
@@ -113,7 +122,8 @@ def plan(cfg, train_texts: int, world_size: int = 1, pooling: str = "cls") -> di
     pair_steps = (contrastive.planned_steps(train_texts, batch * world_size, cfg.pair_iterations)
                   if strategy == "contrastive" else 0)  # the pair stage; the head is then fitted, not trained
     return {"strategy": strategy, "strategy_asked": cfg.strategy, "train_texts": train_texts,
-            "steps_per_epoch": per_epoch, "epochs_asked": cfg.epochs, "epochs": 0.0 if fitted_head else epochs,
+            "steps_per_epoch": per_epoch, "epochs_asked": epochs_asked,
+            "epochs_given": epochs_given, "epochs": 0.0 if fitted_head else epochs,
             "planned_steps": pair_steps if fitted_head else planned, "min_steps": cfg.min_steps,
             "batch_size": batch, "learning_rate": cfg.learning_rate, "head_learning_rate": head_rate,
             "eval_strategy": eval_strategy, "eval_steps": eval_steps, "choices": choices}
