@@ -22,9 +22,6 @@ from textxfer.registry import KINDS, kind_class, load
 # Loaded models by (folder, where they predict): see _cache_key.
 _CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()
-# Kinds that run where they run whatever ``device`` and ``precision`` say (the baseline on the CPU, ONNX
-# Runtime on its own provider): one load serves every request.
-_PLACE_FREE_KINDS = frozenset({"baseline", "onnx"})
 
 
 @dataclass(frozen=True)
@@ -47,8 +44,9 @@ def _cache_key(folder: Path, device: str, precision: str) -> tuple:
     which also keeps torch unimported for them."""
     manifest = read_manifest(folder)  # a missing or broken folder fails here as load would fail
     members = (manifest.get("config") or {}).get("members") if manifest["kind"] == "ensemble" else None
-    if manifest["kind"] in _PLACE_FREE_KINDS or (isinstance(members, list) and members and all(
-            isinstance(m, dict) and m.get("kind") in _PLACE_FREE_KINDS for m in members)):
+    kinds = ([m.get("kind") if isinstance(m, dict) else None for m in members] if isinstance(members, list) and members
+             else [manifest["kind"]])
+    if not any(kind not in KINDS or kind_class(kind).follows_device for kind in kinds):
         return (folder,)
     from textxfer.transformer import devices
 

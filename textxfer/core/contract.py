@@ -29,6 +29,9 @@ class ClassifierBase(abc.ABC):
     """
 
     kind: str = ""
+    # Whether ``device`` and ``precision`` given to a load change where this kind predicts (a fine-tuned model:
+    # yes; the baseline and ONNX Runtime run where they run). ``textxfer.classifier.cached`` keys its loads on it.
+    follows_device: bool = False
     fitted_attribute: str = ""
     loaded_from: Path | None = None  # the folder a loaded model came from (an ensemble links its files)
     labels: LabelSet  # set by fit() and load(): the classes, in the order of predict_proba's columns

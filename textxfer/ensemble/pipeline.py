@@ -53,6 +53,7 @@ class EnsembleClassifier(ClassifierBase):
     """A weighted average of ``members``' probabilities (columns in the members' shared label order)."""
 
     kind = "ensemble"
+    follows_device = True  # when a member does (textxfer.classifier.cached looks at the members' kinds)
     fitted_attribute = "weights_"
 
     def __init__(self, members: Sequence[ClassifierBase] = (), config: EnsembleConfig | None = None) -> None:

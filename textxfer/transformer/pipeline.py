@@ -108,6 +108,7 @@ class FinetuneClassifier(ClassifierBase):
     """A transformer classifier following the shared ``Classifier`` contract."""
 
     kind = "finetune"
+    follows_device = True
     fitted_attribute = "model_"
 
     def __init__(self, config: FinetuneConfig | None = None) -> None:
