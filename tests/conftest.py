@@ -5,6 +5,12 @@ from __future__ import annotations
 import csv
 import os
 import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -179,3 +185,47 @@ def hard_data():
                            validation=dataset(validation, "hard-validation.csv"),
                            test=dataset(test, "hard-test.csv"), labels=LabelSet.from_labels(l for _, l in train),
                            shuffled_train=dataset([(t, l) for (t, _), l in zip(train, permuted)], "hard-shuffled.csv"))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serve_subprocess(model: Path, *extra: str):
+    """``textxfer serve`` on ``model`` in a subprocess on a free port, started now; yields ``(url, process, ready)``,
+    where ``ready()`` waits until ``/health`` answers (at most 120 s) and returns the URL. Killed on exit."""
+    import httpx
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "textxfer.cli", "serve", "--model", str(model), "--port",
+                                str(port), "--log-level", "warning", *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> str:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited early: {process.stdout.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("server did not start within 120 s")
+            time.sleep(0.2)
+
+    try:
+        yield url, process, ready
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

@@ -102,6 +102,7 @@ def loads(monkeypatch):
     done = []
     real = classifier.load
     monkeypatch.setattr(classifier, "_CACHE", {})
+    monkeypatch.setattr(classifier, "_KEYS", {})  # and the resolved keys: the tests fake the GPUs
     monkeypatch.setattr(classifier, "load", lambda path, device="auto", precision="auto":
                         done.append((path.name, device, precision)) or real(path, device, precision))
     return done

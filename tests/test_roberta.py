@@ -7,22 +7,14 @@ position ids that start after the padding index, which is what tells it apart fr
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 
-from conftest import make_rows
+from conftest import make_rows, serve_subprocess
 
-ROOT = Path(__file__).resolve().parents[1]
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's order: <pad> is id 1
 POSITION_TABLE = 66  # RoBERTa's positions start after the padding index: 64 usable positions
 USABLE_POSITIONS = POSITION_TABLE - 2
@@ -183,42 +175,6 @@ def test_each_strategy_trains_saves_loads_and_predicts(strategy, trained, tiny_r
     assert loaded.predict(texts) == model.predict(texts)
 
 
-@contextmanager
-def serving(model: Path):
-    """Start ``textxfer serve`` on ``model`` now; yields a function that waits for it and returns its URL."""
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "textxfer.cli", "serve", "--model", str(model), "--port",
-                                str(port), "--log-level", "warning"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> str:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited early: {process.stdout.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server did not start within 120 s")
-            time.sleep(0.2)
-
-    try:
-        yield ready
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
 def test_cli_export_and_serve_predict_like_the_saved_model(trained, data, tmp_path, capsys):
     """The saved RoBERTa, its ONNX export (``textxfer export``) and ``textxfer serve`` give the same answers."""
     pytest.importorskip("onnxruntime")
@@ -236,7 +192,7 @@ def test_cli_export_and_serve_predict_like_the_saved_model(trained, data, tmp_pa
     source = classifier.load(result.output, device="cpu")
     expected = source.predict_proba(texts)
     assert len(set(source.predict(texts[:20]))) == 2  # a model that learned: both labels among the answers
-    with serving(result.output) as ready:  # the server loads while the export runs
+    with serve_subprocess(result.output) as (_, _, ready):  # the server loads while the export runs
         output = tmp_path / "roberta-onnx"
         assert cli.main(["export", "--model", str(result.output), "--output", str(output)]) == 0
         assert f"saved to {output}" in capsys.readouterr().out

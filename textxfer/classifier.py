@@ -21,6 +21,9 @@ from textxfer.registry import KINDS, kind_class, load
 
 # Loaded models by (folder, where they predict): see _cache_key.
 _CACHE: dict[tuple, object] = {}
+# (folder, device, precision) as asked → its _cache_key: the manifest is read once per request shape, not on
+# every predict(model=path) call.
+_KEYS: dict[tuple[Path, str, str], tuple] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -61,8 +64,10 @@ def cached(path: str | Path, device: str = "auto", precision: str = "auto"):
     """The classifier in folder ``path`` on ``device``, loaded on first use and then kept in memory (one load
     per folder and resolved device and precision: ``auto`` is the device it stands for)."""
     folder = Path(path).resolve()
-    key = _cache_key(folder, device, precision)
     with _CACHE_LOCK:  # one load per folder even when threads ask at the same time
+        key = _KEYS.get((folder, device, precision))
+        if key is None:
+            key = _KEYS[(folder, device, precision)] = _cache_key(folder, device, precision)
         if key not in _CACHE:
             _CACHE[key] = load(folder, device, precision)
         return _CACHE[key]
@@ -72,6 +77,7 @@ def clear_cache() -> None:
     """Forget every cached model (e.g. after retraining into the same folder)."""
     with _CACHE_LOCK:
         _CACHE.clear()
+        _KEYS.clear()
 
 
 def to_predictions(model, probabilities) -> list[Prediction]:
