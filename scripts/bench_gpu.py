@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("bench_gpu: no GPU is visible; run it on a GPU machine, or --smoke to check the script")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    short = ["--max-steps", "4", "--min-steps", "0"] if args.smoke else []
+    # smoke: the few hundred texts would make --strategy auto search on validation; the full data fine-tunes
+    short = ["--max-steps", "4", "--min-steps", "0", "--strategy", "freeze-embeddings"] if args.smoke else []
     if args.smoke:  # 400 rows, a few steps: the script's paths, not figures
         args.data = smoke_data(Path(args.data), output / "smoke.csv", 400)
         args.old_steps, args.new_steps, args.cpu_texts = 4, 2, 40

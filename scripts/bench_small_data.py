@@ -1,25 +1,27 @@
-"""Little data: textxfer's defaults against SetFit (same encoder) and two cheap baselines, on the same subsets.
+"""Little data on several corpora: each fixed strategy, ``--strategy auto`` and TF-IDF + LR on the same subsets.
 
-Every system sees the same nested, stratified training subsets of one saved split (``textxfer study``'s
-subsets: for a seed the 128-text subset lies inside the 500-text one) and is scored on the same test
-split by the same scorer (``textxfer.core.metrics.score``):
+For each corpus (``--corpora``; built by ``scripts/corpora.py``: the Chinese reviews of ``sample_data/``, the
+10-topic THUCNews headlines, the 5-topic BBC News articles) one saved split is made — validation and test of
+10 % each, at most ``--max-test`` (1,000) texts each — and every system sees the same nested, stratified
+training subsets of it (``textxfer study``'s: for a seed the 128-text subset lies inside the 500-text one),
+scored on the same test texts by the one scorer (``textxfer.core.metrics.score``):
 
-- ``textxfer finetune`` with its default settings and ``textxfer baseline`` with its defaults — run as a
-  ``textxfer study`` into ``--output`` (finished cells are reused, so an interrupted bench resumes);
-- SetFit 1.2 (a dev-only reference: ``pip install -e '.[bench]'``) on the same encoder, the bundled
-  multilingual-e5-small, as a Sentence Transformer (mean pooling, e5's own pooling): 20 pair iterations,
-  1 epoch, batch 16, logistic-regression head — trained only at ``--setfit-sizes`` (default 32: 7 minutes
-  of training a seed alone on 2 cores; 128 texts took 37 minutes a seed) and capped at ``--setfit-max-steps``
-  contrastive steps (the cap binds from 500 texts on);
-- character 1–3-gram TF-IDF + logistic regression (the reference of ``scripts/bench_baseline.py``).
+- the fixed strategies, as ``textxfer study`` cells (finished cells are reused, so the grid resumes across
+  sessions): ``head-only`` at every size, ``contrastive`` up to 128 texts (and beyond where auto's budget would
+  try it: the 128-text cells' time scaled by size fits ``--time-budget``), ``fine-tuning``
+  (``freeze-embeddings``) from 128;
+- ``auto``: not trained again — the winner that ``--strategy auto`` would keep among those cells, by
+  :func:`textxfer.transformer.auto_choice.winner` on their saved validation predictions, trying them in its
+  order within ``--time-budget`` (each cell's fit seconds stand for the search's estimate; ``tests/test_auto_choice.py``
+  shows that a search trains each candidate as the fixed-strategy run does). Also shown: the same choice made on a
+  random max(20, n/4) of the validation texts, to see what a small validation split does to it;
+- character 1–3-gram TF-IDF + logistic regression (``scripts/bench_baseline.py``'s reference);
+- SetFit 1.2 on the same encoder where ``--setfit-sizes`` asks (a dev-only reference: ``pip install -e '.[bench]'``).
 
-Prints mean ± sd over the seeds per system and size, and writes ``bench_small_data.json`` and
-``bench_small_data.md`` into ``--output``. Run: ``python scripts/bench_small_data.py [--sizes 32 128]
-[--seeds 3] [--output runs/small_data]``. The defaults (32 and 128 texts, 3 seeds, SetFit at 32) took
-51 minutes on 2 cores from a fresh folder (BENCHMARKS.md; the issue's budget is 60). Larger sizes are
-given explicitly and do not fit that budget (``--sizes 500 1000 --skip-setfit``: a cell of the defaults
-fine-tunes for about 11 minutes at 500 texts; the full split, ``all``, for about an hour a seed — so it is
-measured with one seed).
+Prints and writes ``bench_small_data.md``/``.json`` into ``--output``: per corpus, test accuracy mean ± sd over the
+seeds and mean fit minutes, auto's choices, whether its curve dips, and which cells are still missing. Run:
+``python scripts/bench_small_data.py [--corpora reviews thucnews bbc] [--sizes 32 128 500] [--seeds 3]
+[--variants head-only contrastive fine-tuning] [--report-only]``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import importlib.util
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -85,105 +89,217 @@ def mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
 
 
-def main() -> None:
-    from textxfer.data.dataset import DataOptions, load_data
-    from textxfer.core.metrics import score
+VARIANTS = {"head-only": "finetune:strategy=head-only", "contrastive": "finetune:strategy=contrastive",
+            "fine-tuning": "finetune:strategy=freeze-embeddings"}
+CONTRASTIVE_UP_TO, FINETUNE_FROM = 128, 128  # the issue's grid: contrastive up to 128 texts, fine-tuning from 128
+
+
+def corpus_options(path: Path, max_test: int, seed: int):
+    """The saved split of a corpus: validation and test of 10 % each, at most ``max_test`` texts each."""
+    from textxfer.data.dataset import DataOptions
+
+    with open(path, encoding="utf-8") as handle:
+        rows = sum(1 for _ in handle) - 1
+    share = min(0.1, max_test / rows)
+    return DataOptions(data=str(path), validation_size=share, test_size=share, seed=seed)
+
+
+def cell_folder(output: Path, variant: str, size: int, seed: int) -> Path:
+    """Where ``textxfer study`` keeps the cell of ``variant`` (its text) at ``size`` texts and ``seed``."""
     from textxfer.baseline.pipeline import BaselineConfig
+    from textxfer.evaluation.study import Cell, parse_variant
     from textxfer.transformer.pipeline import FinetuneConfig
-    from textxfer.evaluation.study import Cell, nested_order, parse_sizes, parse_variant, run_study, same_automatic_choices, subset
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT / "sample_data" / "reviews.csv"))
-    parser.add_argument("--sizes", nargs="+", default=["32", "128"],
-                        help="training-set sizes (or all; 500 texts take about 11 minutes a seed on 2 cores, the full "
-                             "split about an hour; the default 32 and 128 run in about 51 minutes with SetFit at 32)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--output", default=str(ROOT / "runs" / "small_data"))
-    parser.add_argument("--setfit-sizes", nargs="+", default=["32"],
-                        help="sizes at which SetFit is trained (its records at other sizes, saved earlier, are still "
-                             "reported): 32 texts take about 7 minutes of training a seed on 2 cores, 128 about 37")
-    parser.add_argument("--setfit-max-steps", type=int, default=SETFIT_MAX_STEPS)
-    parser.add_argument("--setfit-max-length", type=int, default=256, help="SetFit's max tokens per text")
-    parser.add_argument("--skip-textxfer", action="store_true", help="only SetFit and TF-IDF (textxfer cells: a study)")
-    parser.add_argument("--skip-setfit", action="store_true")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: report the finished cells and saved SetFit records only")
-    args = parser.parse_args()
-    output = Path(args.output)
-    started = time.perf_counter()
+    parsed = parse_variant(variant, {"baseline": BaselineConfig, "finetune": FinetuneConfig})
+    return output / Cell(parsed, size, seed).folder
 
-    options = DataOptions(data=args.data)
-    classes = {"baseline": BaselineConfig, "finetune": FinetuneConfig}
-    if not (args.skip_textxfer or args.report_only):
-        run_study(options, [parse_variant(v, classes) for v in ("baseline", "finetune")], args.sizes, args.seeds,
-                  output, {"baseline": BaselineConfig(), "finetune": FinetuneConfig()})
+
+def saved_cell(folder: Path) -> dict | None:
+    """A finished cell's validation and test predictions and fit seconds (None when it is not there)."""
+    try:
+        splits = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))["splits"]
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError):
+        return None
+    return {"validation": splits["validation"]["predicted"], "test": splits["test"]["predicted"],
+            "seconds": report["timing"]["fit_seconds"]}
+
+
+def derived_auto(cells: dict[str, dict], size: int, y_validation, num_labels: int, seed: int, budget_seconds: float,
+                 validation_rows=None):
+    """What ``--strategy auto`` would keep from these fixed-strategy cells (the same candidates, budget order and
+    one-standard-error rule; each cell's own fit seconds stand for the search's estimate). ``validation_rows``:
+    choose on those validation texts only (a smaller validation split). ``(winner, details)`` or None."""
+    from textxfer.transformer import auto_choice
+
+    names = {"head-only": "head-only", "contrastive": "contrastive", "freeze-embeddings": "fine-tuning"}
+    wanted = [s for s in auto_choice.candidates(size)]
+    if any(names[s] not in cells for s in wanted[:1]):
+        return None
+    spent, results, skipped = cells["head-only"]["seconds"], [], []
+    rows = np.arange(len(y_validation)) if validation_rows is None else np.asarray(validation_rows)
+    order = ["head-only"] + sorted((s for s in wanted[1:] if names[s] in cells), key=lambda s: cells[names[s]]["seconds"])
+    for strategy in order:
+        cell = cells[names[strategy]]
+        if strategy != "head-only":
+            if spent + cell["seconds"] > budget_seconds:
+                skipped.append(strategy)
+                continue
+            spent += cell["seconds"]
+        results.append({"strategy": strategy, "seconds": cell["seconds"],
+                        "predicted": np.asarray(cell["validation"])[rows]})
+    missing = [s for s in wanted if names[s] not in cells and s not in skipped]
+    winner, details = auto_choice.winner(results, np.asarray(y_validation)[rows], num_labels, seed)
+    details.update({"skipped": skipped, "missing": missing, "seconds": spent})
+    return names[winner], details
+
+
+def run_corpus(name: str, args, output: Path) -> dict:
+    """Train the corpus's missing cells (resumable), then its results: system → size → [per-seed records]."""
+    from textxfer.baseline.pipeline import BaselineConfig
+    from textxfer.core.metrics import score
+    from textxfer.data.dataset import load_data
+    from textxfer.evaluation.study import nested_order, parse_sizes, parse_variant, run_study, subset
+    from textxfer.transformer.pipeline import FinetuneConfig
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from corpora import build
+
+    options = corpus_options(build(name), args.max_test, 42)
     data = load_data(options)
-    labels = data.labels
-    sizes = parse_sizes(args.sizes, len(data.train))
+    labels, sizes = data.labels, parse_sizes(args.sizes, len(data.train))
     seeds = [options.seed + i for i in range(args.seeds)]
-    setfit_sizes = set(parse_sizes(args.setfit_sizes, len(data.train)))
+    classes = {"baseline": BaselineConfig, "finetune": FinetuneConfig}
+    base = {"baseline": BaselineConfig(), "finetune": FinetuneConfig()}
+    budget = args.time_budget * 60
+    for size in sizes:
+        if args.report_only:
+            break
+        chosen = ["head-only"] + (["contrastive"] if size <= CONTRASTIVE_UP_TO else []) + (
+            ["fine-tuning"] if size >= FINETUNE_FROM else [])
+        chosen = [v for v in chosen if v in args.variants]
+        if size > CONTRASTIVE_UP_TO and "contrastive" in args.variants:
+            # auto would try contrastive here if it fits its budget: the pair steps grow with the texts, so the
+            # 128-text cells' time scaled by size is the estimate
+            smaller = [saved_cell(cell_folder(output, VARIANTS["contrastive"], CONTRASTIVE_UP_TO, s)) for s in seeds]
+            times = [c["seconds"] for c in smaller if c]
+            if times and np.mean(times) * size / CONTRASTIVE_UP_TO <= budget:
+                chosen.append("contrastive")
+        for variant in chosen:
+            print(f"{name}: {variant} at {size} texts × {len(seeds)} seeds", flush=True)
+            run_study(options, [parse_variant(VARIANTS[variant], classes)], [str(size)], args.seeds, output, base,
+                      progress=False)
+    y_validation = np.asarray(labels.encode(data.validation.labels))
     y_test = np.asarray(labels.encode(data.test.labels))
-    Reference = reference_class()
     results: dict[str, dict[int, list[dict]]] = {}
-    defaults, stale = parse_variant("finetune", classes), []
+    missing: list[str] = []
+    choices: dict[int, list[str]] = {}
+    Reference = reference_class()
 
-    def add(system: str, size: int, seed: int, predicted, fit_seconds, **extra) -> None:
+    def add(system, size, seed, predicted, seconds, **extra):
         metrics = score(y_test, np.asarray(predicted), labels)
         results.setdefault(system, {}).setdefault(size, []).append(
-            {"seed": seed, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "fit_seconds": fit_seconds, **extra})
+            {"seed": seed, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "fit_seconds": seconds, **extra})
 
     for size in sizes:
         for seed in seeds:
+            cells = {}
+            for variant, text in VARIANTS.items():
+                cell = saved_cell(cell_folder(output, text, size, seed))
+                if cell:
+                    cells[variant] = cell
+                    add(f"{variant}", size, seed, cell["test"], cell["seconds"])
+            auto = derived_auto(cells, size, y_validation, len(labels), seed, budget)
+            if auto is None or auto[1]["missing"]:
+                missing.append(f"auto n={size} seed={seed}" + (f" (no {', '.join(auto[1]['missing'])} cell)" if auto else ""))
+            else:
+                winner, details = auto
+                add("auto", size, seed, cells[winner]["test"], details["seconds"], winner=winner,
+                    skipped=details["skipped"])
+                choices.setdefault(size, []).append(winner)
+                small = np.random.default_rng(seed).choice(len(y_validation), size=max(20, size // 4), replace=False)
+                small_winner, _ = derived_auto(cells, size, y_validation, len(labels), seed, budget, small)
+                add("auto, validation of max(20, n/4) texts", size, seed, cells[small_winner]["test"],
+                    details["seconds"], winner=small_winner)
             train = subset(data, nested_order(data.train.labels, seed), size).train
-            y_train = labels.encode(train.labels)
-            # Every study variant found in the output (the defaults: cells/baseline, cells/finetune).
-            for variant in sorted(p.name for p in (output / "cells").glob("*") if p.is_dir()):
-                folder = output / "cells" / variant / f"n{size}-seed{seed}"
-                if variant == "finetune" and (folder / "report.json").is_file() and not same_automatic_choices(
-                        folder, Cell(defaults, size, seed), FinetuneConfig()):
-                    stale.append(str(folder))  # made by earlier rules (--strategy auto's thresholds, pooling)
-                    continue
-                if (folder / "predictions.json").is_file():
-                    saved = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))["splits"]["test"]
-                    fit = json.loads((folder / "report.json").read_text(encoding="utf-8"))["timing"]["fit_seconds"]
-                    name = f"textxfer {variant} (defaults)" if variant in ("baseline", "finetune") else f"textxfer {variant}"
-                    add(name, size, seed, saved["predicted"], fit)
             reference = Reference()
-            t0 = time.perf_counter()
-            reference.fit(train.texts, np.asarray(y_train))
-            fit_seconds = time.perf_counter() - t0
-            add("TF-IDF + LR", size, seed, reference.predict_proba(data.test.texts).argmax(axis=1), fit_seconds)
+            began = time.perf_counter()
+            reference.fit(train.texts, np.asarray(labels.encode(train.labels)))
+            add("TF-IDF + LR", size, seed, reference.predict_proba(data.test.texts).argmax(axis=1),
+                time.perf_counter() - began)
             saved = output / "setfit" / f"n{size}-seed{seed}-steps{args.setfit_max_steps}.json"
-            if not args.skip_setfit and (saved.is_file() or (not args.report_only and size in setfit_sizes)):
-                print(f"SetFit: {size} texts, seed {seed} …", flush=True)
+            if saved.is_file() or (not args.report_only and str(size) in args.setfit_sizes):
+                y_train = labels.encode(train.labels)
                 record = cached(saved, lambda: setfit_cell(train.texts, y_train, data.test.texts, seed,
                                                            args.setfit_max_steps, args.setfit_max_length))
                 add("SetFit (e5-small, 20 iterations)", size, seed, record["predicted"], record["fit_seconds"],
                     capped=record["capped"], steps=record["steps"])
+    return {"corpus": name, "data": options.data, "classes": len(labels), "train": len(data.train),
+            "validation": len(data.validation), "test": len(data.test), "sizes": sizes, "seeds": seeds,
+            "results": results, "auto_choices": {str(k): v for k, v in choices.items()}, "missing": missing}
 
-    lines = [f"data: {args.data}, test {len(data.test):,} texts; seeds {seeds}; {os.cpu_count()} CPU cores, "
-             f"Python {platform.python_version()}; wall {time.perf_counter() - started:.0f} s", "",
-             "| system | " + " | ".join(f"{n:,} texts" for n in sizes) + " |",
-             "|---|" + "---|" * len(sizes)]
-    for system, by_size in results.items():
-        cells = []
+
+def corpus_markdown(record: dict) -> list[str]:
+    sizes, seeds = record["sizes"], record["seeds"]
+    out = [f"### {record['corpus']}: {record['classes']} classes; train {record['train']:,}, validation "
+           f"{record['validation']:,}, test {record['test']:,} texts; seeds {seeds}", "",
+           "| system | " + " | ".join(f"{n:,} texts" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for system, by_size in record["results"].items():
+        row = []
         for n in sizes:
-            rows = by_size.get(n, [])
+            rows = by_size.get(n) or by_size.get(str(n)) or []
             if not rows:
-                cells.append("–")
+                row.append("–")
                 continue
-            cap = " (capped)" if any(r.get("capped") for r in rows) else ""
-            seeds_note = f" ({len(rows)} seed{'s' * (len(rows) != 1)})" if len(rows) != len(seeds) else ""
-            cells.append(f"{mean_sd([r['accuracy'] for r in rows])}{seeds_note}{cap}")
-        lines.append(f"| {system} | " + " | ".join(cells) + " |")
-    if stale:
-        lines += ["", f"Not reported: {len(stale)} cell(s) of the defaults made by earlier rules (today's defaults would "
-                  "choose another strategy or pooling; run without --report-only to redo them): " + ", ".join(stale)]
+            note = f" ({len(rows)} seed{'s' * (len(rows) != 1)})" if len(rows) != len(seeds) else ""
+            minutes = np.mean([r["fit_seconds"] for r in rows]) / 60
+            row.append(f"{mean_sd([r['accuracy'] for r in rows])}{note}, {minutes:.1f} min")
+        out.append(f"| {system} | " + " | ".join(row) + " |")
+    if record["auto_choices"]:
+        out += ["", "auto's choices: " + "; ".join(
+            f"{int(n):,} texts: " + ", ".join(f"{w} × {c}" for w, c in Counter(v).most_common())
+            for n, v in record["auto_choices"].items())]
+    means = {n: np.mean([r["accuracy"] for r in record["results"].get("auto", {}).get(n, [])] or [np.nan]) for n in sizes}
+    known = [(n, m) for n, m in means.items() if not np.isnan(m)]
+    dips = [(a, b) for (a, ma), (b, mb) in zip(known, known[1:]) if mb < ma]
+    if len(known) > 1:
+        out.append("auto's learning curve: " + ("never dips" if not dips else
+                   "dips " + ", ".join(f"from {a:,} to {b:,} texts" for a, b in dips)) + ".")
+    if record["missing"]:
+        out.append("Missing: " + "; ".join(record["missing"]) + ".")
+    return out + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpora", nargs="+", default=["reviews", "thucnews", "bbc"],
+                        help="reviews (sample_data/), thucnews, bbc (built by scripts/corpora.py)")
+    parser.add_argument("--sizes", nargs="+", default=["32", "128", "500"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="fixed strategies to train (auto is derived from them)")
+    parser.add_argument("--max-test", type=int, default=1000, help="validation and test texts per corpus, at most")
+    parser.add_argument("--time-budget", type=float, default=15.0, help="auto's --time-budget in minutes")
+    parser.add_argument("--output", default=str(ROOT / "runs" / "small_data"))
+    parser.add_argument("--setfit-sizes", nargs="*", default=[],
+                        help="sizes at which SetFit is trained too (a dev-only reference: pip install -e '.[bench]'; "
+                             "about 7 minutes a seed at 32 short texts on 2 cores, 37 at 128)")
+    parser.add_argument("--setfit-max-steps", type=int, default=SETFIT_MAX_STEPS)
+    parser.add_argument("--setfit-max-length", type=int, default=256, help="SetFit's max tokens per text")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: report the finished cells")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    records = [run_corpus(name, args, Path(args.output) / name) for name in args.corpora]
+    lines = [f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; this call's wall time "
+             f"{time.perf_counter() - started:.0f} s. Test accuracy, mean ± sd over seeds, and mean fit minutes "
+             "(auto: the candidates it trains).", ""]
+    for record in records:
+        lines += corpus_markdown(record)
     text = "\n".join(lines)
     print(text)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "bench_small_data.md").write_text(text + "\n", encoding="utf-8")
-    (output / "bench_small_data.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    (Path(args.output) / "bench_small_data.md").write_text(text + "\n", encoding="utf-8")
+    (Path(args.output) / "bench_small_data.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

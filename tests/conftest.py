@@ -97,8 +97,9 @@ def fast_config():
     return BaselineConfig(vector_size=16, epochs=5, min_count=1, n_estimators=20, n_jobs=1)
 
 
-def build_tiny_bert(folder: Path) -> Path:
-    """A tiny random BERT (a few thousand parameters) with a character vocabulary of the fixture texts, in ``folder``."""
+def build_tiny_bert(folder: Path, **config) -> Path:
+    """A tiny random BERT (a few thousand parameters) with a character vocabulary of the fixture texts, in ``folder``
+    (``config``: ``BertConfig`` settings to override, e.g. the dropouts)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
@@ -108,7 +109,7 @@ def build_tiny_bert(folder: Path) -> Path:
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
     config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
+                        intermediate_size=32, max_position_embeddings=64, **config)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(str(folder))
     return folder

@@ -180,7 +180,7 @@ def test_auto_on_a_sentence_encoder_with_little_data_fits_a_head_on_mean_pooled_
 
     folder = _sentence_folder(tiny_bert, tmp_path, {"pooling_mode_mean_tokens": True})
     tiny_config.model, tiny_config.strategy, tiny_config.max_train_samples = str(folder), "auto", 80
-    model = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
+    model = FinetuneClassifier(tiny_config).fit(data.train, None, labels=data.labels)  # no validation: the rule by size
     fit = model.fit_stats_
     assert recipe.CONTRASTIVE_BELOW <= 80 < recipe.HEAD_ONLY_BELOW and fit["recipe"]["pooling"] == "mean" and fit["strategy"] == "head-only"
     assert fit["steps"] == 0 and "head_fit" in fit  # the logistic solver, no Trainer steps

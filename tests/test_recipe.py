@@ -176,9 +176,10 @@ class _StrategyChosen(Exception):
     """Raised where training would start: by then ``fit`` has chosen the strategy and announced it."""
 
 
-def _choose_through_fit(config, train_texts: int, monkeypatch, capsys, validation_texts: int = 20, **settings):
+def _choose_through_fit(config, train_texts: int, monkeypatch, capsys, validation_texts: int = 0, **settings):
     """``(strategy, recipe line)`` that ``FinetuneClassifier.fit`` picks for ``train_texts`` training texts,
-    stopped at ``apply_strategy`` (so no training step runs)."""
+    stopped at ``apply_strategy`` (so no training step runs). No validation texts by default: ``auto`` then keeps
+    its rule by size (with validation it searches, tests/test_auto_choice.py)."""
     from conftest import make_rows
 
     from textxfer.data.labels import LabelSet
@@ -194,7 +195,8 @@ def _choose_through_fit(config, train_texts: int, monkeypatch, capsys, validatio
         setattr(config, name, value)
     capsys.readouterr()
     with pytest.raises(_StrategyChosen) as chosen:
-        FinetuneClassifier(config).fit(_dataset(rows[:train_texts]), _dataset(rows[train_texts:]),
+        FinetuneClassifier(config).fit(_dataset(rows[:train_texts]),
+                                       _dataset(rows[train_texts:]) if validation_texts else None,
                                        labels=LabelSet.from_labels(["negative", "positive"]))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("recipe: ")]
     assert len(lines) == 1
@@ -210,6 +212,7 @@ def test_auto_strategy_boundaries_through_fit(tiny_config, monkeypatch, capsys, 
     strategy, line = _choose_through_fit(tiny_config, texts, monkeypatch, capsys, pooling="mean")
     assert strategy == expected
     assert line.startswith(f"recipe: strategy {expected} ")
+    assert "no search on validation: no validation split to choose on" in line
     if expected == "contrastive":
         assert f"for {texts} training texts" in line and "below 65 texts the body is first tuned" in line
     elif expected == "head-only":
@@ -231,13 +234,13 @@ def test_auto_fine_tunes_below_the_thresholds_with_first_token_pooling(tiny_conf
 
 
 def test_auto_below_the_contrastive_threshold_runs_the_pair_stage_then_fits_the_head(tiny_config, capsys):
-    """The whole contrastive branch as ``auto`` picks it at 64 texts (one pair iteration: 8 steps)."""
+    """The whole contrastive branch as ``auto`` picks it at 64 texts without validation (one pair iteration: 8 steps)."""
     from conftest import make_rows
 
-    rows = make_rows(84, seed=3)
+    rows = make_rows(64, seed=3)
     tiny_config.strategy, tiny_config.pooling = "auto", "mean"
     tiny_config.pair_iterations, tiny_config.batch_size = 1, 16
-    model = FinetuneClassifier(tiny_config).fit(_dataset(rows[:64]), _dataset(rows[64:]))
+    model = FinetuneClassifier(tiny_config).fit(_dataset(rows))
     stats = model.fit_stats_
     assert (stats["strategy"], stats["recipe"]["strategy"], stats["recipe"]["strategy_asked"]) == (
         "contrastive", "contrastive", "auto")

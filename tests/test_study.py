@@ -266,13 +266,84 @@ def _fail():
     raise TextxferError("this cell failed")
 
 
+def _hog_and_die(mib):
+    """Hold ``mib`` MiB (touched, so resident) for a moment, then die as the out-of-memory killer kills."""
+    import signal
+    import time
+
+    block = bytearray(mib * 2**20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(0.8)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def test_a_cell_in_a_child_process_runs_elsewhere_and_its_errors_come_back(tmp_path):
-    from textxfer.evaluation.study import in_child_process
+    from textxfer.evaluation.isolation import in_child_process
 
     in_child_process(_write_pid, tmp_path / "pid")
     assert int((tmp_path / "pid").read_text()) != os.getpid()
     with pytest.raises(TextxferError, match="this cell failed"):
         in_child_process(_fail)
+
+
+def test_a_child_killed_by_the_os_comes_back_as_one_error_with_its_peak_memory():
+    from textxfer.evaluation.isolation import ChildKilled, in_child_process
+
+    with pytest.raises(ChildKilled) as caught:
+        in_child_process(_hog_and_die, 300)
+    assert caught.value.exit_code == -9
+    assert 300 <= caught.value.peak_mib < 600  # the 300 MiB it held, seen from outside before it died
+    assert "killed by SIGKILL" in caught.value.how and "out-of-memory killer" in caught.value.how
+    assert "at a peak of 0.3 GB resident" in caught.value.how
+
+
+def test_a_killed_cell_is_one_line_and_the_study_goes_on(tmp_path, sample_csv, tiny_bert, monkeypatch, capsys):
+    """One fine-tuning cell's child is killed: the study logs one line naming the cell, its peak memory and what
+    to change, reports the other cells (the variant's mean over the seeds left), and a second run retrains only it."""
+    from textxfer.evaluation import study as study_module
+    from textxfer.evaluation.isolation import ChildKilled
+
+    victim = "n40-seed43"
+    ran = []
+
+    def fake_child(function, *arguments):  # in this process; the victim "dies" before training
+        folder = Path(arguments[-1])
+        ran.append(folder.name)
+        if folder.name == victim:
+            raise ChildKilled(-9, 5.2 * 1024)
+        function(*arguments)
+
+    monkeypatch.setattr(study_module, "in_child_process", fake_child)
+    output = tmp_path / "killed"
+    argv = ["study", "--data", str(sample_csv), "--output", str(output), "--no-progress", "--variants",
+            "ensemble:baseline+finetune:strategy=head-only", "baseline", "finetune:strategy=head-only",
+            "--sizes", "40", "--seeds", "2", "--finetune-model", str(tiny_bert), *FAST]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if victim in line]
+    killed = [line for line in lines if "killed by SIGKILL" in line]
+    assert len(killed) == 1, lines
+    assert "finetune:strategy=head-only" in killed[0] and "at a peak of 5.2 GB" in killed[0]
+    assert "--max-length" in killed[0] and "--batch-size" in killed[0] and "study goes on" in killed[0]
+    study = json.loads((output / "study.json").read_text(encoding="utf-8"))
+    left_out = {(f["variant"], f["seed"]) for f in study["failed_cells"]}
+    # the ensemble of that seed needs the killed member: left out too, saying why
+    assert left_out == {("finetune:strategy=head-only", 43), ("ensemble:baseline+finetune:strategy=head-only", 43)}
+    assert len(study["cells"]) == 4 and study["failed_cells"][0]["peak_mib"] == round(5.2 * 1024)
+    head = study["summary"]["finetune:strategy=head-only"]["40"]["accuracy"]
+    kept = [c for c in study["cells"] if c["variant"] == "finetune:strategy=head-only"]
+    assert head["n"] == 1 and head["mean"] == pytest.approx(kept[0]["test"]["accuracy"])
+    markdown = (output / "study.md").read_text(encoding="utf-8")
+    assert "## Cells left out" in markdown and victim in markdown.split("## Cells left out")[1]
+    assert any("2 of 6 cells did not finish" in line for line in out.splitlines())
+    # Nothing else is lost: a second run trains the killed cell (and its ensemble) only
+    monkeypatch.setattr(study_module, "in_child_process", lambda function, *a: (ran.append(Path(a[-1]).name), function(*a)))
+    ran.clear()
+    assert main(argv) == 0
+    assert ran == [victim]
+    study = json.loads((output / "study.json").read_text(encoding="utf-8"))
+    assert len(study["cells"]) == 6 and not study["failed_cells"]
 
 
 def test_degenerate_cells_are_flagged_in_the_report():
@@ -401,25 +472,35 @@ def test_a_run_from_before_a_setting_existed_counts_as_what_it_did_then(trained_
 
 
 def test_a_finished_cell_whose_automatic_choices_changed_is_trained_again(tmp_path, monkeypatch):
-    """Same settings, another recipe after an upgrade (auto's threshold moved, or the pooling rule): not reused."""
-    from textxfer.transformer import recipe
+    """Same settings, another recipe after an upgrade (auto's rule moved, the pooling rule, auto now searching on
+    validation): not reused. A cell whose strategy a search chose stands whatever it chose."""
+    from textxfer.transformer import auto_choice, recipe
     from textxfer.evaluation.study import Cell, same_automatic_choices
 
-    cell = Cell(Variant("finetune", "finetune"), 100, 42)
     folder = tmp_path / "cell"
     folder.mkdir()
 
-    def recorded(strategy, pooling):
-        (folder / "report.json").write_text(json.dumps({"fit": {"recipe": {"strategy": strategy, "pooling": pooling}}}))
+    def recorded(strategy, pooling, search=None):
+        (folder / "report.json").write_text(json.dumps({"fit": {"recipe": {"strategy": strategy, "pooling": pooling,
+                                                                           **({"search": search} if search else {})}}}))
 
-    monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 129)
-    recorded("head-only", "mean")  # the bundled encoder at 100 texts today
-    assert same_automatic_choices(folder, cell, FinetuneConfig())
-    monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 50)  # the rule moved: 100 texts now fine-tune
-    assert not same_automatic_choices(folder, cell, FinetuneConfig())
+    searched = Cell(Variant("finetune", "finetune"), 100, 42)  # auto searches at 100 texts (a study has validation)
+    recorded("head-only", "mean")  # chosen by the old rule, before the search
+    assert not same_automatic_choices(folder, searched, FinetuneConfig())
+    recorded("contrastive", "mean", {"winner": "contrastive"})
+    assert same_automatic_choices(folder, searched, FinetuneConfig())
+    recorded("contrastive", "cls", {"winner": "contrastive"})  # trained before mean pooling
+    assert not same_automatic_choices(folder, searched, FinetuneConfig())
+    # Above the search's range the rule by size decides, as before
+    large = Cell(Variant("finetune", "finetune"), auto_choice.SEARCH_UP_TO + 100, 42)
+    monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 10**6)
+    recorded("head-only", "mean")
+    assert same_automatic_choices(folder, large, FinetuneConfig())
+    monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 50)  # the rule moved: the cell now fine-tunes
+    assert not same_automatic_choices(folder, large, FinetuneConfig())
     recorded("freeze-embeddings", "cls")  # trained before mean pooling
-    assert not same_automatic_choices(folder, cell, FinetuneConfig())
-    assert same_automatic_choices(folder, cell, FinetuneConfig(pooling="cls"))
+    assert not same_automatic_choices(folder, large, FinetuneConfig())
+    assert same_automatic_choices(folder, large, FinetuneConfig(pooling="cls"))
     (folder / "report.json").write_text("{}")  # no recipe recorded: trained again
-    assert not same_automatic_choices(folder, cell, FinetuneConfig(pooling="cls"))
+    assert not same_automatic_choices(folder, large, FinetuneConfig(pooling="cls"))
     assert same_automatic_choices(folder, Cell(Variant("baseline", "baseline"), 64, 42), None)

@@ -24,6 +24,7 @@ import numpy as np
 from textxfer.core.config import parse_field
 from textxfer.data.dataset import DataOptions, PreparedData, TextDataset, load_data
 from textxfer.errors import TextxferError
+from textxfer.evaluation.isolation import ChildKilled, in_child_process
 from textxfer.evaluation.runner import describe_data, finished_run, run_prepared
 from textxfer.data.splits import write_split_file
 
@@ -212,6 +213,7 @@ def same_automatic_choices(folder: Path, cell: Cell, config) -> bool:
     another recipe after an upgrade: ``--strategy auto``'s threshold, ``--pooling auto``); other cells: True."""
     if cell.variant.pipeline != "finetune":
         return True
+    from textxfer.transformer.auto_choice import searches
     from textxfer.transformer.pooling import expected
     from textxfer.transformer.recipe import plan as recipe_plan
 
@@ -221,8 +223,12 @@ def same_automatic_choices(folder: Path, cell: Cell, config) -> bool:
         return False
     # A hub model's pooling config is not looked up here (expected → None): the run's own record is trusted.
     pooling = expected(config.pooling, config.model) or recorded.get("pooling", "cls")
+    if recorded.get("pooling", "cls") != pooling:
+        return False
+    if config.strategy == "auto" and searches(cell.size, True) is None:  # a study's cells all have validation
+        return bool(recorded.get("search"))  # chosen on validation: any winner of a search stands
     wanted = recipe_plan(config, cell.size, pooling=pooling)["strategy"]
-    return recorded.get("strategy") == wanted and recorded.get("pooling", "cls") == pooling
+    return recorded.get("strategy") == wanted and not recorded.get("search")
 
 
 def _classifier(pipeline: str, config):
@@ -254,13 +260,23 @@ def run_cell(pipeline: str, config, data: PreparedData, folder: Path) -> None:
         remove_checkpoints(config.checkpoint_dir)
 
 
-def in_child_process(function, *arguments) -> None:
-    """Call ``function(*arguments)`` in a fresh spawned Python process and wait; its exceptions are re-raised here."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class CellSkipped(TextxferError):
+    """A cell that cannot run because a cell it needs did not finish."""
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(function, *arguments).result()
+
+def failed_cell(cell: Cell, error: Exception, config) -> dict:
+    """The record of a cell that did not finish, with its one line: which cell, what happened, what to change."""
+    where = f"study: cell {cell.folder} ({cell.variant.text}, {cell.size:,} texts, seed {cell.seed})"
+    if isinstance(error, ChildKilled):
+        length = getattr(config, "max_length", None) or "the 99th percentile of the texts, up to 512 tokens"
+        line = (f"{where} was {error.how}, so it is left out and the study goes on; rerun the study to retry it, "
+                f"with a smaller --max-length (now {length}) or "
+                "--batch-size in the variant or base settings, or on a machine with more memory")
+        peak = error.peak_mib
+    else:
+        line, peak = f"{where} is left out: {error}", None
+    return {"variant": cell.variant.text, "size": cell.size, "seed": cell.seed, "folder": cell.folder,
+            "peak_mib": None if peak is None else round(peak), "line": line}
 
 
 def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], seeds: int, output: str | Path,
@@ -300,7 +316,7 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     if len(done) < len(cells):
         log(estimate([c for c in cells if c not in done], {c: output / c.folder for c in done},
                      lambda c: planned_work(c, configs[c])))
-    records = []
+    records, failed = [], []
     bar = tqdm(total=len(cells), initial=len(done), unit="cell", disable=not progress, desc="study")
     for cell in cells:
         folder = output / cell.folder
@@ -308,16 +324,25 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
         if cell not in done:
             bar.set_postfix_str(f"{cell.variant.text} n={cell.size} seed={cell.seed}")
             config = configs[cell]
-            if members:
-                run_ensemble_cell([output / m.folder for m in members], prepared[(cell.size, cell.seed)], folder)
-            elif isolate and cell.variant.pipeline == "finetune":
-                in_child_process(run_cell, cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)
-            else:
-                run_cell(cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)
+            lost = [m for m in members if any(f["folder"] == m.folder for f in failed)]
+            try:
+                if lost:
+                    raise CellSkipped(f"its member cell {lost[0].folder} did not finish")
+                if members:
+                    run_ensemble_cell([output / m.folder for m in members], prepared[(cell.size, cell.seed)], folder)
+                elif isolate and cell.variant.pipeline == "finetune":
+                    in_child_process(run_cell, cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)
+                else:
+                    run_cell(cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)
+            except (ChildKilled, CellSkipped) as exc:
+                failed.append(failed_cell(cell, exc, config))
+                log(failed[-1]["line"])
+                bar.update(1)
+                continue
             bar.update(1)
         records.append(cell_record(cell, folder))
     bar.close()
-    study = write_study(output, records, variants, chosen_sizes, seed_list, data)
+    study = write_study(output, records, variants, chosen_sizes, seed_list, data, failed)
     for line in study["warnings"]:
         log(line)
     return study

@@ -43,9 +43,12 @@ def cell_record(cell, folder: Path) -> dict:
 
 
 def interval(values: list[float]) -> dict:
-    """Mean, sample sd, and the 95% t-interval of the mean (``ci95`` None for a single value)."""
+    """Mean, sample sd, and the 95% t-interval of the mean (``ci95`` None for a single value; everything None
+    for no value: every cell of that variant and size was left out)."""
     from scipy.stats import t
 
+    if not values:
+        return {"mean": None, "sd": None, "ci95": None, "n": 0}
     array = np.asarray(values, dtype=float)
     mean = float(array.mean())
     if len(array) < 2:
@@ -87,10 +90,13 @@ def paired_tests(output: Path, records: list[dict], variants, sizes: list[int], 
     results = {}
     for size in sizes:
         cells = {(r["variant"], r["seed"]): r for r in records if r["size"] == size}
-        means = {n: np.mean([r["test"]["accuracy"] for (v, _), r in cells.items() if v == n]) for n in names}
-        best = max(names, key=lambda n: means[n])
+        means = {n: np.mean([r["test"]["accuracy"] for (v, _), r in cells.items() if v == n]) for n in names
+                 if any(v == n for v, _ in cells)}  # a variant whose cells were all left out has no mean
+        if not means:
+            continue
+        best = max(means, key=lambda n: means[n])
         tests = {}
-        for other in (n for n in names if n != best):
+        for other in (n for n in means if n != best):
             seeds = sorted(s for (v, s) in cells if v == best and (other, s) in cells)
             pairs = [(_correct(output, cells[(best, s)], references), _correct(output, cells[(other, s)], references))
                      for s in seeds]
@@ -106,12 +112,14 @@ def findings(study: dict) -> list[str]:
     """Plain sentences: where fine-tuning overtakes the baseline, and where the variants are within noise."""
     variants, sizes, summary, paired = study["variants"], study["sizes"], study["summary"], study["paired"]
     pipelines = dict(zip(variants, study["pipelines"]))
-    mean = lambda v, n: summary[v][str(n)]["accuracy"]["mean"]  # noqa: E731
+    mean = lambda v, n: summary[v][str(n)]["accuracy"]["mean"]  # noqa: E731  (None: every cell left out)
+    best_of = lambda group, n: max((mean(v, n) for v in group if mean(v, n) is not None), default=None)  # noqa: E731
     out = []
     baselines = [v for v in variants if pipelines[v] == "baseline"]
     tuned = [v for v in variants if pipelines[v] == "finetune"]
     if baselines and tuned:
-        ahead = [n for n in sizes if max(mean(v, n) for v in tuned) > max(mean(v, n) for v in baselines)]
+        ahead = [n for n in sizes if None not in (best_of(tuned, n), best_of(baselines, n))
+                 and best_of(tuned, n) > best_of(baselines, n)]
         start = next((n for i, n in enumerate(sizes) if all(m in ahead for m in sizes[i:])), None)
         if start is None:
             out.append("Fine-tuning does not stay ahead of the baseline at the largest sizes studied.")
@@ -120,7 +128,7 @@ def findings(study: dict) -> list[str]:
                        f"{start:,} training texts on" + (" (every size studied)." if start == sizes[0] else "."))
     if len(variants) < 2:  # nothing to compare across variants: say how the one variant's curve goes instead
         return out + [_curve_sentence(variants[0], sizes, mean)] if variants else out
-    for n in sizes:
+    for n in (n for n in sizes if str(n) in paired):
         entry = paired[str(n)]
         tied = [o for o, t in entry["tests"].items() if t is not None and not t["significant"]]
         beaten = [o for o, t in entry["tests"].items() if t is not None and t["significant"]]
@@ -135,6 +143,7 @@ def findings(study: dict) -> list[str]:
 
 def _curve_sentence(variant: str, sizes: list[int], mean) -> str:
     """One variant's mean test accuracy size by size, and whether the curve dips anywhere."""
+    sizes = [n for n in sizes if mean(variant, n) is not None]  # sizes whose cells were all left out: no point
     points = ", ".join(f"{n:,} texts {mean(variant, n):.4f}" for n in sizes)
     dips = [(a, b) for a, b in zip(sizes, sizes[1:]) if mean(variant, b) < mean(variant, a)]
     verdict = ("it never dips as the texts grow" if not dips else
@@ -144,6 +153,8 @@ def _curve_sentence(variant: str, sizes: list[int], mean) -> str:
 
 def _cell_text(entry: dict, key: str) -> str:
     stats = entry[key]
+    if not stats["n"]:
+        return "– (no cell finished)"
     text = f"{stats['mean']:.4f} ± {stats['sd']:.4f}"
     if stats["ci95"]:
         text += f" [{stats['ci95'][0]:.3f}, {stats['ci95'][1]:.3f}]"
@@ -160,7 +171,7 @@ def _paired_markdown(study: dict) -> list[str]:
            "their training subset and the test split).", "",
            "| training texts | best (mean accuracy) | against | only best right | only other right | p | verdict |",
            "|---:|---|---|---:|---:|---:|---|"]
-    for size in sizes:
+    for size in (n for n in sizes if str(n) in study["paired"]):
         entry = study["paired"][str(size)]
         best = entry["best"]
         for other, test in entry["tests"].items():
@@ -197,6 +208,12 @@ def study_markdown(study: dict) -> str:
     out += ["## In words", "", *(f"- {line}" for line in study["findings"]), ""]
     out += loss_markdown(study["cells"])
     degenerate = [c for c in study["cells"] if c["degenerate"]]
+    if study.get("failed_cells"):
+        out += ["## Cells left out", "", "These cells did not finish; the tables above are over the cells that did "
+                "(their `n` counts them). Run the study again to retry them.", ""]
+        out += [f"- {f['line'][len('study: '):] if f['line'].startswith('study: ') else f['line']}"
+                for f in study["failed_cells"]]
+        out.append("")
     if degenerate:
         out += ["## Degenerate cells", "", "Models that predict one class for (nearly) every validation text, or "
                 "whose validation macro-F1 is not above the majority answer's (see `model_check` in each "
@@ -216,10 +233,11 @@ def plot_learning_curve(study: dict, path: Path):
     def paint(fig):
         for ax, (key, title) in zip(fig.subplots(1, 2), METRICS):
             for i, variant in enumerate(study["variants"]):
-                entries = [study["summary"][variant][str(n)][key] for n in sizes]
-                means = [e["mean"] for e in entries]
-                ax.plot(sizes, means, marker="o", color=f"C{i}", label=variant)
-                bands = [(n, e["ci95"]) for n, e in zip(sizes, entries) if e["ci95"]]
+                points = [(n, study["summary"][variant][str(n)][key]) for n in sizes]
+                points = [(n, e) for n, e in points if e["n"]]  # a size whose cells were all left out: no point
+                entries = [e for _, e in points]
+                ax.plot([n for n, _ in points], [e["mean"] for e in entries], marker="o", color=f"C{i}", label=variant)
+                bands = [(n, e["ci95"]) for n, e in points if e["ci95"]]
                 if bands:
                     ax.fill_between([n for n, _ in bands], [max(0.0, b[0]) for _, b in bands],
                                     [min(1.0, b[1]) for _, b in bands], color=f"C{i}", alpha=0.15, linewidth=0)
@@ -233,11 +251,16 @@ def plot_learning_curve(study: dict, path: Path):
     return draw_figure(Path(path), (11.0, 4.2), paint)
 
 
-def write_study(output: Path, records: list[dict], variants, sizes: list[int], seeds: list[int], data) -> dict:
-    """Write ``study.json``, ``study.md`` and ``learning_curve.png`` into ``output``; returns the study dict."""
+def write_study(output: Path, records: list[dict], variants, sizes: list[int], seeds: list[int], data,
+                failed: list[dict] = ()) -> dict:
+    """Write ``study.json``, ``study.md`` and ``learning_curve.png`` into ``output``; returns the study dict.
+    ``failed``: cells that did not finish (:func:`textxfer.evaluation.study.failed_cell`), listed, left out."""
     references = np.asarray(data.labels.encode(data.test.labels))
     degenerate = [r for r in records if r["degenerate"]]
     warnings = []
+    if failed:
+        warnings.append(f"WARNING: {len(failed)} of {len(records) + len(failed)} cells did not finish and are left out "
+                        f"(listed under 'Cells left out' in {STUDY_MD}); run the study again to retry them")
     if degenerate:
         where = "; ".join(f"{r['variant']} n={r['size']} seed={r['seed']}" for r in degenerate[:6])
         more = f" and {len(degenerate) - 6} more" if len(degenerate) > 6 else ""
@@ -247,7 +270,7 @@ def write_study(output: Path, records: list[dict], variants, sizes: list[int], s
              "test_size": len(data.test), "split": "split.json", "cells": records,
              "pipelines": [v.pipeline for v in variants], "summary": summarise(records, variants, sizes),
              "paired": paired_tests(output, records, variants, sizes, references), "warnings": warnings,
-             "ensembles": ensemble_gains(records, variants, sizes),
+             "ensembles": ensemble_gains(records, variants, sizes), "failed_cells": list(failed),
              "files": {"json": STUDY_JSON, "markdown": STUDY_MD, "plot": CURVE_PNG}}
     overfit = [r for r in records if (r.get("loss_curve") or {}).get("overfitting")]
     if overfit:

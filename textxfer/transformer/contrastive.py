@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from textxfer.transformer import memory
 from textxfer.transformer.batch_size import nominal
 from textxfer.errors import TextxferError
 
@@ -115,10 +116,13 @@ def tune_body(classifier, texts: list[str], y: np.ndarray, progress: bool, devic
     optimizer = torch.optim.AdamW(trainable, lr=cfg.pair_learning_rate, weight_decay=cfg.weight_decay,
                                   fused=device.get("_fused") or None)
     batch = nominal(cfg.batch_size)  # SetFit's 16 for auto: the pair stage runs below 65 texts
+    # On the CPU a step of `batch` pairs runs in passes of at most memory.CPU_TOKENS_PER_PASS tokens (the same step)
+    per_pass, passes = memory.passes(batch, 2 * classifier.max_length_) if device.get("use_cpu") else (batch, 1)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="textxfer-contrastive-") as scratch:  # nothing is saved there
         arguments = TrainingArguments(
-            output_dir=scratch, num_train_epochs=1, per_device_train_batch_size=batch,
+            output_dir=scratch, num_train_epochs=1, per_device_train_batch_size=per_pass,
+            gradient_accumulation_steps=passes,
             learning_rate=cfg.pair_learning_rate, warmup_steps=math.ceil(WARMUP_RATIO * len(first) / batch),
             save_strategy="no", eval_strategy="no", logging_strategy="steps", logging_steps=cfg.logging_steps,
             report_to="none", seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=not progress,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from textxfer.transformer import schedules
+from textxfer.transformer import memory, schedules
+from textxfer.transformer.batch_size import nominal
 from textxfer.data.dataset import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.core.metrics import score
@@ -71,14 +72,21 @@ def _class_weighted_loss(labels: list[int], num_labels: int):
 
     def loss(outputs, targets, num_items_in_batch=None):
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        return torch.nn.functional.cross_entropy(logits.view(-1, num_labels).float(), targets.view(-1),
-                                                 weight=weights.to(logits.device))
+        logits, targets, weight = logits.view(-1, num_labels).float(), targets.view(-1), weights.to(logits.device)
+        if num_items_in_batch is None:
+            return torch.nn.functional.cross_entropy(logits, targets, weight=weight)
+        # A step run as several passes (gradient accumulation, token-budgeted passes): the Trainer sums what each
+        # pass returns, so each returns its weighted sum over the texts of the whole step (a weighted mean per step).
+        summed = torch.nn.functional.cross_entropy(logits, targets, weight=weight, reduction="sum")
+        return summed / torch.as_tensor(num_items_in_batch, device=summed.device, dtype=summed.dtype)
 
     return loss
 
 
 def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, device: dict, grouping: bool,
-               recipe: dict):
+               recipe: dict, per_pass: int | None = None, passes: int = 1):
+    """``TrainingArguments`` of a run: a step of ``cfg.batch_size`` texts as ``passes`` passes of ``per_pass``
+    (the CPU's token budget, :mod:`textxfer.transformer.memory`) times ``--gradient-accumulation``."""
     from transformers import TrainingArguments
 
     epochs, eval_strategy, eval_steps = recipe["epochs"], recipe["eval_strategy"], recipe["eval_steps"]
@@ -90,8 +98,8 @@ def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, devic
     return TrainingArguments(
         output_dir=output_dir, num_train_epochs=epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=warmup,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation,
+        per_device_train_batch_size=per_pass or cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation * passes,
         eval_strategy=strategy if evaluating else "no", save_strategy=strategy, eval_steps=eval_steps,
         save_steps=eval_steps, save_total_limit=2,
         load_best_model_at_end=evaluating, metric_for_best_model="macro_f1" if evaluating else None,
@@ -100,6 +108,29 @@ def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, devic
         train_sampling_strategy="group_by_length" if grouping else "random",
         **{k: v for k, v in device.items() if not k.startswith("_")},
     )
+
+
+def _memory_choices(classifier, cfg, strategy: str, device: dict) -> list[str]:
+    """Set the attention dropout of a run that trains the encoder (``--attention-dropout``) and say what
+    bounds its memory (:mod:`textxfer.transformer.memory`): sentences for the recipe line."""
+    if strategy == "head-only":
+        return []  # the encoder only runs in evaluation mode
+    out = []
+    own = memory.set_attention_dropout(classifier.model_, cfg.attention_dropout)
+    if own is not None and cfg.attention_dropout is not None and own != cfg.attention_dropout:
+        out.append(f"attention dropout {cfg.attention_dropout:g} (the model's own {own:g}; PyTorch's fused attention "
+                   "then keeps no score matrices: less memory and faster steps on long texts; --attention-dropout "
+                   "none keeps the model's)")
+    if device["use_cpu"]:
+        if strategy == "contrastive":
+            pairs = nominal(cfg.batch_size)
+            per_pass, _ = memory.passes(pairs, 2 * classifier.max_length_)
+            why = memory.describe(pairs, per_pass, classifier.max_length_, "pairs")
+        else:
+            per_pass, _ = memory.passes(cfg.batch_size, classifier.max_length_)
+            why = memory.describe(cfg.batch_size, per_pass, classifier.max_length_)
+        out += [why] if why else []
+    return out
 
 
 def _last_checkpoint(folder: str) -> str | None:
@@ -167,12 +198,23 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     cfg, model, labels = classifier.config, classifier.model_, classifier.labels
     pooling = pooling_of(model)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    no_search = None
+    if cfg.strategy == "auto":  # choose on validation (textxfer.transformer.auto_choice) where there is one
+        from textxfer.transformer import auto_choice, auto_search
+
+        no_search = auto_choice.searches(len(train), validation is not None and len(validation) > 0, world_size)
+        if no_search is None:
+            return auto_search.search(classifier, train, validation, progress, train_model)
     device = device_settings(cfg.precision, cfg.compile)
     cfg, sizing = resolve_batch(classifier, train, pooling, world_size, device)  # --batch-size auto
     recipe = plan(cfg, len(train), world_size, pooling)
     recipe = {**recipe, "pooling": pooling, "text_prefix": getattr(classifier, "text_prefix_", ""),
               "choices": [*getattr(classifier, "input_choices_", []), *sizing, *recipe["choices"]]}
-    announcement, strategy = describe(recipe), recipe["strategy"]
+    strategy = recipe["strategy"]
+    if no_search:
+        recipe["choices"][0] += f"; no search on validation: {no_search}"
+    recipe["choices"] += _memory_choices(classifier, cfg, strategy, device)
+    announcement = describe(recipe)
     if announcement and int(os.environ.get("RANK", "0")) == 0:
         print(announcement, flush=True)
     apply_strategy(model, strategy)
@@ -222,7 +264,10 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     resume_from = _last_checkpoint(output_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         raise TextxferError(f"--resume: no checkpoint in {output_dir}; start without --resume")
-    arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping, recipe)
+    per_pass, passes = (memory.passes(cfg.batch_size, classifier.max_length_) if device["use_cpu"] and trained is model
+                        else (cfg.batch_size, 1))
+    arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping, recipe,
+                           per_pass, passes)
     if strategy == "head-only":
         groups = [{"params": list(trained.parameters()), "weight_decay": cfg.weight_decay,
                    "lr": recipe["head_learning_rate"]}]

@@ -1,0 +1,125 @@
+"""``--strategy auto`` as a choice on the user's own validation split: which strategies to try, and which wins.
+
+Fixed thresholds read off one corpus did not carry over to the next (issue 25: at 128 texts the threshold
+chose head-only, 1.5 points under contrastive tuning, and validation saw it). So with a validation split
+and up to :data:`SEARCH_UP_TO` training texts, ``auto`` trains the candidates that fit the time budget and
+keeps the one validation prefers — guarded against noise:
+
+- **Candidates** (:func:`candidates`): ``head-only`` (feature extraction: one frozen pass, a fitted head;
+  always, it is cheap and runs first), ``contrastive`` (pairs, then a fitted head) and ``freeze-embeddings``
+  (fine-tuning, from :data:`FINETUNE_FROM` texts: below that it did not win on any measured curve) — each
+  only when its estimated cost fits what is left of ``--time-budget``.
+- **The winner** (:func:`winner`): the *cheapest* candidate whose validation macro-F1 is within one
+  standard error of the best one's — the one-standard-error rule of model selection. The standard error
+  is that of the macro-F1 difference between the two, from a paired bootstrap over the validation texts
+  (the same resampled texts score both). A validation split of a few dozen texts has a large standard
+  error, so a costlier strategy must lead by more to be chosen; ties go to the cheaper one.
+
+This module is pure (no model): ``scripts/bench_small_data.py`` applies the same :func:`winner` to the
+saved validation predictions of fixed-strategy cells, which is what ``auto`` would have trained anyway.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SEARCH_UP_TO = 2000  # above this many training texts auto fine-tunes without a search (fine-tuning led there)
+FINETUNE_FROM = 100  # fine-tuning is a candidate from this many texts (below, head-only or contrastive led)
+BOOTSTRAP = 1000  # resamples of the validation texts for the standard error of a macro-F1 difference
+TRAIN_STEP_FACTOR = 3.0  # a training pass over a token costs about 3 frozen forward passes (forward + backward)
+DEFAULT_BUDGET_MINUTES = {"cpu": 15.0, "gpu": 30.0}
+CANDIDATE_ORDER = ("head-only", "contrastive", "freeze-embeddings")
+
+
+def budget_minutes(given: float | None, on_gpu: bool) -> float:
+    """``--time-budget`` in minutes: as given, else :data:`DEFAULT_BUDGET_MINUTES` for the device."""
+    return float(given) if given is not None else DEFAULT_BUDGET_MINUTES["gpu" if on_gpu else "cpu"]
+
+
+def searches(train_texts: int, has_validation: bool, world_size: int = 1) -> str | None:
+    """None when ``auto`` searches on validation, else why it keeps the fixed rule instead."""
+    if not has_validation:
+        return "no validation split to choose on"
+    if world_size > 1:
+        return "a multi-process run (its processes must not time candidates differently)"
+    if train_texts > SEARCH_UP_TO:
+        return f"more than {SEARCH_UP_TO:,} training texts (fine-tuning led at every such size measured)"
+    return None
+
+
+def candidates(train_texts: int) -> list[str]:
+    """The strategies worth trying for ``train_texts`` texts, cheapest-to-run first (head-only always first)."""
+    return [s for s in CANDIDATE_ORDER if s != "freeze-embeddings" or train_texts >= FINETUNE_FROM]
+
+
+def estimate_seconds(strategy: str, train_tokens: float, validation_tokens: float, forward_per_token: float,
+                     pair_steps: int, pair_batch: int, mean_tokens: float, finetune_steps: int, batch: int,
+                     evaluations: int) -> float:
+    """Seconds a candidate should take, from the measured frozen forward cost per token (``forward_per_token``).
+
+    contrastive: its pair steps (2 × ``pair_batch`` texts each) at :data:`TRAIN_STEP_FACTOR` × the forward cost,
+    then one frozen pass over training and validation texts for its head; fine-tuning: its steps, plus a pass
+    over the validation texts at each evaluation; both: a last validation pass to be compared."""
+    if strategy == "head-only":
+        return forward_per_token * validation_tokens
+    if strategy == "contrastive":
+        return forward_per_token * (TRAIN_STEP_FACTOR * pair_steps * 2 * pair_batch * mean_tokens
+                                    + train_tokens + 2 * validation_tokens)
+    return forward_per_token * (TRAIN_STEP_FACTOR * finetune_steps * batch * mean_tokens
+                                + (evaluations + 1) * validation_tokens)
+
+
+def macro_f1_resampled(predicted: np.ndarray, references: np.ndarray, samples: np.ndarray, num_labels: int) -> np.ndarray:
+    """Macro-F1 of each resample over the classes with at least one true text in it (as the one scorer,
+    :func:`textxfer.core.metrics.score`, averages):
+    ``samples`` is (resamples × texts) indices into ``predicted`` / ``references``."""
+    f1, present = np.zeros(samples.shape[0]), np.zeros(samples.shape[0])
+    for start in range(0, samples.shape[0], 100):  # 100 resamples at a time: memory stays small for long splits
+        p, r = predicted[samples[start:start + 100]], references[samples[start:start + 100]]
+        for label in range(num_labels):
+            tp = np.sum((p == label) & (r == label), axis=1)
+            fp = np.sum((p == label) & (r != label), axis=1)
+            fn = np.sum((p != label) & (r == label), axis=1)
+            f1[start:start + 100] += np.where(tp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+            present[start:start + 100] += tp + fn > 0
+    return f1 / np.maximum(present, 1)
+
+
+def winner(results: list[dict], references, num_labels: int, seed: int = 0) -> tuple[str, dict]:
+    """``(strategy, details)`` by the one-standard-error rule.
+
+    ``results``: per trained candidate ``{"strategy", "seconds", "predicted"}`` (validation predictions as label
+    indices in the order of ``references``). The best is the highest validation macro-F1; the winner is the
+    cheapest candidate (fewest seconds) whose macro-F1 is at least the best's minus the standard error of
+    their difference (paired bootstrap). ``details``: each candidate's macro-F1, accuracy, gap to the best and
+    standard error, and ``why`` in words."""
+    references = np.asarray(references)
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, len(references), size=(BOOTSTRAP, len(references)))
+    whole = np.arange(len(references))[None, :]
+    scored = []
+    for result in results:
+        predicted = np.asarray(result["predicted"])
+        scored.append({"strategy": result["strategy"], "seconds": float(result["seconds"]),
+                       "macro_f1": float(macro_f1_resampled(predicted, references, whole, num_labels)[0]),
+                       "accuracy": float(np.mean(predicted == references)),
+                       "resampled": macro_f1_resampled(predicted, references, samples, num_labels)})
+    best = max(scored, key=lambda s: (s["macro_f1"], -s["seconds"]))
+    for entry in scored:
+        entry["gap"] = best["macro_f1"] - entry["macro_f1"]
+        entry["standard_error"] = float(np.std(best["resampled"] - entry["resampled"], ddof=1)) if entry is not best else 0.0
+        entry["within_noise"] = entry["gap"] <= entry["standard_error"]
+    chosen = min((s for s in scored if s["within_noise"]), key=lambda s: s["seconds"])
+    if chosen is best:
+        why = (f"best validation macro-F1 ({best['macro_f1']:.4f})" if len(scored) == 1 else
+               f"best validation macro-F1 ({best['macro_f1']:.4f}), ahead of each cheaper candidate by more than the "
+               "noise (one standard error of the difference, paired bootstrap over the validation texts)")
+    else:
+        why = (f"within noise of the best, {best['strategy']} ({best['macro_f1']:.4f} against "
+               f"{chosen['macro_f1']:.4f}: a gap of {chosen['gap']:.4f} ≤ one standard error, {chosen['standard_error']:.4f}), "
+               "and cheaper")
+    details = {"candidates": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items() if k != "resampled"}
+                              for s in scored],
+               "best": best["strategy"], "winner": chosen["strategy"], "why": why, "rule": "one standard error",
+               "bootstrap": BOOTSTRAP, "validation_texts": int(len(references))}
+    return chosen["strategy"], details

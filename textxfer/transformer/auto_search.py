@@ -1,0 +1,127 @@
+"""Run ``--strategy auto``'s search: train each candidate strategy on one loaded model, keep the winner.
+
+The candidates and the rule are :mod:`textxfer.transformer.auto_choice`'s. Work shared between candidates:
+the model is loaded once and its starting weights are restored in memory between candidates (each starts
+from the same pretrained body and freshly drawn head, as a run with that ``--strategy`` would); the texts
+are tokenized once (``FinetuneClassifier.encode`` keeps them during a fit); head-only runs first and its
+frozen pass over the training and validation texts measures the forward cost per token that the budget
+estimates of the other candidates are made from.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from textxfer.transformer import auto_choice, contrastive
+from textxfer.transformer.batch_size import nominal
+from textxfer.transformer.recipe import plan
+from textxfer.transformer.strategies import encoder_parts
+
+
+def snapshot(model) -> dict:
+    """Copies of every parameter outside the embeddings (no candidate trains those; they stay shared)."""
+    embeddings, _, _ = encoder_parts(model)
+    shared = {id(p) for p in embeddings.parameters()}
+    return {name: p.detach().clone() for name, p in model.named_parameters() if id(p) not in shared}
+
+
+def restore(model, state: dict) -> None:
+    """Put ``snapshot``'s values back into ``model``."""
+    import torch
+
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            parameters[name].copy_(value)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _estimate(strategy: str, cfg, train_texts: int, tokens: dict, per_token: float) -> float:
+    """Seconds ``strategy`` should take on these texts (see :func:`auto_choice.estimate_seconds`)."""
+    batch = nominal(cfg.batch_size)
+    tuned = plan(replace(cfg, strategy="freeze-embeddings"), train_texts)
+    evaluations = (max(1, tuned["planned_steps"] // max(1, tuned["eval_steps"])) if tuned["eval_strategy"] == "steps"
+                   else max(1, int(np.ceil(tuned["epochs"]))))
+    return auto_choice.estimate_seconds(
+        strategy, tokens["train"], tokens["validation"], per_token,
+        contrastive.planned_steps(train_texts, batch, cfg.pair_iterations), batch, tokens["mean"],
+        tuned["planned_steps"], batch, evaluations)
+
+
+def search(classifier, train, validation, progress: bool, train_one):
+    """Train the candidates on ``classifier`` (``train_one(classifier, train, validation, progress)`` trains one
+    under ``classifier.config.strategy``), leave the winner's weights in its model; ``(log, stats)`` of the
+    winner with the search in ``stats["recipe"]["search"]``."""
+    import torch
+
+    cfg, model = classifier.config, classifier.model_
+    speak = int(os.environ.get("RANK", "0")) == 0
+    budget = auto_choice.budget_minutes(cfg.time_budget, torch.cuda.is_available()) * 60
+    train_ids, validation_ids = classifier.encode(train.texts)["input_ids"], classifier.encode(validation.texts)["input_ids"]
+    tokens = {"train": float(sum(map(len, train_ids))), "validation": float(sum(map(len, validation_ids))),
+              "mean": float(np.mean([len(ids) for ids in train_ids]))}
+    references = classifier.labels.encode(validation.labels)
+    start, started = snapshot(model), time.perf_counter()
+    results, skipped, kept, per_token = [], [], {}, None
+    names = auto_choice.candidates(len(train))
+    waiting, position = list(names), 0
+    while waiting:
+        if per_token is not None:  # after head-only: the others cheapest-estimated first
+            waiting.sort(key=lambda name: _estimate(name, cfg, len(train), tokens, per_token))
+        strategy, position = waiting.pop(0), position + 1
+        estimate = None if per_token is None else _estimate(strategy, cfg, len(train), tokens, per_token)
+        left = budget - (time.perf_counter() - started)
+        if estimate is not None and estimate > left:
+            skipped.append({"strategy": strategy, "estimated_seconds": round(estimate, 1),
+                            "why": f"estimated {_minutes(estimate)}, more than the {_minutes(max(0.0, left))} left of "
+                                   f"the {_minutes(budget)} --time-budget"})
+            continue
+        if speak:
+            print(f"auto: candidate {position} of {len(names)}, strategy {strategy}"
+                  + (f" (estimated {_minutes(estimate)})" if estimate is not None else ""), flush=True)
+        restore(model, start)
+        classifier.config = replace(cfg, strategy=strategy)
+        began = time.perf_counter()
+        try:
+            log, stats = train_one(classifier, train, validation, progress)
+            predicted = classifier.predict_proba(validation.texts).argmax(axis=1)
+        finally:
+            classifier.config = cfg
+        seconds = time.perf_counter() - began
+        if per_token is None and stats.get("encode_seconds"):  # head-only's frozen pass over train + validation
+            per_token = stats["encode_seconds"] / max(1.0, tokens["train"] + tokens["validation"])
+        results.append({"strategy": strategy, "seconds": seconds, "predicted": predicted,
+                        "estimated_seconds": None if estimate is None else round(estimate, 1)})
+        kept[strategy] = (snapshot(model), log, stats)
+    chosen, details = auto_choice.winner(results, references, len(classifier.labels), cfg.seed)
+    estimates = {r["strategy"]: r["estimated_seconds"] for r in results}
+    for entry in details["candidates"]:
+        entry["estimated_seconds"] = estimates[entry["strategy"]]
+    state, log, stats = kept[chosen]
+    restore(model, state)
+    details.update({"skipped": skipped, "time_budget_seconds": budget,
+                    "search_seconds": round(time.perf_counter() - started, 1),
+                    "forward_seconds_per_1000_tokens": None if per_token is None else round(1000 * per_token, 4)})
+    sentence = describe(details)
+    if speak:
+        print(f"recipe: {sentence}", flush=True)
+    recipe = {**stats["recipe"], "strategy_asked": "auto", "search": details}
+    recipe["choices"] = [sentence, *recipe["choices"]]
+    return log, {**stats, "recipe": recipe}
+
+
+def describe(details: dict) -> str:
+    """The recipe sentence of a search: each candidate's validation macro-F1 and time, the winner and why."""
+    tried = ", ".join(f"{c['strategy']} {c['macro_f1']:.4f} in {_minutes(c['seconds'])}" for c in details["candidates"])
+    sentence = (f"strategy {details['winner']} chosen on validation (--strategy auto; validation macro-F1 of each "
+                f"candidate: {tried}): {details['why']}")
+    if details["skipped"]:
+        sentence += "; not tried: " + "; ".join(f"{s['strategy']} ({s['why']})" for s in details["skipped"])
+    return sentence
