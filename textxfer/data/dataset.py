@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textxfer.errors import TextxferError
 from textxfer.data.labels import LabelSet
 from textxfer.data.splits import SPLITS, canonical_split_name, read_split_file, stratified_split
 from textxfer.data.tables import Table, as_text, is_missing, read_source
+
+if TYPE_CHECKING:
+    from textxfer.data.unlabelled import UnlabelledTexts
 
 FIRST_ROWS = 5  # how many offending row numbers a message lists
 
@@ -35,6 +38,7 @@ class DataOptions:
     seed: int = field(default=42, metadata={"help": "random seed (split and training)"})
     encoding: str = field(default="utf-8", metadata={"help": "text encoding of CSV/TSV/JSON inputs"})
     drop_invalid: bool = field(default=False, metadata={"help": "drop rows with an empty text or missing label instead of failing"})
+    unlabelled: str | None = field(default=None, metadata={"help": "texts without labels (.txt: one per line; a table: --text-column) for self-training: the trained model labels them and a second model is trained on the labelled texts plus the confident, class-balanced pseudo-labelled ones; the better of the two on validation is kept (needs a validation split; none of its texts may be a validation or test text)"})
 
     def __post_init__(self) -> None:
         if self.data and self.train:
@@ -67,6 +71,7 @@ class PreparedData:
     split_record: dict
     notes: list[str]
     counts: dict[str, int]
+    unlabelled: "UnlabelledTexts | None" = None  # --unlabelled, checked against validation and test
 
     def splits(self) -> dict[str, TextDataset]:
         """Split name → dataset."""
@@ -120,7 +125,17 @@ def load_data(options: DataOptions) -> PreparedData:
             for name, (pool, indices) in parts.items()
         },
     }
-    return PreparedData(datasets["train"], datasets["validation"], datasets["test"], labels, record, notes, dict(counts))
+    unlabelled = None
+    if options.unlabelled:
+        from textxfer.data.unlabelled import check_against_split, read_unlabelled
+
+        if not datasets["validation"].texts:
+            raise TextxferError(f"--unlabelled {options.unlabelled}: self-training needs a validation split to tell "
+                                "whether the pseudo-labels helped; pass --validation or a --validation-size above 0")
+        unlabelled = check_against_split(read_unlabelled(options.unlabelled, text_column, options.encoding), datasets)
+        notes += unlabelled.notes
+    return PreparedData(datasets["train"], datasets["validation"], datasets["test"], labels, record, notes, dict(counts),
+                        unlabelled)
 
 
 def _parts_from_sources(options: DataOptions, notes: list[str], counts: Counter) -> tuple[dict, str]:

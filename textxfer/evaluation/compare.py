@@ -152,7 +152,7 @@ def _train(name: str, configs: dict, seed: int, data: PreparedData, folder: Path
     result = run_prepared(model, data, folder, progress=progress, log=lambda *_: None)
     if name == "finetune":
         remove_checkpoints(model.config.checkpoint_dir)
-    return model, result.report["timing"]["fit_seconds"], result.probabilities.get("validation")
+    return result.model, result.report["timing"]["fit_seconds"], result.probabilities.get("validation")
 
 
 def _load_checked(folder: Path, data: PreparedData, device: str = "auto"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from textxfer.data.dataset import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
+from textxfer.evaluation import self_training
 from textxfer.evaluation.guard import check_model, warning_line
 from textxfer.core.manifest import read_manifest
 from textxfer.core.metrics import format_table, score
@@ -28,6 +29,7 @@ class RunResult:
     report: dict
     predictions: dict[str, list[int]] = field(default_factory=dict)
     probabilities: dict = field(default_factory=dict)  # split → (rows × labels) array; kept in memory, not written
+    model: object = None  # the fitted classifier written (with --unlabelled: the one validation kept)
 
 
 def evaluate_classifier(classifier, data: PreparedData) -> tuple[dict[str, dict], dict]:
@@ -78,7 +80,12 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     if is_main_process():
         check_writable(output)
     started = time.perf_counter()
-    classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
+    self_trained = None
+    if data.unlabelled is not None and classifier.kind in self_training.KINDS:  # an ensemble combines fitted members
+        classifier, self_trained = self_training.fit(classifier, data, progress, log)
+        log(self_training.describe(self_trained))
+    else:
+        classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     metrics, probabilities = evaluate_classifier(classifier, data)
@@ -93,12 +100,16 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
         "timing": {"fit_seconds": round(fit_seconds, 3), "evaluate_seconds": round(predict_seconds, 3),
                    "predict_texts_per_second": round(evaluated / predict_seconds, 1) if predict_seconds else None},
     }
+    if self_trained is not None:
+        report["self_training"] = self_trained
     report["model_check"] = (check_model(metrics["validation"], data.train.labels, data.labels)
                              if "validation" in metrics else {"degenerate": None, "reasons": [],
                                                               "note": "no validation split, so not checked"})
     data_info = {"fingerprints": {name: entry["sha256"] for name, entry in data.split_record["splits"].items()},
                  "sources": {name: entry["source"] for name, entry in data.split_record["splits"].items()},
                  "counts": data.counts, "split_method": data.split_record["method"]}
+    if self_trained is not None:
+        data_info["unlabelled"] = {"source": self_trained["source"], "sha256": self_trained["sha256"]}
     if is_main_process():
         with atomic_output_dir(output) as staging:
             classifier.write(staging, data_info)
@@ -117,7 +128,7 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
         log(warning)
     if (report["fit"].get("loss_curve") or {}).get("overfitting"):
         log(f"note: {report['fit']['loss_curve']['note']} (report.json: fit.loss_curve)")
-    return RunResult(Path(output), metrics, report, predictions, probabilities)
+    return RunResult(Path(output), metrics, report, predictions, probabilities, classifier)
 
 
 # Settings that do not change the trained model: a finished run that differs only in these is reused.
@@ -141,4 +152,6 @@ def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:
     defaults = {f.name: f.default for f in fields(config)} | BEFORE_IT_EXISTED  # a setting added since the run
     saved = {k: manifest["config"].get(k, defaults.get(k)) for k in wanted}
     same_split = differing_part(record, data.split_record, list(data.split_record["splits"])) is None
-    return manifest["kind"] == name and saved == wanted and same_split
+    unlabelled = (manifest.get("data") or {}).get("unlabelled", {}).get("sha256")  # self-trained with which texts
+    same_unlabelled = unlabelled == (data.unlabelled.fingerprint if data.unlabelled is not None else None)
+    return manifest["kind"] == name and saved == wanted and same_split and same_unlabelled
