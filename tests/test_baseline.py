@@ -68,7 +68,7 @@ def test_nb_weights_favour_label_words():
 def test_pretrained_vectors(tmp_path, data, fast_config, binary):
     from gensim.models import KeyedVectors
 
-    from textxfer.baseline.tokenize import tokenize
+    from textxfer.data.words import tokenize
 
     vocab = sorted({t for text in tokenize(data.train.texts, "jieba") for t in text})
     keyed = KeyedVectors(vector_size=8)
@@ -208,7 +208,7 @@ def test_dataset_with_one_text_per_class_trains(fast_config):
 
 
 def test_a_huge_text_contributes_its_head_and_tail_only(fast_config):
-    from textxfer.baseline.tokenize import MAX_TEXT_CHARS, capped, tokenize
+    from textxfer.data.words import MAX_TEXT_CHARS, capped, tokenize
 
     half = MAX_TEXT_CHARS // 2
     text = "好" * half + "中" * 3 * MAX_TEXT_CHARS + "差" * half

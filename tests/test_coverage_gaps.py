@@ -101,7 +101,7 @@ def anagram_rows(n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def test_auto_resolves_to_words_for_english_and_jieba_for_chinese():
-    from textxfer.baseline.tokenize import make_tokenizer, resolve_tokenizer
+    from textxfer.data.words import make_tokenizer, resolve_tokenizer
 
     english = [text for text, _ in anagram_rows(20, seed=1)]
     assert resolve_tokenizer("auto", english) == "words"

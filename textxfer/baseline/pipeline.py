@@ -16,7 +16,7 @@ from textxfer.data.labels import LabelSet
 from textxfer.data.tables import unicode_safe
 from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
-from textxfer.baseline.tokenize import MAX_TEXT_CHARS, TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize
+from textxfer.data.words import MAX_TEXT_CHARS, TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize
 from textxfer.baseline.vectors import WordVectors, read_pretrained, train_word2vec
 
 FOREST_FILE = "forest.skops"

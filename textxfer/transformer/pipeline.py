@@ -14,6 +14,7 @@ from textxfer.transformer import loss_curve
 from textxfer.transformer.batch_size import parse as parse_batch_size
 from textxfer.transformer.contrastive import PAIR_ITERATIONS
 from textxfer.transformer.devices import PRECISIONS
+from textxfer.data.augment import AUGMENTATIONS, augment
 from textxfer.data.dataset import TextDataset
 from textxfer.transformer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, prediction_batches
 from textxfer.errors import TextxferError
@@ -40,6 +41,8 @@ class FinetuneConfig:
     pooling: str = field(default="auto", metadata={"help": "what the classifier reads: auto (mean for sentence-embedding encoders such as the bundled ones, else cls) | cls (the first token, BERT's pooler) | mean (token states averaged over the attention mask)", "choices": POOLINGS})
     text_prefix: str = field(default="auto", metadata={"help": "a string put before every text in training and prediction: auto ('query: ' for E5 encoders such as the default, as their authors advise for classification; else none) | none | the string"})
     attention_dropout: float | None = field(default=0.0, metadata={"help": "dropout on the attention probabilities while the encoder trains (0: PyTorch's fused attention runs, keeping no score matrices — on the CPU 2.2× less memory and faster steps at 512 tokens; none: the model's own, 0.1 for BERT)"})
+    augment: str = field(default="none", metadata={"help": "training-text augmentation: none | word-dropout (each word dropped with probability 0.1) | word-swap (neighbouring words swapped); --augment-copies altered copies of each training text are added (see README for what it measured)", "choices": AUGMENTATIONS})
+    augment_copies: int = field(default=1, metadata={"help": "altered copies of each training text with --augment"})
     long_text: str = field(default="head-tail", metadata={"help": "truncate (keep the start) | head-tail (keep start and end)", "choices": LONG_TEXT_POLICIES})
     epochs: float | None = field(default=None, metadata={"help": "training epochs (default: 2, raised with little data to reach --min-steps; a number given here is trained as given)"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
@@ -102,6 +105,10 @@ class FinetuneConfig:
             raise TextxferError(f"attention_dropout must be in [0, 1) or none, got {self.attention_dropout}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise TextxferError(f"time_budget must be above 0 minutes, got {self.time_budget}")
+        if self.augment not in AUGMENTATIONS:
+            raise TextxferError(f"unknown augmentation {self.augment!r}; choose one of {list(AUGMENTATIONS)}")
+        if self.augment_copies < 1:
+            raise TextxferError(f"augment_copies must be at least 1, got {self.augment_copies}")
         if self.pair_iterations < 1:
             raise TextxferError(f"pair_iterations must be at least 1, got {self.pair_iterations}")
         if self.min_steps < 0:
@@ -135,6 +142,8 @@ class FinetuneClassifier(ClassifierBase):
         cfg = self.config
         self.labels = labels or LabelSet.from_labels(train.labels)
         train = _subset(train, cfg.max_train_samples, cfg.seed)
+        given = len(train)
+        train = augment(train, cfg.augment, cfg.augment_copies, cfg.seed)  # "none": unchanged
         # The new classifier head is drawn from torch's global generator as the model loads, before the Trainer
         # seeds anything: seed it here, or two fits with one --seed differ by what ran earlier in the process.
         set_seed(cfg.seed)
@@ -161,7 +170,9 @@ class FinetuneClassifier(ClassifierBase):
             self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
         finally:
             del self._encoded
+        augmented = {"augmented": {"method": cfg.augment, "copies": cfg.augment_copies, "texts_added": len(train) - given}}
         self.fit_stats_ = {"train_texts": len(train), "base_model": self.source_, **length_stats, **train_stats,
+                           **(augmented if cfg.augment != "none" else {}),
                            "loss_curve": loss_curve.summary(self.log_history_)}
         return self
 

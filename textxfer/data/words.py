@@ -1,4 +1,5 @@
-"""Tokenization for the baseline: jieba words for Chinese, a regex word tokenizer otherwise."""
+"""Words of a text: jieba words for Chinese, a regex word tokenizer otherwise — the baseline's tokenizers, and the
+word split of text augmentation (:mod:`textxfer.data.augment`)."""
 
 from __future__ import annotations
 
