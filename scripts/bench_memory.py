@@ -66,10 +66,16 @@ print(json.dumps({"loaded_mib": loaded, "peak_mib": resource.getrusage(resource.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--passes-of", type=int, default=0,
+                        help="instead of the four settings: a step of this many texts (dropout 0) in 1, 2, 4 and 8 passes "
+                             "— what splitting costs at --length")
     parser.add_argument("--output", default=str(ROOT / "runs" / "bench_memory"))
     args = parser.parse_args()
     results = []
-    for name, dropout, per_pass, passes, checkpointing in SETTINGS:
+    settings = SETTINGS if not args.passes_of else [
+        (f"dropout 0, {args.passes_of // k}×{k}", 0.0, args.passes_of // k, k, False) for k in (1, 2, 4, 8)
+        if args.passes_of % k == 0]
+    for name, dropout, per_pass, passes, checkpointing in settings:
         done = subprocess.run([sys.executable, "-c", CHILD, str(dropout), str(per_pass), str(passes),
                                "1" if checkpointing else "0", str(args.length)], capture_output=True, text=True)
         if done.returncode:
@@ -77,7 +83,7 @@ def main() -> None:
             continue
         results.append({"setting": name, **json.loads(done.stdout.strip().splitlines()[-1])})
         print(results[-1], flush=True)
-    reference = next(r for r in results if r["setting"] == "dropout 0, 8×1")
+    reference = next(r for r in results if r["setting"] == ("dropout 0, 8×1" if not args.passes_of else settings[0][0]))
     per_text = reference["step_seconds"] / reference["texts"]
     lines = [f"{args.length} tokens a text, 2 threads; peak RSS of the process and above the loaded model", "",
              "| setting | peak RSS | above the loaded model | step | per text | × the default's time per text |",
@@ -91,7 +97,7 @@ def main() -> None:
                      f"{r['step_seconds'] / r['texts'] / per_text:.2f} |")
     print("\n".join(lines))
     Path(args.output).mkdir(parents=True, exist_ok=True)
-    (Path(args.output) / "bench_memory.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    (Path(args.output) / f"bench_memory{'-' + str(args.passes_of) if args.passes_of else ''}-{args.length}.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ scored on the same test texts by the one scorer (``textxfer.core.metrics.score``
   its own). ``tests/test_auto_choice.py`` shows that a search trains each candidate as the fixed-strategy run does. Also shown: the same choice made on a
   random max(20, n/4) of the validation texts, to see what a small validation split does to it;
 - character 1–3-gram TF-IDF + logistic regression (``scripts/bench_baseline.py``'s reference);
+- with ``--unlabelled N``: ``auto`` self-trained on N texts of the training split without their labels (a
+  ``textxfer study`` with ``--unlabelled``, at 32 and 128 texts), beside the first model of the same runs;
 - SetFit 1.2 on the same encoder where ``--setfit-sizes`` asks (a dev-only reference: ``pip install -e '.[bench]'``).
 
 Prints and writes ``bench_small_data.md``/``.json`` into ``--output``: per corpus, test accuracy mean ± sd over the
@@ -28,6 +30,7 @@ seeds and mean fit minutes, auto's choices, whether its curve dips, and which ce
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 import os
@@ -36,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +97,7 @@ def mean_sd(values: list[float]) -> str:
 VARIANTS = {"head-only": "finetune:strategy=head-only", "contrastive": "finetune:strategy=contrastive",
             "fine-tuning": "finetune:strategy=freeze-embeddings"}
 CONTRASTIVE_UP_TO, FINETUNE_FROM = 128, 128  # the issue's grid: contrastive up to 128 texts, fine-tuning from 128
+UNLABELLED_UP_TO = 128  # --unlabelled is measured at 32 and 128 labelled texts
 
 
 def corpus_options(path: Path, max_test: int, seed: int):
@@ -190,6 +195,21 @@ def run_corpus(name: str, args, output: Path) -> dict:
             print(f"{name}: {variant} at {size} texts × {len(seeds)} seeds", flush=True)
             run_study(options, [parse_variant(VARIANTS[variant], classes)], [str(size)], args.seeds, output, base,
                       progress=False)
+    unlabelled_output = output.parent / f"{name}-unlabelled-{args.unlabelled}"
+    if args.unlabelled and not args.report_only:
+        # The training split without labels: args.unlabelled of its texts (each cell leaves its own training texts out)
+        path = unlabelled_output / "unlabelled.csv"
+        if not path.is_file():
+            unlabelled_output.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(0)
+            chosen = rng.choice(len(data.train), size=min(args.unlabelled, len(data.train)), replace=False)
+            with open(path, "w", encoding="utf-8", newline="") as handle:
+                csv.writer(handle).writerows([("text",), *((data.train.texts[i],) for i in sorted(chosen))])
+        options_u = replace(options, unlabelled=str(path))
+        for size in (n for n in sizes if n <= UNLABELLED_UP_TO):
+            print(f"{name}: auto with {args.unlabelled:,} unlabelled texts at {size} texts × {len(seeds)} seeds", flush=True)
+            run_study(options_u, [parse_variant("finetune", classes)], [str(size)], args.seeds, unlabelled_output, base,
+                      progress=False)
     y_validation = np.asarray(labels.encode(data.validation.labels))
     y_test = np.asarray(labels.encode(data.test.labels))
     results: dict[str, dict[int, list[dict]]] = {}
@@ -222,6 +242,16 @@ def run_corpus(name: str, args, output: Path) -> dict:
                 small_winner, _ = derived_auto(cells, size, y_validation, len(labels), seed, budget, small)
                 add("auto, validation of max(20, n/4) texts", size, seed, cells[small_winner]["test"],
                     details["seconds"], winner=small_winner)
+            self_trained = unlabelled_output / "cells" / "finetune" / f"n{size}-seed{seed}" / "report.json"
+            if self_trained.is_file():
+                record = json.loads(self_trained.read_text(encoding="utf-8")).get("self_training") or {}
+                if record.get("test"):
+                    for kept, system in (("without", "auto (its own search)"), (record["kept"], "auto + unlabelled")):
+                        results.setdefault(system, {}).setdefault(size, []).append(
+                            {"seed": seed, "accuracy": record["test"][kept]["accuracy"],
+                             "macro_f1": record["test"][kept]["macro_f1"], "kept": record["kept"],
+                             "fit_seconds": sum(record["seconds"].values()),
+                             "pseudo_labels": sum(record.get("pseudo_labels", {}).values())})
             train = subset(data, nested_order(data.train.labels, seed), size).train
             reference = Reference()
             began = time.perf_counter()
@@ -279,6 +309,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                         help="fixed strategies to train (auto is derived from them)")
+    parser.add_argument("--unlabelled", type=int, default=0,
+                        help="also run auto with this many unlabelled texts (the training split's, labels removed) at "
+                             "sizes up to 128: --unlabelled self-training (a study in <output>/<corpus>-unlabelled-N)")
     parser.add_argument("--max-test", type=int, default=1000, help="validation and test texts per corpus, at most")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="minutes: leave out of auto's choice the candidate cells past this budget, by their recorded "

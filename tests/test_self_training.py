@@ -97,6 +97,7 @@ def test_baseline_self_trains_and_reports_the_pseudo_labels_and_both_validation_
     assert record["kept"] == ("with" if after > before else "without")
     metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["validation"]["macro_f1"] == pytest.approx(after if record["kept"] == "with" else before, abs=1e-6)
+    assert metrics["test"]["accuracy"] == pytest.approx(record["test"][record["kept"]]["accuracy"], abs=1e-6)
     manifest = json.loads((output / "textxfer.json").read_text(encoding="utf-8"))
     assert manifest["data"]["unlabelled"]["sha256"] == record["sha256"]
     assert "self-training: " in out and "pseudo-labels" in out

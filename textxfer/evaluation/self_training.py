@@ -49,9 +49,12 @@ def select(probabilities: np.ndarray, cap: int = PER_CLASS_CAP) -> tuple[np.ndar
     return indices.astype(int), predicted[indices], record
 
 
-def _validation_scores(model, data: PreparedData) -> dict:
-    metrics = score(data.labels.encode(data.validation.labels), model.predict_proba(data.validation.texts).argmax(axis=1),
-                    data.labels)
+def _scores(model, data: PreparedData, split: str) -> dict | None:
+    """Macro-F1 and accuracy of ``model`` on ``split`` (None when the split is empty)."""
+    dataset = getattr(data, split)
+    if not len(dataset):
+        return None
+    metrics = score(data.labels.encode(dataset.labels), model.predict_proba(dataset.texts).argmax(axis=1), data.labels)
     return {"macro_f1": round(metrics["macro_f1"], 6), "accuracy": round(metrics["accuracy"], 6)}
 
 
@@ -69,7 +72,7 @@ def fit(classifier, data: PreparedData, progress: bool = False, log=print):
     texts, dropped = without(data.unlabelled, data.train.texts)
     record = {"source": data.unlabelled.origin, "sha256": data.unlabelled.fingerprint,
               "unlabelled_texts": len(data.unlabelled), "training_texts_dropped": dropped,
-              "validation": {"without": _validation_scores(classifier, data)},
+              "validation": {"without": _scores(classifier, data, "validation")},
               "seconds": {"first_model": round(first_seconds, 2)}}
     if not texts:
         return classifier, {**record, "kept": "without", "why": "every unlabelled text is a training text"}
@@ -93,9 +96,11 @@ def fit(classifier, data: PreparedData, progress: bool = False, log=print):
     started = time.perf_counter()
     second.fit(augmented, data.validation, labels=data.labels, progress=progress)
     record["seconds"]["second_model"] = round(time.perf_counter() - started, 2)
-    record["validation"]["with"] = _validation_scores(second, data)
+    record["validation"]["with"] = _scores(second, data, "validation")
     before, after = record["validation"]["without"]["macro_f1"], record["validation"]["with"]["macro_f1"]
     kept = "with" if after > before else "without"
+    # Both models' test scores, for the record only (the choice above saw validation alone): whether it chose right.
+    record["test"] = {"without": _scores(classifier, data, "test"), "with": _scores(second, data, "test")}
     record.update(kept=kept, why=(f"validation macro-F1 {after:.4f} with the pseudo-labels against {before:.4f} "
                                   f"without: {'kept the second model' if kept == 'with' else 'kept the first model'}"))
     return (second if kept == "with" else classifier), record

@@ -26,7 +26,7 @@ import numpy as np
 SEARCH_UP_TO = 2000  # above this many training texts auto fine-tunes without a search (fine-tuning led there)
 FINETUNE_FROM = 100  # fine-tuning is a candidate from this many texts (below, head-only or contrastive led)
 BOOTSTRAP = 1000  # resamples of the validation texts for the standard error of a macro-F1 difference
-TRAIN_STEP_FACTOR = 3.0  # a training pass over a token costs about 3 frozen forward passes (forward + backward)
+OPTIMIZER_SHARE = 0.1  # the optimizer step and the Trainer's bookkeeping on top of a step's forward and backward
 DEFAULT_BUDGET_MINUTES = {"cpu": 15.0, "gpu": 30.0}
 CANDIDATE_ORDER = ("head-only", "contrastive", "freeze-embeddings")
 
@@ -52,21 +52,20 @@ def candidates(train_texts: int) -> list[str]:
     return [s for s in CANDIDATE_ORDER if s != "freeze-embeddings" or train_texts >= FINETUNE_FROM]
 
 
-def estimate_seconds(strategy: str, train_tokens: float, validation_tokens: float, forward_per_token: float,
-                     pair_steps: int, pair_batch: int, mean_tokens: float, finetune_steps: int, batch: int,
-                     evaluations: int) -> float:
-    """Seconds a candidate should take, from the measured frozen forward cost per token (``forward_per_token``).
+def estimate_seconds(strategy: str, step_seconds: float, pair_steps: int, finetune_steps: int, evaluations: int,
+                     train_forward: float, validation_forward: float) -> float:
+    """Seconds a candidate should take, from a training step timed on the user's own texts (``step_seconds``: one
+    step of the batch, forward and backward) and head-only's measured frozen passes over the training and validation
+    texts (``train_forward``, ``validation_forward`` seconds).
 
-    contrastive: its pair steps (2 × ``pair_batch`` texts each) at :data:`TRAIN_STEP_FACTOR` × the forward cost,
-    then one frozen pass over training and validation texts for its head; fine-tuning: its steps, plus a pass
-    over the validation texts at each evaluation; both: a last validation pass to be compared."""
+    contrastive: its pair steps (twice the texts of a step each), a frozen pass over training and validation texts
+    for its head and one over validation to be compared; fine-tuning: its steps (:data:`OPTIMIZER_SHARE` more for
+    the optimizer), a validation pass at each evaluation and one to be compared."""
     if strategy == "head-only":
-        return forward_per_token * validation_tokens
+        return validation_forward
     if strategy == "contrastive":
-        return forward_per_token * (TRAIN_STEP_FACTOR * pair_steps * 2 * pair_batch * mean_tokens
-                                    + train_tokens + 2 * validation_tokens)
-    return forward_per_token * (TRAIN_STEP_FACTOR * finetune_steps * batch * mean_tokens
-                                + (evaluations + 1) * validation_tokens)
+        return pair_steps * 2 * step_seconds * (1 + OPTIMIZER_SHARE) + train_forward + 2 * validation_forward
+    return finetune_steps * step_seconds * (1 + OPTIMIZER_SHARE) + (evaluations + 1) * validation_forward
 
 
 def macro_f1_resampled(predicted: np.ndarray, references: np.ndarray, samples: np.ndarray, num_labels: int) -> np.ndarray:

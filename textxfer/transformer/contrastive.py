@@ -117,7 +117,7 @@ def tune_body(classifier, texts: list[str], y: np.ndarray, progress: bool, devic
                                   fused=device.get("_fused") or None)
     batch = nominal(cfg.batch_size)  # SetFit's 16 for auto: the pair stage runs below 65 texts
     # On the CPU a step of `batch` pairs runs in passes of at most memory.CPU_TOKENS_PER_PASS tokens (the same step)
-    per_pass, passes = memory.passes(batch, 2 * classifier.max_length_) if device.get("use_cpu") else (batch, 1)
+    per_pass, passes = memory.plan(classifier, texts, batch, 2)[:2] if device.get("use_cpu") else (batch, 1)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="textxfer-contrastive-") as scratch:  # nothing is saved there
         arguments = TrainingArguments(

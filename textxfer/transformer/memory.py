@@ -10,16 +10,21 @@ and the contrastive pair stage; scoring keeps no activations for a backward pass
   512 tokens: peak RSS 6.3 GB and 10.9 s a step with 0.1; 2.8 GB and 4.9 s with 0 — and the same time at
   64 tokens. The hidden-state dropout (the other 0.1 in BERT's recipe) is kept.
 - **Token-budgeted passes on the CPU**: a step of ``batch`` texts is run as passes of at most
-  :data:`CPU_TOKENS_PER_PASS` tokens (at the run's max length) with gradient accumulation — the same
-  optimizer step, the same texts, the same mean loss; only the number of texts alive at once changes.
-  16 texts of 512 tokens: 2 passes of 8; a contrastive step of 16 pairs (32 texts) of 512 tokens: 4 passes
-  of 4 pairs. Short texts (16 × 160 tokens) run in one pass, as before. GPUs size their batches by memory
-  already (:mod:`textxfer.transformer.batch_size`).
+  :data:`CPU_TOKENS_PER_PASS` tokens with gradient accumulation — the same optimizer step, the same texts, the
+  same mean loss; only the number of texts alive at once changes. A pass is sized at the 90th percentile of the
+  texts' token lengths (length-grouped batches pad to about their own longest text), and at most twice the budget
+  at the run's max length (a pass of the very longest texts). 16 texts of 512 tokens: 2 passes of 8; a
+  contrastive step of 16 pairs (32 texts) of 512 tokens: 4 passes of 4 pairs; the sample reviews (90th
+  percentile about 110 tokens, max length 273): fine-tuning in one pass, pairs in 2 passes of 8. Sizing by the
+  max length alone split those reviews' pair steps into 4 passes of 4, and passes of 8 short texts cost 1.28 ×
+  the time of one pass (BENCHMARKS.md). GPUs size their batches by memory already
+  (:mod:`textxfer.transformer.batch_size`).
 """
 
 from __future__ import annotations
 
-CPU_TOKENS_PER_PASS = 4096  # 8 texts of 512 tokens: 2.8 GB peak with the fused attention (6.3 GB without)
+CPU_TOKENS_PER_PASS = 4096  # 8 texts of 512 tokens: 2.5 GB peak with the fused attention (6.2 GB without)
+TYPICAL_PERCENTILE = 90  # a pass is sized by this percentile of the texts' token lengths (and at most 2 × at the max)
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT/RoBERTa/XLM-R; DistilBERT/others
 
 
@@ -41,21 +46,36 @@ def set_attention_dropout(model, probability: float | None) -> float | None:
     return before
 
 
-def passes(batch: int, tokens_per_text: int, budget: int | None = None) -> tuple[int, int]:
-    """``(texts per pass, passes per step)`` for a step of ``batch`` texts of up to ``tokens_per_text`` tokens:
-    the largest divisor of ``batch`` whose pass holds at most ``budget`` tokens (default
-    :data:`CPU_TOKENS_PER_PASS`; at least one text a pass)."""
+def passes(batch: int, typical_tokens: int, longest_tokens: int | None = None, budget: int | None = None) -> tuple[int, int]:
+    """``(texts per pass, passes per step)`` for a step of ``batch`` texts: the largest divisor of ``batch`` whose
+    pass holds at most ``budget`` tokens (default :data:`CPU_TOKENS_PER_PASS`) at ``typical_tokens`` a text, and at
+    most twice that at ``longest_tokens`` a text (the worst case, a pass of the longest texts: 8,192 tokens, about
+    4.5 GB; at least one text a pass)."""
     budget = CPU_TOKENS_PER_PASS if budget is None else budget
+    longest = typical_tokens if longest_tokens is None else longest_tokens
     for per_pass in range(batch, 0, -1):
-        if batch % per_pass == 0 and (per_pass * tokens_per_text <= budget or per_pass == 1):
+        fits = per_pass * typical_tokens <= budget and per_pass * longest <= 2 * budget
+        if batch % per_pass == 0 and (fits or per_pass == 1):
             return per_pass, batch // per_pass
     return batch, 1
 
 
-def describe(batch: int, per_pass: int, tokens_per_text: int, what: str = "texts") -> str | None:
+def plan(classifier, texts: list[str], batch: int, texts_per_item: int = 1) -> tuple[int, int, int, int]:
+    """``(per pass, passes, typical, longest)`` for steps of ``batch`` items (a text, or a pair: ``texts_per_item``
+    2) drawn from ``texts``: typical = the :data:`TYPICAL_PERCENTILE` th percentile of their token lengths (length-
+    grouped batches pad to about their own longest text), longest = the run's max length."""
+    import numpy as np
+
+    lengths = [len(ids) for ids in classifier.encode(texts)["input_ids"]] or [classifier.max_length_]
+    typical = texts_per_item * int(np.ceil(np.percentile(lengths, TYPICAL_PERCENTILE)))
+    longest = texts_per_item * int(classifier.max_length_)
+    return (*passes(batch, typical, longest), typical, longest)
+
+
+def describe(batch: int, per_pass: int, typical_tokens: int, what: str = "texts") -> str | None:
     """The recipe sentence for a split step (None when the step runs in one pass)."""
     if per_pass >= batch:
         return None
     return (f"a step of {batch} {what} runs as {batch // per_pass} passes of {per_pass} (at most "
-            f"{CPU_TOKENS_PER_PASS:,} tokens a pass at {tokens_per_text} tokens per text; gradients accumulated, "
-            "the same step) to bound memory on the CPU")
+            f"{CPU_TOKENS_PER_PASS:,} tokens a pass at {typical_tokens} tokens per {what[:-1]}, the {TYPICAL_PERCENTILE}th "
+            "percentile; gradients accumulated, the same step) to bound memory on the CPU")

@@ -110,7 +110,7 @@ def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, devic
     )
 
 
-def _memory_choices(classifier, cfg, strategy: str, device: dict) -> list[str]:
+def _memory_choices(classifier, cfg, strategy: str, device: dict, texts: list[str]) -> list[str]:
     """Set the attention dropout of a run that trains the encoder (``--attention-dropout``) and say what
     bounds its memory (:mod:`textxfer.transformer.memory`): sentences for the recipe line."""
     if strategy == "head-only":
@@ -124,11 +124,11 @@ def _memory_choices(classifier, cfg, strategy: str, device: dict) -> list[str]:
     if device["use_cpu"]:
         if strategy == "contrastive":
             pairs = nominal(cfg.batch_size)
-            per_pass, _ = memory.passes(pairs, 2 * classifier.max_length_)
-            why = memory.describe(pairs, per_pass, classifier.max_length_, "pairs")
+            per_pass, _, typical, _ = memory.plan(classifier, texts, pairs, 2)
+            why = memory.describe(pairs, per_pass, typical, "pairs")
         else:
-            per_pass, _ = memory.passes(cfg.batch_size, classifier.max_length_)
-            why = memory.describe(cfg.batch_size, per_pass, classifier.max_length_)
+            per_pass, _, typical, _ = memory.plan(classifier, texts, cfg.batch_size)
+            why = memory.describe(cfg.batch_size, per_pass, typical)
         out += [why] if why else []
     return out
 
@@ -213,7 +213,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     strategy = recipe["strategy"]
     if no_search:
         recipe["choices"][0] += f"; no search on validation: {no_search}"
-    recipe["choices"] += _memory_choices(classifier, cfg, strategy, device)
+    recipe["choices"] += _memory_choices(classifier, cfg, strategy, device, train.texts)
     announcement = describe(recipe)
     if announcement and int(os.environ.get("RANK", "0")) == 0:
         print(announcement, flush=True)
@@ -264,7 +264,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     resume_from = _last_checkpoint(output_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         raise TextxferError(f"--resume: no checkpoint in {output_dir}; start without --resume")
-    per_pass, passes = (memory.passes(cfg.batch_size, classifier.max_length_) if device["use_cpu"] and trained is model
+    per_pass, passes = (memory.plan(classifier, train.texts, cfg.batch_size)[:2] if device["use_cpu"] and trained is model
                         else (cfg.batch_size, 1))
     arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping, recipe,
                            per_pass, passes)
