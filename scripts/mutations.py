@@ -1,6 +1,6 @@
 """Plant one bug at a time, run the test files that should catch it, restore the file; print a Markdown row each.
 
-    python scripts/mutations.py          # every mutation (about 8 minutes on 2 cores)
+    python scripts/mutations.py          # every mutation (about 15 minutes on 2 cores)
     python scripts/mutations.py 0 4      # only mutations 0 and 4
 
 A row that says NONE is a bug the suite does not catch. The file is restored even when pytest fails or is
@@ -37,6 +37,22 @@ M = [
   ["tests/test_metrics.py", "tests/test_report.py"]),
  ("fine-tuning: seed not set before the model loads", "textxfer/transformer/pipeline.py",
   "        set_seed(cfg.seed)\n", "        pass\n", ["tests/test_finetune.py"]),
+ ("--strategy auto: the costliest candidate within noise wins", "textxfer/transformer/auto_choice.py",
+  'chosen = min((s for s in scored if s["within_noise"]), key=lambda s: s["seconds"])',
+  'chosen = max((s for s in scored if s["within_noise"]), key=lambda s: s["seconds"])', ["tests/test_auto_choice.py"]),
+ ("--strategy auto: starting weights not restored between candidates", "textxfer/transformer/auto_search.py",
+  "        restore(model, start)\n", "", ["tests/test_auto_choice.py"]),
+ ("memory: a step's passes not accumulated into one step", "textxfer/transformer/training.py",
+  "gradient_accumulation_steps=cfg.gradient_accumulation * passes,", "gradient_accumulation_steps=cfg.gradient_accumulation,",
+  ["tests/test_memory.py"]),
+ ("memory: attention dropout left as the model's", "textxfer/transformer/memory.py",
+  "            module.dropout.p = float(probability)\n", "            pass\n", ["tests/test_memory.py"]),
+ ("--unlabelled: the second model kept whatever validation says", "textxfer/evaluation/self_training.py",
+  'kept = "with" if after > before else "without"', 'kept = "with"', ["tests/test_self_training.py"]),
+ ("--unlabelled: validation and test texts not refused", "textxfer/data/unlabelled.py",
+  "        if overlap:\n", "        if False:\n", ["tests/test_self_training.py"]),
+ ("study: a killed cell ends the study", "textxfer/evaluation/study.py",
+  "            except (ChildKilled, CellSkipped) as exc:", "            except CellSkipped as exc:", ["tests/test_study.py"]),
 ]
 only = sys.argv[1:]
 env = dict(os.environ, PYTHONPATH=str(R), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
