@@ -71,7 +71,7 @@ def test_the_candidates_and_when_auto_does_not_search():
     assert auto_choice.searches(128, True) is None
     assert "no validation split" in auto_choice.searches(128, False)
     assert "multi-process" in auto_choice.searches(128, True, world_size=2)
-    assert "more than 2,000" in auto_choice.searches(auto_choice.SEARCH_UP_TO + 1, True)
+    assert "more than 1,000" in auto_choice.searches(auto_choice.SEARCH_UP_TO + 1, True)
     assert auto_choice.budget_minutes(None, False) == 15 and auto_choice.budget_minutes(None, True) == 30
     assert auto_choice.budget_minutes(4, True) == 4
 
