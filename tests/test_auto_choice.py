@@ -145,7 +145,8 @@ def test_without_validation_auto_keeps_the_rule_by_size_and_says_why(tiny_bert, 
     model = FinetuneClassifier(_config(tiny_bert, min_steps=0, epochs=1)).fit(train)
     recipe = model.fit_stats_["recipe"]
     assert "search" not in recipe and recipe["strategy"] == "freeze-embeddings"  # cls pooling: the rule fine-tunes
-    assert any("no search on validation: no validation split to choose on" in c for c in recipe["choices"])
+    said = [c for c in recipe["choices"] if "no search on validation: no validation split to choose on" in c]
+    assert len(said) == 1 and said[0].startswith("strategy freeze-embeddings (--strategy auto")
 
 
 def test_finetune_auto_reports_the_search_in_report_json_and_one_line(tiny_bert, sample_csv, tmp_path, capsys,

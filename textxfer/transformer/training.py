@@ -208,11 +208,11 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     device = device_settings(cfg.precision, cfg.compile)
     cfg, sizing = resolve_batch(classifier, train, pooling, world_size, device)  # --batch-size auto
     recipe = plan(cfg, len(train), world_size, pooling)
+    if no_search:  # the strategy's sentence comes first among the plan's choices
+        recipe["choices"][0] += f"; no search on validation: {no_search}"
     recipe = {**recipe, "pooling": pooling, "text_prefix": getattr(classifier, "text_prefix_", ""),
               "choices": [*getattr(classifier, "input_choices_", []), *sizing, *recipe["choices"]]}
     strategy = recipe["strategy"]
-    if no_search:
-        recipe["choices"][0] += f"; no search on validation: {no_search}"
     recipe["choices"] += _memory_choices(classifier, cfg, strategy, device, train.texts)
     announcement = describe(recipe)
     if announcement and int(os.environ.get("RANK", "0")) == 0:
