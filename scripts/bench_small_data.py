@@ -132,7 +132,7 @@ def saved_cell(folder: Path) -> dict | None:
 
 
 def derived_auto(cells: dict[str, dict], size: int, y_validation, num_labels: int, seed: int, budget_seconds: float,
-                 validation_rows=None):
+                 validation_rows=None, over_budget=()):
     """What ``--strategy auto`` would keep from these fixed-strategy cells (the same candidates, budget order and
     one-standard-error rule; each cell's own fit seconds stand for the search's estimate). ``validation_rows``:
     choose on those validation texts only (a smaller validation split). ``(winner, details)`` or None."""
@@ -142,7 +142,7 @@ def derived_auto(cells: dict[str, dict], size: int, y_validation, num_labels: in
     wanted = [s for s in auto_choice.candidates(size)]
     if any(names[s] not in cells for s in wanted[:1]):
         return None
-    spent, results, skipped = cells["head-only"]["seconds"], [], []
+    spent, results, skipped = cells["head-only"]["seconds"], [], list(over_budget)
     rows = np.arange(len(y_validation)) if validation_rows is None else np.asarray(validation_rows)
     order = ["head-only"] + sorted((s for s in wanted[1:] if names[s] in cells), key=lambda s: cells[names[s]]["seconds"])
     for strategy in order:
@@ -158,6 +158,14 @@ def derived_auto(cells: dict[str, dict], size: int, y_validation, num_labels: in
     winner, details = auto_choice.winner(results, np.asarray(y_validation)[rows], num_labels, seed)
     details.update({"skipped": skipped, "missing": missing, "seconds": spent})
     return names[winner], details
+
+
+def contrastive_fits(output: Path, size: int, seeds: list[int], budget: float | None) -> bool | None:
+    """Whether auto's budget would let contrastive run at ``size`` (> 128) texts: the pair steps grow with the texts,
+    so the 128-text cells' mean time scaled by size is the estimate (None: no 128-text cell to scale yet)."""
+    smaller = [saved_cell(cell_folder(output, VARIANTS["contrastive"], CONTRASTIVE_UP_TO, s)) for s in seeds]
+    times = [c["seconds"] for c in smaller if c]
+    return None if not times else bool(np.mean(times) * size / CONTRASTIVE_UP_TO <= (budget or 15 * 60))
 
 
 def run_corpus(name: str, args, output: Path) -> dict:
@@ -184,13 +192,8 @@ def run_corpus(name: str, args, output: Path) -> dict:
         chosen = ["head-only"] + (["contrastive"] if size <= CONTRASTIVE_UP_TO else []) + (
             ["fine-tuning"] if size >= FINETUNE_FROM else [])
         chosen = [v for v in chosen if v in args.variants]
-        if size > CONTRASTIVE_UP_TO and "contrastive" in args.variants:
-            # auto would try contrastive here if it fits its budget: the pair steps grow with the texts, so the
-            # 128-text cells' time scaled by size is the estimate
-            smaller = [saved_cell(cell_folder(output, VARIANTS["contrastive"], CONTRASTIVE_UP_TO, s)) for s in seeds]
-            times = [c["seconds"] for c in smaller if c]
-            if times and np.mean(times) * size / CONTRASTIVE_UP_TO <= (budget or 15 * 60):
-                chosen.append("contrastive")
+        if size > CONTRASTIVE_UP_TO and "contrastive" in args.variants and contrastive_fits(output, size, seeds, budget):
+            chosen.append("contrastive")
         for variant in chosen:
             print(f"{name}: {variant} at {size} texts × {len(seeds)} seeds", flush=True)
             run_study(options, [parse_variant(VARIANTS[variant], classes)], [str(size)], args.seeds, output, base,
@@ -230,7 +233,8 @@ def run_corpus(name: str, args, output: Path) -> dict:
                 if cell:
                     cells[variant] = cell
                     add(f"{variant}", size, seed, cell["test"], cell["seconds"])
-            auto = derived_auto(cells, size, y_validation, len(labels), seed, budget)
+            over = ["contrastive"] if size > CONTRASTIVE_UP_TO and contrastive_fits(output, size, seeds, budget) is False else []
+            auto = derived_auto(cells, size, y_validation, len(labels), seed, budget, over_budget=over)
             if auto is None or auto[1]["missing"]:
                 missing.append(f"auto n={size} seed={seed}" + (f" (no {', '.join(auto[1]['missing'])} cell)" if auto else ""))
             else:
@@ -239,7 +243,7 @@ def run_corpus(name: str, args, output: Path) -> dict:
                     skipped=details["skipped"])
                 choices.setdefault(size, []).append(winner)
                 small = np.random.default_rng(seed).choice(len(y_validation), size=max(20, size // 4), replace=False)
-                small_winner, _ = derived_auto(cells, size, y_validation, len(labels), seed, budget, small)
+                small_winner, _ = derived_auto(cells, size, y_validation, len(labels), seed, budget, small, over)
                 add("auto, validation of max(20, n/4) texts", size, seed, cells[small_winner]["test"],
                     details["seconds"], winner=small_winner)
             self_trained = unlabelled_output / "cells" / "finetune" / f"n{size}-seed{seed}" / "report.json"
@@ -287,8 +291,13 @@ def corpus_markdown(record: dict) -> list[str]:
             row.append(f"{mean_sd([r['accuracy'] for r in rows])}{note}, {minutes:.1f} min")
         out.append(f"| {system} | " + " | ".join(row) + " |")
     if record["auto_choices"]:
+        def left_out(n):
+            runs = record["results"].get("auto", {}).get(int(n)) or record["results"].get("auto", {}).get(str(n)) or []
+            skipped = sorted({s for r in runs for s in r.get("skipped", [])})
+            return f" ({', '.join(skipped)} left out by the budget)" if skipped else ""
+
         out += ["", "auto's choices: " + "; ".join(
-            f"{int(n):,} texts: " + ", ".join(f"{w} × {c}" for w, c in Counter(v).most_common())
+            f"{int(n):,} texts: " + ", ".join(f"{w} × {c}" for w, c in Counter(v).most_common()) + left_out(n)
             for n, v in record["auto_choices"].items())]
     means = {n: np.mean([r["accuracy"] for r in record["results"].get("auto", {}).get(n, [])] or [np.nan]) for n in sizes}
     known = [(n, m) for n, m in means.items() if not np.isnan(m)]
