@@ -164,3 +164,25 @@ def test_finetune_auto_reports_the_search_in_report_json_and_one_line(tiny_bert,
     assert report["fit"]["strategy"] == search["winner"]
     announced = [line for line in out.splitlines() if "chosen on validation" in line]
     assert len(announced) == 1 and announced[0].startswith(f"recipe: strategy {search['winner']} chosen on validation")
+
+
+@pytest.mark.parametrize("forced", ["freeze-embeddings", "head-only"])
+def test_every_candidate_that_trains_the_encoder_sets_and_says_its_attention_dropout(tiny_bert, split, one_torch_thread,
+                                                                                    monkeypatch, forced):
+    """Each candidate starts from the model's own attention dropout (0.1 here), so the one kept says it set 0; a kept
+    head-only leaves the saved config at the model's own (its encoder never trained)."""
+    from textxfer.transformer.pipeline import FinetuneClassifier
+
+    rule = auto_choice.winner
+
+    def force(results, references, num_labels, seed=0):
+        _, details = rule(results, references, num_labels, seed)
+        return forced, {**details, "winner": forced}
+
+    monkeypatch.setattr(auto_choice, "winner", force)
+    train, validation = split
+    model = FinetuneClassifier(_config(tiny_bert)).fit(train, validation)
+    said = [c for c in model.fit_stats_["recipe"]["choices"] if c.startswith("attention dropout 0 (the model's own 0.1")]
+    assert model.fit_stats_["strategy"] == forced
+    assert len(said) == (1 if forced != "head-only" else 0)
+    assert model.model_.config.attention_probs_dropout_prob == pytest.approx(0.0 if forced != "head-only" else 0.1)

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from textxfer.transformer import auto_choice, contrastive
+from textxfer.transformer import auto_choice, contrastive, memory
 from textxfer.transformer.batch_size import nominal
 from textxfer.transformer.recipe import plan
 from textxfer.transformer.strategies import encoder_parts
@@ -51,7 +51,6 @@ def step_seconds(classifier, texts: list[str], batch: int) -> float:
     the second of two tries (the first warms up). No optimizer step: the weights do not move."""
     import torch
 
-    from textxfer.transformer import memory
     from textxfer.transformer.strategies import apply_strategy
 
     cfg, model = classifier.config, classifier.model_
@@ -59,7 +58,7 @@ def step_seconds(classifier, texts: list[str], batch: int) -> float:
     rows = np.random.default_rng(cfg.seed).choice(len(texts), size=min(batch, len(texts)), replace=False)
     encoded = classifier.encode(texts)
     per_pass, passes = memory.plan(classifier, texts, len(rows))[:2] if device.type == "cpu" else (len(rows), 1)
-    memory.set_attention_dropout(model, cfg.attention_dropout)
+    own = memory.set_attention_dropout(model, cfg.attention_dropout)
     apply_strategy(model, "freeze-embeddings")
     model.train()
     seconds = []
@@ -77,6 +76,7 @@ def step_seconds(classifier, texts: list[str], batch: int) -> float:
         model.eval()
         for parameter in model.parameters():
             parameter.requires_grad = False
+        memory.set_attention_dropout(model, own)
     return seconds[-1] * batch / len(rows)
 
 
@@ -105,6 +105,7 @@ def search(classifier, train, validation, progress: bool, train_one):
     tokens = {"train": float(sum(map(len, train_ids))), "validation": float(sum(map(len, validation_ids)))}
     references = classifier.labels.encode(validation.labels)
     start, started = snapshot(model), time.perf_counter()
+    own_dropout = memory.set_attention_dropout(model, None)  # the model's own: each candidate starts from it
     results, skipped, kept, measured = [], [], {}, None
     names = auto_choice.candidates(len(train))
     waiting, position = list(names), 0
@@ -123,6 +124,7 @@ def search(classifier, train, validation, progress: bool, train_one):
             print(f"auto: candidate {position} of {len(names)}, strategy {strategy}"
                   + (f" (estimated {_minutes(estimate)})" if estimate is not None else ""), flush=True)
         restore(model, start)
+        memory.set_attention_dropout(model, own_dropout)  # so a candidate that trains the encoder sets and says it
         classifier.config = replace(cfg, strategy=strategy)
         began = time.perf_counter()
         try:
@@ -144,6 +146,10 @@ def search(classifier, train, validation, progress: bool, train_one):
         entry["estimated_seconds"] = estimates[entry["strategy"]]
     state, log, stats = kept[chosen]
     restore(model, state)
+    if chosen == "head-only":  # the encoder never trained: its saved config keeps the model's own dropout
+        memory.set_attention_dropout(model, own_dropout)
+    else:
+        memory.set_attention_dropout(model, cfg.attention_dropout)
     details.update({"skipped": skipped, "time_budget_seconds": budget,
                     "search_seconds": round(time.perf_counter() - started, 1),
                     "measured_seconds": None if measured is None else {k: round(v, 3) for k, v in measured.items()}})
