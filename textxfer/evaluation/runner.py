@@ -32,14 +32,16 @@ class RunResult:
     model: object = None  # the fitted classifier written (with --unlabelled: the one validation kept)
 
 
-def evaluate_classifier(classifier, data: PreparedData) -> tuple[dict[str, dict], dict]:
+def evaluate_classifier(classifier, data: PreparedData, known: dict | None = None) -> tuple[dict[str, dict], dict]:
     """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits, and its probabilities
-    per split (rows in the split's order, columns in label order)."""
+    per split (rows in the split's order, columns in label order); ``known``: probabilities already computed."""
     results, probabilities = {}, {}
     for name in EVALUATION_SPLITS:
         dataset = getattr(data, name)
         if len(dataset):
-            probabilities[name] = classifier.predict_proba(dataset.texts)
+            probabilities[name] = (known or {}).get(name)
+            if probabilities[name] is None:
+                probabilities[name] = classifier.predict_proba(dataset.texts)
             results[name] = score(data.labels.encode(dataset.labels), probabilities[name].argmax(axis=1), data.labels)
     return results, probabilities
 
@@ -80,15 +82,15 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     if is_main_process():
         check_writable(output)
     started = time.perf_counter()
-    self_trained = None
+    self_trained, known = None, None
     if data.unlabelled is not None and classifier.kind in self_training.KINDS:  # an ensemble combines fitted members
-        classifier, self_trained = self_training.fit(classifier, data, progress, log)
+        classifier, self_trained, known = self_training.fit(classifier, data, progress, log)
         log(self_training.describe(self_trained))
     else:
         classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    metrics, probabilities = evaluate_classifier(classifier, data)
+    metrics, probabilities = evaluate_classifier(classifier, data, known)
     predictions = {name: [int(i) for i in p.argmax(axis=1)] for name, p in probabilities.items()}
     evaluated = sum(m["n"] for m in metrics.values())
     predict_seconds = time.perf_counter() - started

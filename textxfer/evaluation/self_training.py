@@ -49,17 +49,22 @@ def select(probabilities: np.ndarray, cap: int = PER_CLASS_CAP) -> tuple[np.ndar
     return indices.astype(int), predicted[indices], record
 
 
-def _scores(model, data: PreparedData, split: str) -> dict | None:
-    """Macro-F1 and accuracy of ``model`` on ``split`` (None when the split is empty)."""
+def _scores(model, data: PreparedData, split: str, kept: dict | None = None) -> dict | None:
+    """Macro-F1 and accuracy of ``model`` on ``split`` (None when the split is empty); its probabilities go into
+    ``kept`` (split → array) so the runner need not predict the split again."""
     dataset = getattr(data, split)
     if not len(dataset):
         return None
-    metrics = score(data.labels.encode(dataset.labels), model.predict_proba(dataset.texts).argmax(axis=1), data.labels)
+    probabilities = model.predict_proba(dataset.texts)
+    if kept is not None:
+        kept[split] = probabilities
+    metrics = score(data.labels.encode(dataset.labels), probabilities.argmax(axis=1), data.labels)
     return {"macro_f1": round(metrics["macro_f1"], 6), "accuracy": round(metrics["accuracy"], 6)}
 
 
 def fit(classifier, data: PreparedData, progress: bool = False, log=print):
-    """Fit ``classifier`` on ``data.train``, then self-train with ``data.unlabelled``; returns ``(model kept, record)``."""
+    """Fit ``classifier`` on ``data.train``, then self-train with ``data.unlabelled``; returns ``(model kept, record,
+    probabilities)``: the kept model's validation (and test, when scored) probabilities, split → array."""
     if classifier.kind not in KINDS:
         raise TextxferError(f"--unlabelled: self-training trains a second {classifier.kind} model from a config; it "
                             f"works for {' and '.join(KINDS)} models, not {classifier.kind}")
@@ -72,10 +77,10 @@ def fit(classifier, data: PreparedData, progress: bool = False, log=print):
     texts, dropped = without(data.unlabelled, data.train.texts)
     record = {"source": data.unlabelled.origin, "sha256": data.unlabelled.fingerprint,
               "unlabelled_texts": len(data.unlabelled), "training_texts_dropped": dropped,
-              "validation": {"without": _scores(classifier, data, "validation")},
+              "validation": {"without": _scores(classifier, data, "validation", first := {})},
               "seconds": {"first_model": round(first_seconds, 2)}}
     if not texts:
-        return classifier, {**record, "kept": "without", "why": "every unlabelled text is a training text"}
+        return classifier, {**record, "kept": "without", "why": "every unlabelled text is a training text"}, first
     started = time.perf_counter()
     indices, classes, chosen = select(classifier.predict_proba(texts))
     record["seconds"]["pseudo_labelling"] = round(time.perf_counter() - started, 2)
@@ -85,7 +90,7 @@ def fit(classifier, data: PreparedData, progress: bool = False, log=print):
         silent = [names[k] for k, n in enumerate(chosen["predicted_per_class"]) if n == 0]
         return classifier, {**record, "kept": "without",
                             "why": f"the first model gives no unlabelled text the class(es) {silent}, so no "
-                                   "class-balanced pseudo-labels exist"}
+                                   "class-balanced pseudo-labels exist"}, first
     log(f"self-training: {len(indices):,} pseudo-labelled texts ({chosen['per_class']:,} per class, confidence ≥ "
         f"{chosen['lowest_confidence']:.3f}) of {len(texts):,} unlabelled; training the second model")
     row_of = dict(zip(data.unlabelled.texts, data.unlabelled.rows))
@@ -96,14 +101,14 @@ def fit(classifier, data: PreparedData, progress: bool = False, log=print):
     started = time.perf_counter()
     second.fit(augmented, data.validation, labels=data.labels, progress=progress)
     record["seconds"]["second_model"] = round(time.perf_counter() - started, 2)
-    record["validation"]["with"] = _scores(second, data, "validation")
+    record["validation"]["with"] = _scores(second, data, "validation", then := {})
     before, after = record["validation"]["without"]["macro_f1"], record["validation"]["with"]["macro_f1"]
     kept = "with" if after > before else "without"
     # Both models' test scores, for the record only (the choice above saw validation alone): whether it chose right.
-    record["test"] = {"without": _scores(classifier, data, "test"), "with": _scores(second, data, "test")}
+    record["test"] = {"without": _scores(classifier, data, "test", first), "with": _scores(second, data, "test", then)}
     record.update(kept=kept, why=(f"validation macro-F1 {after:.4f} with the pseudo-labels against {before:.4f} "
                                   f"without: {'kept the second model' if kept == 'with' else 'kept the first model'}"))
-    return (second if kept == "with" else classifier), record
+    return (second, record, then) if kept == "with" else (classifier, record, first)
 
 
 def describe(record: dict) -> str:
