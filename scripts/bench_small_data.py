@@ -15,7 +15,10 @@ scored on the same test texts by the one scorer (``textxfer.core.metrics.score``
   order (with ``--time-budget``, leaving out what the cells' recorded seconds put past it; by default none are:
   cells trained while other work shared the cores record inflated seconds, so a real search's budget is timed on
   its own). ``tests/test_auto_choice.py`` shows that a search trains each candidate as the fixed-strategy run does. Also shown: the same choice made on a
-  random max(20, n/4) of the validation texts, to see what a small validation split does to it;
+  random max(20, n/4) of the validation texts, to see what a small validation split does to it. Where a real
+  search's cell exists (``--variants auto`` trains them: the ``finetune`` study variant, the defaults), it stands
+  for auto's row instead — its own budget and estimates, for corpora whose candidate cells cost too much to train;
+- with ``--variants augment``: head-only with ``--augment word-dropout`` at sizes up to 128, beside head-only;
 - character 1–3-gram TF-IDF + logistic regression (``scripts/bench_baseline.py``'s reference);
 - with ``--unlabelled N``: ``auto`` self-trained on N texts of the training split without their labels (a
   ``textxfer study`` with ``--unlabelled``, at 32 and 128 texts), beside the first model of the same runs;
@@ -24,7 +27,7 @@ scored on the same test texts by the one scorer (``textxfer.core.metrics.score``
 Prints and writes ``bench_small_data.md``/``.json`` into ``--output``: per corpus, test accuracy mean ± sd over the
 seeds and mean fit minutes, auto's choices, whether its curve dips, and which cells are still missing. Run:
 ``python scripts/bench_small_data.py [--corpora reviews thucnews bbc] [--sizes 32 128 500] [--seeds 3]
-[--variants head-only contrastive fine-tuning] [--report-only]``.
+[--variants head-only contrastive fine-tuning auto augment] [--report-only]``.
 """
 
 from __future__ import annotations
@@ -97,6 +100,9 @@ def mean_sd(values: list[float]) -> str:
 VARIANTS = {"head-only": "finetune:strategy=head-only", "contrastive": "finetune:strategy=contrastive",
             "fine-tuning": "finetune:strategy=freeze-embeddings"}
 CONTRASTIVE_UP_TO, FINETUNE_FROM = 128, 128  # the issue's grid: contrastive up to 128 texts, fine-tuning from 128
+AUGMENTED = {"head-only, word dropout": "finetune:strategy=head-only,augment=word-dropout"}  # the augmentation variant
+AUGMENT_UP_TO = 128  # measured at 32 and 128 texts, beside head-only
+AUTO = "finetune"  # the study variant of a real --strategy auto search (the defaults)
 UNLABELLED_UP_TO = 128  # --unlabelled is measured at 32 and 128 labelled texts
 
 
@@ -160,11 +166,31 @@ def derived_auto(cells: dict[str, dict], size: int, y_validation, num_labels: in
     return names[winner], details
 
 
+def searched_cell(folder: Path) -> dict | None:
+    """A finished cell of a real ``--strategy auto`` search (the ``finetune`` study variant): its test predictions,
+    fit seconds, the strategy it kept, what its budget left out and each candidate's seconds (None when absent)."""
+    cell = saved_cell(folder)
+    if cell is None:
+        return None
+    recipe = json.loads((folder / "report.json").read_text(encoding="utf-8"))["fit"]["recipe"]
+    search = recipe.get("search") or {}
+    seconds = {c["strategy"]: c["seconds"] for c in search.get("candidates", [])}
+    seconds.update({s["strategy"]: s["estimated_seconds"] for s in search.get("skipped", [])})
+    named = {"freeze-embeddings": "fine-tuning"}  # the table's name of each strategy
+    return {**cell, "winner": named.get(recipe["strategy"], recipe["strategy"]),
+            "skipped": [named.get(s["strategy"], s["strategy"]) for s in search.get("skipped", [])],
+            "candidate_seconds": seconds}
+
+
 def contrastive_fits(output: Path, size: int, seeds: list[int], budget: float | None) -> bool | None:
     """Whether auto's budget would let contrastive run at ``size`` (> 128) texts: the pair steps grow with the texts,
-    so the 128-text cells' mean time scaled by size is the estimate (None: no 128-text cell to scale yet)."""
+    so the 128-text cells' mean time scaled by size is the estimate — of the contrastive cells, or else of the real
+    searches' contrastive time or estimate (None: nothing at 128 texts to scale yet)."""
     smaller = [saved_cell(cell_folder(output, VARIANTS["contrastive"], CONTRASTIVE_UP_TO, s)) for s in seeds]
     times = [c["seconds"] for c in smaller if c]
+    if not times:
+        searched = [searched_cell(cell_folder(output, AUTO, CONTRASTIVE_UP_TO, s)) for s in seeds]
+        times = [c["candidate_seconds"]["contrastive"] for c in searched if c and "contrastive" in c["candidate_seconds"]]
     return None if not times else bool(np.mean(times) * size / CONTRASTIVE_UP_TO <= (budget or 15 * 60))
 
 
@@ -191,13 +217,14 @@ def run_corpus(name: str, args, output: Path) -> dict:
             break
         chosen = ["head-only"] + (["contrastive"] if size <= CONTRASTIVE_UP_TO else []) + (
             ["fine-tuning"] if size >= FINETUNE_FROM else [])
-        chosen = [v for v in chosen if v in args.variants]
+        chosen = [v for v in chosen if v in args.variants] + (["auto"] if "auto" in args.variants else []) + (
+            list(AUGMENTED) if "augment" in args.variants and size <= AUGMENT_UP_TO else [])
         if size > CONTRASTIVE_UP_TO and "contrastive" in args.variants and contrastive_fits(output, size, seeds, budget):
             chosen.append("contrastive")
         for variant in chosen:
             print(f"{name}: {variant} at {size} texts × {len(seeds)} seeds", flush=True)
-            run_study(options, [parse_variant(VARIANTS[variant], classes)], [str(size)], args.seeds, output, base,
-                      progress=False)
+            run_study(options, [parse_variant({**VARIANTS, **AUGMENTED}.get(variant, AUTO), classes)], [str(size)], args.seeds, output,
+                      base, progress=False)
     unlabelled_output = output.parent / f"{name}-unlabelled-{args.unlabelled}"
     if args.unlabelled and not args.report_only:
         # The training split without labels: args.unlabelled of its texts (each cell leaves its own training texts out)
@@ -233,9 +260,23 @@ def run_corpus(name: str, args, output: Path) -> dict:
                 if cell:
                     cells[variant] = cell
                     add(f"{variant}", size, seed, cell["test"], cell["seconds"])
+            for variant, text in AUGMENTED.items():  # not a candidate of auto: reported beside head-only
+                cell = saved_cell(cell_folder(output, text, size, seed))
+                if cell:
+                    add(variant, size, seed, cell["test"], cell["seconds"])
             over = ["contrastive"] if size > CONTRASTIVE_UP_TO and contrastive_fits(output, size, seeds, budget) is False else []
             auto = derived_auto(cells, size, y_validation, len(labels), seed, budget, over_budget=over)
-            if auto is None or auto[1]["missing"]:
+            searched = searched_cell(cell_folder(output, AUTO, size, seed))
+            if searched:  # a real search trained at this cell: it is auto's row (and its own budget's choices)
+                add("auto", size, seed, searched["test"], searched["seconds"], winner=searched["winner"],
+                    skipped=searched["skipped"], searched=True)
+                choices.setdefault(size, []).append(searched["winner"])
+                if auto and not auto[1]["missing"]:
+                    small = np.random.default_rng(seed).choice(len(y_validation), size=max(20, size // 4), replace=False)
+                    small_winner, _ = derived_auto(cells, size, y_validation, len(labels), seed, budget, small, over)
+                    add("auto, validation of max(20, n/4) texts", size, seed, cells[small_winner]["test"],
+                        auto[1]["seconds"], winner=small_winner)
+            elif auto is None or auto[1]["missing"]:
                 missing.append(f"auto n={size} seed={seed}" + (f" (no {', '.join(auto[1]['missing'])} cell)" if auto else ""))
             else:
                 winner, details = auto
@@ -290,6 +331,10 @@ def corpus_markdown(record: dict) -> list[str]:
             minutes = np.mean([r["fit_seconds"] for r in rows]) / 60
             row.append(f"{mean_sd([r['accuracy'] for r in rows])}{note}, {minutes:.1f} min")
         out.append(f"| {system} | " + " | ".join(row) + " |")
+    searched = {n for n, rows in record["results"].get("auto", {}).items() if any(r.get("searched") for r in rows)}
+    if searched:
+        out += ["", "auto at " + ", ".join(f"{int(n):,}" for n in sorted(searched, key=int)) + " texts: real "
+                "`--strategy auto` searches (their own time budget and estimates), not derived from the fixed cells."]
     if record["auto_choices"]:
         def left_out(n):
             runs = record["results"].get("auto", {}).get(int(n)) or record["results"].get("auto", {}).get(str(n)) or []
@@ -316,8 +361,10 @@ def main() -> None:
                         help="reviews (sample_data/), thucnews, bbc (built by scripts/corpora.py)")
     parser.add_argument("--sizes", nargs="+", default=["32", "128", "500"])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                        help="fixed strategies to train (auto is derived from them)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, "auto", "augment"],
+                        help="fixed strategies to train (auto is derived from them); 'auto' also trains real "
+                             "--strategy auto searches, whose cells then stand for auto's row; 'augment' trains "
+                             "head-only with --augment word-dropout up to 128 texts")
     parser.add_argument("--unlabelled", type=int, default=0,
                         help="also run auto with this many unlabelled texts (the training split's, labels removed) at "
                              "sizes up to 128: --unlabelled self-training (a study in <output>/<corpus>-unlabelled-N)")
