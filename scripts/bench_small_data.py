@@ -223,8 +223,8 @@ def run_corpus(name: str, args, output: Path) -> dict:
             chosen.append("contrastive")
         for variant in chosen:
             print(f"{name}: {variant} at {size} texts × {len(seeds)} seeds", flush=True)
-            run_study(options, [parse_variant({**VARIANTS, **AUGMENTED}.get(variant, AUTO), classes)], [str(size)], args.seeds, output,
-                      base, progress=False)
+            text = {**VARIANTS, **AUGMENTED}.get(variant, AUTO)
+            run_study(options, [parse_variant(text, classes)], [str(size)], args.seeds, output, base, progress=False)
     unlabelled_output = output.parent / f"{name}-unlabelled-{args.unlabelled}"
     if args.unlabelled and not args.report_only:
         # The training split without labels: args.unlabelled of its texts (each cell leaves its own training texts out)
