@@ -127,14 +127,14 @@ def cell_folder(output: Path, variant: str, size: int, seed: int) -> Path:
 
 
 def saved_cell(folder: Path) -> dict | None:
-    """A finished cell's validation and test predictions and fit seconds (None when it is not there)."""
+    """A finished cell's validation and test predictions, fit seconds and recipe (None when it is not there)."""
     try:
         splits = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))["splits"]
         report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError):
         return None
     return {"validation": splits["validation"]["predicted"], "test": splits["test"]["predicted"],
-            "seconds": report["timing"]["fit_seconds"]}
+            "seconds": report["timing"]["fit_seconds"], "recipe": report["fit"]["recipe"]}
 
 
 def derived_auto(cells: dict[str, dict], size: int, y_validation, num_labels: int, seed: int, budget_seconds: float,
@@ -172,7 +172,7 @@ def searched_cell(folder: Path) -> dict | None:
     cell = saved_cell(folder)
     if cell is None:
         return None
-    recipe = json.loads((folder / "report.json").read_text(encoding="utf-8"))["fit"]["recipe"]
+    recipe = cell["recipe"]
     search = recipe.get("search") or {}
     seconds = {c["strategy"]: c["seconds"] for c in search.get("candidates", [])}
     seconds.update({s["strategy"]: s["estimated_seconds"] for s in search.get("skipped", [])})
@@ -253,6 +253,8 @@ def run_corpus(name: str, args, output: Path) -> dict:
             {"seed": seed, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "fit_seconds": seconds, **extra})
 
     for size in sizes:
+        # contrastive beyond 128 texts left out by the budget: one estimate for the size, whatever the seed
+        over = ["contrastive"] if size > CONTRASTIVE_UP_TO and contrastive_fits(output, size, seeds, budget) is False else []
         for seed in seeds:
             cells = {}
             for variant, text in VARIANTS.items():
@@ -264,7 +266,6 @@ def run_corpus(name: str, args, output: Path) -> dict:
                 cell = saved_cell(cell_folder(output, text, size, seed))
                 if cell:
                     add(variant, size, seed, cell["test"], cell["seconds"])
-            over = ["contrastive"] if size > CONTRASTIVE_UP_TO and contrastive_fits(output, size, seeds, budget) is False else []
             auto = derived_auto(cells, size, y_validation, len(labels), seed, budget, over_budget=over)
             searched = searched_cell(cell_folder(output, AUTO, size, seed))
             if searched:  # a real search trained at this cell: it is auto's row (and its own budget's choices)
