@@ -503,4 +503,16 @@ def test_a_finished_cell_whose_automatic_choices_changed_is_trained_again(tmp_pa
     assert same_automatic_choices(folder, large, FinetuneConfig(pooling="cls"))
     (folder / "report.json").write_text("{}")  # no recipe recorded: trained again
     assert not same_automatic_choices(folder, large, FinetuneConfig(pooling="cls"))
+    # A self-trained cell (--unlabelled) that kept its second model records that model's recipe, made for the
+    # labelled plus pseudo-labelled texts (past the search's bound: the rule by size): it stands.
+    small = Cell(Variant("finetune", "finetune"), 128, 42)
+    monkeypatch.setattr(recipe, "HEAD_ONLY_BELOW", 129)
+    (folder / "report.json").write_text(json.dumps({
+        "fit": {"recipe": {"strategy": "freeze-embeddings", "pooling": "mean"}, "train_texts": 1128},
+        "self_training": {"kept": "with"}}))
+    assert same_automatic_choices(folder, small, FinetuneConfig())
+    (folder / "report.json").write_text(json.dumps({
+        "fit": {"recipe": {"strategy": "freeze-embeddings", "pooling": "mean"}, "train_texts": 128},
+        "self_training": {"kept": "without"}}))  # kept the first model: its recipe must come from a search
+    assert not same_automatic_choices(folder, small, FinetuneConfig())
     assert same_automatic_choices(folder, Cell(Variant("baseline", "baseline"), 64, 42), None)

@@ -218,16 +218,21 @@ def same_automatic_choices(folder: Path, cell: Cell, config) -> bool:
     from textxfer.transformer.recipe import plan as recipe_plan
 
     try:
-        recorded = json.loads((folder / "report.json").read_text(encoding="utf-8"))["fit"]["recipe"]
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        recorded = report["fit"]["recipe"]
+        # A self-trained cell that kept its second model: that model's recipe, chosen for the labelled plus the
+        # pseudo-labelled texts it trained on (--unlabelled), is the one recorded.
+        size = (int(report["fit"]["train_texts"]) if (report.get("self_training") or {}).get("kept") == "with"
+                else cell.size)
     except (OSError, ValueError, KeyError, TypeError):
         return False
     # A hub model's pooling config is not looked up here (expected → None): the run's own record is trusted.
     pooling = expected(config.pooling, config.model) or recorded.get("pooling", "cls")
     if recorded.get("pooling", "cls") != pooling:
         return False
-    if config.strategy == "auto" and searches(cell.size, True) is None:  # a study's cells all have validation
+    if config.strategy == "auto" and searches(size, True) is None:  # a study's cells all have validation
         return bool(recorded.get("search"))  # chosen on validation: any winner of a search stands
-    wanted = recipe_plan(config, cell.size, pooling=pooling)["strategy"]
+    wanted = recipe_plan(config, size, pooling=pooling)["strategy"]
     return recorded.get("strategy") == wanted and not recorded.get("search")
 
 
