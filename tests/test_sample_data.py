@@ -31,3 +31,22 @@ def test_build_script_reproduces_the_file_byte_for_byte(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert output.read_bytes() == SAMPLE.read_bytes()
+
+
+@pytest.mark.parametrize("file, options, shape, labels, rows", [
+    ("films.csv", {"text_column": "title", "label_column": "genres", "label_separator": "|"},
+     "multi-label texts", 19, 2000),
+    ("empathy.csv", {"text_column": "seeker_post", "text_pair_column": "response_post",
+                     "label_columns": ["emotional_reactions", "exploration", "interpretation"]},
+     "multi-label text pairs", 3, 1000),
+    ("support.csv", {"text_column": "seeker", "text_pair_column": "supporter", "label_column": "strategy"},
+     "single-label text pairs", 8, 2000),
+])
+def test_shape_samples_load_with_the_flags_the_readme_gives(file, options, shape, labels, rows):
+    from textxfer.data.dataset import DataOptions, load_data
+
+    data = load_data(DataOptions(data=str(ROOT / "sample_data" / file), **options))
+    assert data.train.shape.describe() == shape and len(data.labels) == labels
+    # Every row lands in a split, less the evaluation rows that repeat a training input (leakage).
+    leaked = sum(v for k, v in data.counts.items() if k.startswith("leaked_"))
+    assert len(data.train) + len(data.validation) + len(data.test) + leaked == rows

@@ -13,6 +13,7 @@ from textxfer.data.dataset import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.core.imports import skops_io
 from textxfer.data.labels import LabelSet
+from textxfer.data.shape import require_single
 from textxfer.data.tables import unicode_safe
 from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
@@ -95,6 +96,7 @@ class BaselineClassifier(ClassifierBase):
 
         ``validation`` is not needed by this pipeline (the forest has no early stopping).
         """
+        require_single(train.shape, "the baseline")
         cfg = self.config
         self.labels = labels or LabelSet.from_labels(train.labels)
         self.tokenizer_ = resolve_tokenizer(cfg.tokenizer, train.texts)

@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: 
         if kind is bool:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
+        elif typing.get_origin(kind) is list:  # --label-columns a b c
+            group.add_argument(flag, dest=dest, nargs="+", default=argparse.SUPPRESS, help=help_text,
+                               metavar=f.name.upper().rstrip("S"))
         else:
             optional = type(None) in typing.get_args(hints[f.name])
             group.add_argument(flag, dest=dest, type=_flag_type(kind, optional, f.name),

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textxfer.errors import TextxferError
+from textxfer.data.label_cells import check_training_labels, detect_shape, read_label_cells
 from textxfer.data.labels import LabelSet
-from textxfer.data.splits import SPLITS, canonical_split_name, read_split_file, stratified_split
+from textxfer.data.shape import SINGLE, TaskShape
+from textxfer.data.splits import (SPLITS, canonical_split_name, multilabel_split, read_split_file, stratified_split,
+                                  time_split)
 from textxfer.data.tables import Table, as_text, is_missing, read_source
+from textxfer.data.times import parse_times
 
 if TYPE_CHECKING:
     from textxfer.data.unlabelled import UnlabelledTexts
@@ -31,7 +35,11 @@ class DataOptions:
     test: str | None = field(default=None, metadata={"help": "test file; carved from --train when absent"})
     split: str | None = field(default=None, metadata={"help": "split.json (or run folder) of an earlier run: score on exactly its rows"})
     text_column: str = field(default="text", metadata={"help": "column holding the text"})
-    label_column: str = field(default="label", metadata={"help": "column holding the label"})
+    label_column: str = field(default="label", metadata={"help": "column holding the label (for multi-label data: the labels, listed with --label-separator or as a JSON list)"})
+    text_pair_column: str | None = field(default=None, metadata={"help": "column holding each row's second text, for text pairs (premise/hypothesis, question/answer)"})
+    label_separator: str | None = field(default=None, metadata={"help": "multi-label: the separator between a row's labels in --label-column, e.g. '|'"})
+    label_columns: list[str] | None = field(default=None, metadata={"help": "multi-label: one 0/1 column per label (instead of --label-column)"})
+    time_column: str | None = field(default=None, metadata={"help": "column of each row's time (a number or an ISO date): the latest rows become test, the ones just before them validation"})
     split_column: str | None = field(default=None, metadata={"help": "column naming each row's split (train/validation/test); a column called 'split' is used automatically"})
     validation_size: float = field(default=0.1, metadata={"help": "fraction held out for validation by the automatic split"})
     test_size: float = field(default=0.1, metadata={"help": "fraction held out for test by the automatic split"})
@@ -45,19 +53,41 @@ class DataOptions:
             raise TextxferError("pass either --data or --train/--validation/--test, not both")
         if (self.validation or self.test) and not self.train:
             raise TextxferError("--validation/--test need --train as well (or use --data)")
+        if self.label_columns is not None and (isinstance(self.label_columns, str)
+                                               or not all(isinstance(c, str) and c for c in self.label_columns)):
+            raise TextxferError(f"--label-columns {self.label_columns!r}: give a list of column names")
+        if self.time_column and self.split_column:
+            raise TextxferError("pass either --time-column (split by time) or --split-column (split as a column says), not both")
+
+    @property
+    def shape(self) -> TaskShape:
+        """The task shape these options ask for (a JSON-list label column is found later, in the data)."""
+        multi = bool(self.label_separator or self.label_columns)
+        return TaskShape(multi, self.label_separator, tuple(self.label_columns or ()), self.text_pair_column)
 
 
 @dataclass
 class TextDataset:
-    """Texts and label names of one split, with each row's number in its source (1-based)."""
+    """Texts and label names of one split, with each row's number in its source (1-based).
+
+    For text pairs, ``pairs`` holds each row's second text; for multi-label data each label is a tuple of
+    label names (possibly empty). ``shape`` says which.
+    """
 
     texts: list[str]
-    labels: list[str]
+    labels: list
     rows: list[int]
     origin: str
+    pairs: list[str] | None = None
+    shape: TaskShape = SINGLE
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def inputs(self) -> list:
+        """What a model reads per row: the text, or the ``(text, second text)`` pair."""
+        return list(zip(self.texts, self.pairs)) if self.pairs is not None else list(self.texts)
 
 
 @dataclass
@@ -87,7 +117,14 @@ class _Pool:
     table: Table
     rows: list[int]
     texts: list[str]
-    labels: list[str]
+    labels: list
+    pairs: list[str] | None = None
+    shape: TaskShape = SINGLE
+
+    @property
+    def keys(self) -> list:
+        """What makes two rows the same input: the text, or the pair of texts."""
+        return list(zip(self.texts, self.pairs)) if self.pairs is not None else self.texts
 
 
 def load_data(options: DataOptions) -> PreparedData:
@@ -102,14 +139,17 @@ def load_data(options: DataOptions) -> PreparedData:
     else:
         text_column, label_column = options.text_column, options.label_column
         parts, method = _parts_from_sources(options, notes, counts)
+    shape = parts["train"][0].shape
     datasets = {name: _subset(pool, indices) for name, (pool, indices) in parts.items()}
     _check_columns(datasets["train"], text_column, label_column)
     _check_classes(datasets["train"], label_column)
-    labels = LabelSet.from_labels(datasets["train"].labels)
+    labels = LabelSet.from_labels(datasets["train"].labels, shape.multi_label)
     _check_unseen_labels(datasets, labels)
     _remove_leakage(datasets, parts, notes, counts)
     _report_conflicts(datasets, notes, counts)
     _note_thin_classes(datasets, labels, notes)
+    if shape.multi_label:
+        _note_unlabelled_rows(datasets, notes, counts)
     for name in SPLITS:
         counts[f"{name}_rows"] = len(datasets[name])
     record = {
@@ -119,6 +159,8 @@ def load_data(options: DataOptions) -> PreparedData:
         "seed": options.seed,
         "validation_size": options.validation_size,
         "test_size": options.test_size,
+        **({"shape": shape.to_dict()} if not shape.single else {}),
+        **({"time_column": options.time_column} if options.time_column and not options.split else {}),
         "splits": {
             name: {"source": pool.location, "table": pool.key, "sha256": pool.table.fingerprint,
                    "rows": [pool.rows[i] for i in indices]}
@@ -129,6 +171,9 @@ def load_data(options: DataOptions) -> PreparedData:
     if options.unlabelled:
         from textxfer.data.unlabelled import check_against_split, read_unlabelled
 
+        if shape.pair:
+            raise TextxferError(f"--unlabelled {options.unlabelled}: self-training on text pairs is not supported yet; "
+                                "leave out --unlabelled")
         if not datasets["validation"].texts:
             raise TextxferError(f"--unlabelled {options.unlabelled}: self-training needs a validation split to tell "
                                 "whether the pseudo-labels helped; pass --validation or a --validation-size above 0")
@@ -145,16 +190,20 @@ def _parts_from_sources(options: DataOptions, notes: list[str], counts: Counter)
     if options.data:
         tables = read_source(options.data, options.encoding)
         if set(tables) == {"all"}:
-            pool = _pool(options.data, "all", tables["all"], options, notes, counts)
-            split_column = options.split_column or ("split" if "split" in pool.table.columns else None)
+            pool = _pool(options.data, "all", tables["all"], options, notes, counts, training=True)
+            split_column = options.split_column or ("split" if "split" in pool.table.columns and not options.time_column
+                                                    else None)
             if split_column:
                 return _split_by_column(pool, split_column), "column"
-            assignment = stratified_split(pool.texts, pool.labels, options.validation_size, options.test_size, options.seed)
-            return _group(pool, assignment), "random"
+            assignment = _assign(pool, options, options.validation_size, options.test_size)
+            return _group(pool, assignment), "time" if options.time_column else "random"
         named = {canonical_split_name(key, options.data, 0, "split name"): key for key in tables}
         if "train" not in named:
             raise TextxferError(f"{options.data}: no training split among {sorted(tables)}")
-        pools = {name: _pool(options.data, key, tables[key], options, notes, counts) for name, key in named.items()}
+        pools = {"train": _pool(options.data, named["train"], tables[named["train"]], options, notes, counts, training=True)}
+        for name, key in named.items():
+            if name != "train":
+                pools[name] = _pool(options.data, key, tables[key], options, notes, counts, pools["train"].shape)
         return _carve_missing(pools, options), "dataset-splits"
     pools = {}
     for name in SPLITS:
@@ -162,8 +211,19 @@ def _parts_from_sources(options: DataOptions, notes: list[str], counts: Counter)
         if location:
             tables = read_source(location, options.encoding)
             key = "all" if "all" in tables else ("train" if name == "train" and "train" in tables else sorted(tables)[0])
-            pools[name] = _pool(location, key, tables[key], options, notes, counts)
+            shape = pools["train"].shape if "train" in pools else None
+            pools[name] = _pool(location, key, tables[key], options, notes, counts, shape, training=name == "train")
     return _carve_missing(pools, options), "files"
+
+
+def _assign(pool: "_Pool", options: DataOptions, validation_size: float, test_size: float) -> list[str]:
+    """Each pool row's split: by time (--time-column), else stratified (iteratively for multi-label rows)."""
+    if options.time_column:
+        column = pool.table.column(options.time_column, "time")
+        times = parse_times([column[row - 1] for row in pool.rows], pool.rows, pool.table.origin, options.time_column)
+        return time_split(times, validation_size, test_size)
+    split = multilabel_split if pool.shape.multi_label else stratified_split
+    return split(pool.keys, pool.labels, validation_size, test_size, options.seed)
 
 
 def _carve_missing(pools: dict[str, _Pool], options: DataOptions) -> dict:
@@ -171,8 +231,7 @@ def _carve_missing(pools: dict[str, _Pool], options: DataOptions) -> dict:
     train = pools["train"]
     carve_validation = options.validation_size if "validation" not in pools else 0.0
     carve_test = options.test_size if "test" not in pools else 0.0
-    assignment = stratified_split(train.texts, train.labels, carve_validation, carve_test, options.seed)
-    parts = _group(train, assignment)
+    parts = _group(train, _assign(train, options, carve_validation, carve_test))
     for name, pool in pools.items():
         if name != "train":
             parts[name] = (pool, list(range(len(pool.rows))))
@@ -183,8 +242,10 @@ def _parts_from_split_record(record: dict, options: DataOptions, notes: list[str
     """Rebuild the splits of a saved ``split.json``; refuse if a source changed."""
     overrides = {"train": options.train or options.data, "validation": options.validation or options.data,
                  "test": options.test or options.data}
+    shape = TaskShape.from_dict(record.get("shape"), str(options.split))
     reading = DataOptions(text_column=record["text_column"], label_column=record["label_column"],
-                          encoding=options.encoding, drop_invalid=True)
+                          text_pair_column=shape.text_pair_column, label_separator=shape.label_separator,
+                          label_columns=list(shape.label_columns) or None, encoding=options.encoding, drop_invalid=True)
     cache: dict[tuple[str, str], _Pool] = {}
     parts = {}
     for name, entry in record["splits"].items():
@@ -200,7 +261,7 @@ def _parts_from_split_record(record: dict, options: DataOptions, notes: list[str
                     f"{location}: its contents changed since the split was made (sha256 {table.fingerprint[:12]}… "
                     f"≠ {entry['sha256'][:12]}…); re-create the split without --split, or restore the original file"
                 )
-            cache[key] = _pool(location, entry["table"], table, reading, [], Counter())
+            cache[key] = _pool(location, entry["table"], table, reading, [], Counter(), shape)
         pool = cache[key]
         position = {row: i for i, row in enumerate(pool.rows)}
         missing = [row for row in entry["rows"] if row not in position]
@@ -213,23 +274,32 @@ def _parts_from_split_record(record: dict, options: DataOptions, notes: list[str
     return parts
 
 
-def _pool(location: str, key: str, table: Table, options: DataOptions, notes: list[str], counts: Counter) -> _Pool:
-    """Valid rows of ``table``; invalid ones fail the run, or are dropped with --drop-invalid."""
+def _pool(location: str, key: str, table: Table, options: DataOptions, notes: list[str], counts: Counter,
+          shape: TaskShape | None = None, training: bool = False) -> _Pool:
+    """Valid rows of ``table``; invalid ones fail the run, or are dropped with --drop-invalid. ``shape``: the
+    training data's (None: this is the training data; a JSON-list label column makes it multi-label)."""
+    shape = shape or detect_shape(table, options.label_column, options.shape)
     texts_raw = table.column(options.text_column, "text")
-    labels_raw = table.column(options.label_column, "label")
-    rows, texts, labels = [], [], []
-    empty_text, missing_label = [], []
+    pairs_raw = table.column(shape.text_pair_column, "second text") if shape.pair else None
+    labels_raw = read_label_cells(table, options.label_column, shape)
+    rows, texts, labels, pairs = [], [], [], []
+    empty_text, empty_pair, missing_label = [], [], []
     for index, (text, label) in enumerate(zip(texts_raw, labels_raw)):
         row = index + 1
         if is_missing(text):
             empty_text.append(row)
-        elif is_missing(label):
+        elif pairs_raw is not None and is_missing(pairs_raw[index]):
+            empty_pair.append(row)
+        elif label is None:
             missing_label.append(row)
         else:
             rows.append(row)
             texts.append(as_text(text, f"{table.origin}: row {row}", options.text_column))
-            labels.append(_label_name(label, table.origin, row, options.label_column))
+            labels.append(label)
+            if pairs_raw is not None:
+                pairs.append(as_text(pairs_raw[index], f"{table.origin}: row {row}", shape.text_pair_column))
     for problem, bad_rows, column in (("an empty, whitespace-only or invisible (zero-width) text", empty_text, options.text_column),
+                                      ("an empty second text", empty_pair, shape.text_pair_column),
                                       ("a missing label", missing_label, options.label_column)):
         if not bad_rows:
             continue
@@ -243,23 +313,11 @@ def _pool(location: str, key: str, table: Table, options: DataOptions, notes: li
                             "add rows or point at the right file")
     if not rows:
         raise TextxferError(f"{table.origin}: no usable rows (columns {list(table.columns)})")
-    return _Pool(location, key, table, rows, texts, labels)
-
-
-def _label_name(value: Any, origin: str, row: int, column: str) -> str:
-    """The string name of a label value; integral floats (1.0) count as integers."""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    raise TextxferError(
-        f"{origin}: row {row}, column {column!r}: label {value!r} is a {type(value).__name__}; "
-        "labels must be strings or integers — fix the column or choose another with --label-column"
-    )
+    if training and shape.multi_label:
+        where = (f"columns {list(shape.label_columns)}" if shape.label_columns
+                 else f"column {options.label_column!r}")
+        check_training_labels(labels, rows, table.origin, where)
+    return _Pool(location, key, table, rows, texts, labels, pairs if pairs_raw is not None else None, shape)
 
 
 def _split_by_column(pool: _Pool, column: str) -> dict:
@@ -276,8 +334,9 @@ def _group(pool: _Pool, assignment: list[str]) -> dict:
 
 
 def _subset(pool: _Pool, indices: list[int]) -> TextDataset:
+    pairs = [pool.pairs[i] for i in indices] if pool.pairs is not None else None
     return TextDataset([pool.texts[i] for i in indices], [pool.labels[i] for i in indices],
-                       [pool.rows[i] for i in indices], pool.table.origin)
+                       [pool.rows[i] for i in indices], pool.table.origin, pairs, pool.shape)
 
 
 # A "label" column with at least this many classes, nearly one per row, whose median value is this long,
@@ -289,9 +348,16 @@ LONG_LABEL = 20
 def _check_columns(train: TextDataset, text_column: str, label_column: str) -> None:
     """Refuse the text/label column mix-ups that would otherwise train a model on nonsense, in one line."""
     fix = "point --text-column at the texts and --label-column at the labels"
-    if text_column == label_column:
-        raise TextxferError(f"{train.origin}: --text-column and --label-column both name column {text_column!r}; "
-                            f"a model would learn its labels from themselves — {fix}")
+    shape = train.shape
+    label_columns = shape.label_columns or (label_column,)
+    if text_column in label_columns:
+        raise TextxferError(f"{train.origin}: --text-column and --label-column{'s' if shape.label_columns else ''} both "
+                            f"name column {text_column!r}; a model would learn its labels from themselves — {fix}")
+    if shape.pair and shape.text_pair_column in (text_column, *label_columns):
+        raise TextxferError(f"{train.origin}: --text-pair-column {shape.text_pair_column!r} is also the text or label "
+                            "column; point it at the column of each row's second text")
+    if shape.multi_label:  # the swapped-column checks below read single label names
+        return
     if len(train) >= 20 and all(text.strip() == label for text, label in zip(train.texts, train.labels)):
         raise TextxferError(f"{train.origin}: column {text_column!r} holds the same values as label column "
                             f"{label_column!r} in every training row; {fix}")
@@ -306,6 +372,8 @@ def _check_columns(train: TextDataset, text_column: str, label_column: str) -> N
 
 
 def _check_classes(train: TextDataset, column: str) -> None:
+    if train.shape.multi_label:  # checked before the split, on all training rows (label_cells.check_training_labels)
+        return
     found = sorted(set(train.labels))
     if len(found) < 2:
         raise TextxferError(
@@ -317,7 +385,9 @@ def _check_classes(train: TextDataset, column: str) -> None:
 def _check_unseen_labels(datasets: dict[str, TextDataset], labels: LabelSet) -> None:
     known = set(labels.names)
     for name in ("validation", "test"):
-        unseen = Counter(label for label in datasets[name].labels if label not in known)
+        used = ([label for names in datasets[name].labels for label in names] if labels.multi_label
+                else datasets[name].labels)
+        unseen = Counter(label for label in used if label not in known)
         if unseen:
             listed = ", ".join(f"{label!r} ×{n}" for label, n in sorted(unseen.items()))
             raise TextxferError(
@@ -336,7 +406,7 @@ def _note_thin_classes(datasets: dict[str, TextDataset], labels: LabelSet, notes
         split = datasets[name]
         if not len(split):
             continue
-        counts = Counter(split.labels)
+        counts = Counter(label for names in split.labels for label in names) if labels.multi_label else Counter(split.labels)
         missing = [label for label in labels.names if not counts[label]]
         if missing:
             notes.append(f"{name} has no rows of class(es) {missing}: their F1 is undefined, and macro-F1 averages "
@@ -350,10 +420,10 @@ def _note_thin_classes(datasets: dict[str, TextDataset], labels: LabelSet, notes
 
 def _remove_leakage(datasets: dict[str, TextDataset], parts: dict, notes: list[str], counts: Counter) -> None:
     """Drop evaluation rows whose exact text appears in an earlier split (train, then validation)."""
-    seen = set(datasets["train"].texts)
+    seen = set(datasets["train"].inputs)
     for name in ("validation", "test"):
         dataset = datasets[name]
-        keep = [i for i, text in enumerate(dataset.texts) if text not in seen]
+        keep = [i for i, key in enumerate(dataset.inputs) if key not in seen]
         leaked = [dataset.rows[i] for i in sorted(set(range(len(dataset))) - set(keep))]
         if leaked:
             notes.append(f"{dataset.origin}: {len(leaked)} {name} row(s) repeat a text of an earlier split "
@@ -362,14 +432,14 @@ def _remove_leakage(datasets: dict[str, TextDataset], parts: dict, notes: list[s
             pool, indices = parts[name]
             parts[name] = (pool, [indices[i] for i in keep])
             datasets[name] = _subset(pool, parts[name][1])
-        seen.update(datasets[name].texts)
+        seen.update(datasets[name].inputs)
 
 
 def _report_conflicts(datasets: dict[str, TextDataset], notes: list[str], counts: Counter) -> None:
     labels_of: dict[str, set] = defaultdict(set)
     rows_of: dict[str, list[int]] = defaultdict(list)
     for dataset in datasets.values():
-        for text, label, row in zip(dataset.texts, dataset.labels, dataset.rows):
+        for text, label, row in zip(dataset.inputs, dataset.labels, dataset.rows):
             labels_of[text].add(label)
             rows_of[text].append(row)
     conflicting = [text for text, found in labels_of.items() if len(found) > 1]
@@ -377,6 +447,16 @@ def _report_conflicts(datasets: dict[str, TextDataset], notes: list[str], counts
         rows = sorted(row for text in conflicting for row in rows_of[text])
         notes.append(f"{len(conflicting)} text(s) appear with conflicting labels (rows {_first(rows)}); kept as given")
         counts["conflicting_texts"] = len(conflicting)
+
+
+def _note_unlabelled_rows(datasets: dict[str, TextDataset], notes: list[str], counts: Counter) -> None:
+    """Say how many multi-label rows have no label at all (kept: the model learns that none applies)."""
+    for name, dataset in datasets.items():
+        empty = [row for names, row in zip(dataset.labels, dataset.rows) if not names]
+        if empty:
+            notes.append(f"{name}: {len(empty):,} of {len(dataset):,} rows have no label (rows {_first(empty)}); kept — "
+                         "the model learns that none of the labels applies to them")
+            counts[f"{name}_rows_without_labels"] = len(empty)
 
 
 def _first(rows: list[int]) -> str:

@@ -14,11 +14,13 @@ class LabelSet:
     """Ordered label names and their kind (``"str"`` or ``"int"``).
 
     Order is deterministic: integers ascending, strings in code-point order. Labels are handled as
-    their string form internally; :meth:`value` returns the original type for users.
+    their string form internally; :meth:`value` returns the original type for users. ``multi_label``:
+    a row has a set of these labels (see :meth:`indicators`) rather than exactly one.
     """
 
     names: tuple[str, ...]
     kind: str = "str"
+    multi_label: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("str", "int"):
@@ -26,18 +28,20 @@ class LabelSet:
         if len(set(self.names)) != len(self.names):
             raise TextxferError(f"duplicate label names in {list(self.names)}")
         if len(self.names) < 2:
+            what = "labels to train a multi-label" if self.multi_label else "classes to train a"
             raise TextxferError(
-                f"need at least 2 classes to train a classifier, found {list(self.names)}; "
+                f"need at least 2 {what} classifier, found {list(self.names)}; "
                 "check --label-column"
             )
 
     @classmethod
-    def from_labels(cls, labels: Iterable[str]) -> "LabelSet":
-        """Build from the (string) labels of a training set; all-integer labels sort numerically."""
-        distinct = set(labels)
+    def from_labels(cls, labels: Iterable, multi_label: bool = False) -> "LabelSet":
+        """Build from the (string) labels of a training set — for ``multi_label``, from each row's tuple of
+        labels; all-integer labels sort numerically."""
+        distinct = {name for names in labels for name in names} if multi_label else set(labels)
         if distinct and all(_is_int(name) for name in distinct):
-            return cls(tuple(str(v) for v in sorted(int(n) for n in distinct)), "int")
-        return cls(tuple(sorted(distinct)), "str")
+            return cls(tuple(str(v) for v in sorted(int(n) for n in distinct)), "int", multi_label)
+        return cls(tuple(sorted(distinct)), "str", multi_label)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -57,19 +61,34 @@ class LabelSet:
             )
         return [index[label] for label in labels]
 
+    def indicators(self, labels: Sequence[Sequence[str]]):
+        """A ``(len(labels), len(self))`` 0/1 ``int64`` array: row i has 1 in the columns of row i's labels (a
+        multi-label set's rows); unknown names raise a :class:`TextxferError`."""
+        import numpy as np
+
+        self.encode([name for names in labels for name in names])  # the one check and message for unknown names
+        index = self.index
+        matrix = np.zeros((len(labels), len(self.names)), dtype=np.int64)
+        for row, names in enumerate(labels):
+            matrix[row, [index[name] for name in names]] = 1
+        return matrix
+
     def value(self, name: str) -> str | int:
         """The user-facing value of a label name (an ``int`` for integer label sets)."""
         return int(name) if self.kind == "int" else name
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
-        return {"names": list(self.names), "kind": self.kind}
+        data = {"names": list(self.names), "kind": self.kind}
+        if self.multi_label:  # written only when set: a single-label model's files stay as they were
+            data["multi_label"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "LabelSet":
         """Inverse of :meth:`to_dict`."""
         try:
-            return cls(tuple(str(n) for n in data["names"]), data.get("kind", "str"))
+            return cls(tuple(str(n) for n in data["names"]), data.get("kind", "str"), bool(data.get("multi_label", False)))
         except (KeyError, TypeError) as exc:
             raise TextxferError(f"malformed label set {data!r}: {exc}") from None
 

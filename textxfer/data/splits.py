@@ -29,10 +29,7 @@ def stratified_split(
     label gives ``round(n * size)`` items to test, then validation, the rest to train, so a class with
     very few items keeps them in train.
     """
-    if not 0 <= validation_size < 1 or not 0 <= test_size < 1 or validation_size + test_size >= 1:
-        raise TextxferError(
-            f"split sizes must be in [0, 1) and sum below 1, got validation {validation_size}, test {test_size}"
-        )
+    _check_sizes(validation_size, test_size)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, text in enumerate(texts):
         groups[text].append(i)
@@ -56,6 +53,72 @@ def stratified_split(
                 taken += len(label_groups[position])
                 position += 1
     return assignment
+
+
+def multilabel_split(
+    keys: Sequence, labels: Sequence[Sequence[str]], validation_size: float, test_size: float, seed: int
+) -> list[str]:
+    """:func:`stratified_split` for multi-label rows (each a tuple of label names): iterative stratification
+    (Sechidis et al., 2011, through the ``iterative-stratification`` package), which keeps each label's
+    share — and its co-occurrence with the others — close to equal across the splits. Identical ``keys``
+    (texts, or pairs of texts) form one group and land in one split; test is drawn first, then validation
+    from the rest."""
+    _check_sizes(validation_size, test_size)
+    import numpy as np
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    groups: dict = defaultdict(list)
+    for i, key in enumerate(keys):
+        groups[key].append(i)
+    members = list(groups.values())
+    names = sorted({name for row in labels for name in row})
+    column = {name: j for j, name in enumerate(names)}
+    matrix = np.zeros((len(members), max(len(names), 2)), dtype=np.int64)  # iterstrat needs 2 columns
+    for g, rows in enumerate(members):
+        for name in labels[rows[0]]:
+            matrix[g, column[name]] = 1
+    assignment = ["train"] * len(keys)
+    remaining = np.arange(len(members))
+    left = 1.0
+    for split, size in (("test", test_size), ("validation", validation_size)):
+        share = size / left
+        if share <= 0 or len(remaining) < 3:
+            continue
+        taken = int(len(remaining) * share + 0.5)
+        if not 0 < taken < len(remaining):
+            continue
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=taken, random_state=seed)
+        kept, drawn = next(splitter.split(np.zeros(len(remaining)), matrix[remaining]))
+        for g in remaining[drawn]:
+            for i in members[g]:
+                assignment[i] = split
+        remaining = remaining[kept]
+        left -= size
+    return assignment
+
+
+def time_split(times: Sequence, validation_size: float, test_size: float) -> list[str]:
+    """Assign rows by time: the latest ``test_size`` share is test, the ``validation_size`` share just before
+    it validation, the rest train (rows of equal time keep their order in the file). ``times`` are
+    comparable values (numbers, or datetimes), one per row."""
+    _check_sizes(validation_size, test_size)
+    order = sorted(range(len(times)), key=lambda i: times[i])
+    n = len(order)
+    n_test, n_validation = int(n * test_size + 0.5), int(n * validation_size + 0.5)
+    assignment = ["train"] * n
+    for position, i in enumerate(order):
+        if position >= n - n_test:
+            assignment[i] = "test"
+        elif position >= n - n_test - n_validation:
+            assignment[i] = "validation"
+    return assignment
+
+
+def _check_sizes(validation_size: float, test_size: float) -> None:
+    if not 0 <= validation_size < 1 or not 0 <= test_size < 1 or validation_size + test_size >= 1:
+        raise TextxferError(
+            f"split sizes must be in [0, 1) and sum below 1, got validation {validation_size}, test {test_size}"
+        )
 
 
 def canonical_split_name(value: object, origin: str, row: int, column: str) -> str:
@@ -112,6 +175,10 @@ def read_split_file(path: str | Path) -> dict:
                                 f"{record.get(field)!r}; {fix}")
     if "method" in record and not isinstance(record["method"], str):
         raise TextxferError(f"{path}: malformed split.json: 'method' must be a string, got {record['method']!r}; {fix}")
+    if "shape" in record:
+        from textxfer.data.shape import TaskShape
+
+        TaskShape.from_dict(record["shape"], f"{path}: splits' shape")
     splits = record.get("splits")
     if not isinstance(splits, dict) or "train" not in splits:
         raise TextxferError(f"{path}: malformed split.json: no 'splits.train' entry; {fix}")

@@ -19,6 +19,7 @@ from textxfer.data.dataset import TextDataset
 from textxfer.transformer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, prediction_batches
 from textxfer.errors import TextxferError
 from textxfer.data.labels import LabelSet
+from textxfer.data.shape import require_single
 from textxfer.transformer.loss_curve import TRAINER_LOG
 from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
@@ -131,6 +132,7 @@ class FinetuneClassifier(ClassifierBase):
     def fit(self, train: TextDataset, validation: TextDataset | None = None, labels: LabelSet | None = None,
             progress: bool = False) -> "FinetuneClassifier":
         """Fine-tune on ``train``; ``validation`` drives early stopping and best-model selection."""
+        require_single(train.shape, "fine-tuning")
         from contextlib import nullcontext
 
         from transformers import set_seed
