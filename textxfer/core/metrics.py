@@ -1,8 +1,10 @@
-"""The one scorer: accuracy, macro/weighted F1, per-class P/R/F1 and the confusion matrix.
+"""The one scorer: accuracy, macro/weighted F1, per-class P/R/F1 and the confusion matrix; for multi-label
+data micro/macro/samples F1, subset accuracy, Hamming loss and label-ranking average precision.
 
-The figures are computed through Hugging Face ``evaluate`` with a metric module built locally (a
-:class:`evaluate.Metric` subclass defined here), so nothing is ever fetched from the hub and every
-pipeline and the comparison report share one implementation.
+Single-label figures are computed through Hugging Face ``evaluate`` with a metric module built locally (a
+:class:`evaluate.Metric` subclass defined here), so nothing is ever fetched from the hub; multi-label ones
+straight from scikit-learn (``evaluate``'s features would need one more layer for 0/1 matrices and
+probabilities). Every pipeline and the comparison report share this one implementation.
 """
 
 from __future__ import annotations
@@ -84,6 +86,46 @@ def score(references: Sequence[int], predictions: Sequence[int], labels: LabelSe
             "classes_without_rows": [name for name in labels.names if per_class[name]["support"] == 0],
             "weighted_f1": raw["weighted_f1"], "per_class": per_class,
             "labels": list(labels.names), "confusion_matrix": raw["confusion_matrix"]}
+
+
+def score_multilabel(truth, predicted, probabilities, labels: LabelSet) -> dict:
+    """Score multi-label predictions: ``truth`` and ``predicted`` are 0/1 ``(n, labels)`` arrays (columns in
+    ``labels`` order), ``probabilities`` the scores they were thresholded from.
+
+    Returns ``micro_f1`` (the headline: every label decision counts once), ``macro_f1`` (the mean over labels
+    with at least one true row; those without are listed in ``classes_without_rows``), ``samples_f1`` (the
+    mean over texts; a text with no true and no predicted label scores 1), ``subset_accuracy`` (the whole label
+    set right), ``hamming_loss`` (the share of wrong label decisions), ``lrap`` (label-ranking average precision
+    of the probabilities, over texts with at least one label), ``n``, ``per_class`` (label → precision, recall,
+    f1, support, predicted: how many texts got the label) and ``labels``. ``accuracy`` is ``subset_accuracy``, so
+    tables written for single-label runs read something meaningful.
+    """
+    import numpy as np
+    from sklearn.metrics import f1_score, hamming_loss, label_ranking_average_precision_score, precision_recall_fscore_support
+
+    truth, predicted = np.asarray(truth, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    n = len(truth)
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, average=None, zero_division=0)
+    present = [j for j in range(len(labels)) if support[j] > 0]
+    with_labels = truth.sum(axis=1) > 0
+    lrap = (float(label_ranking_average_precision_score(truth[with_labels], probabilities[with_labels]))
+            if with_labels.any() else None)
+    subset = float((truth == predicted).all(axis=1).mean()) if n else 0.0
+    per_class = {name: {"precision": float(precision[j]), "recall": float(recall[j]), "f1": float(f1[j]),
+                        "support": int(support[j]), "predicted": int(predicted[:, j].sum())}
+                 for j, name in enumerate(labels.names)}
+    return {
+        "n": n, "multi_label": True,
+        "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)) if n else 0.0,
+        "macro_f1": float(np.mean([f1[j] for j in present])) if present else 0.0,
+        "samples_f1": float(f1_score(truth, predicted, average="samples", zero_division=1.0)) if n else 0.0,
+        "subset_accuracy": subset, "accuracy": subset,
+        "hamming_loss": float(hamming_loss(truth, predicted)) if n else 0.0,
+        "lrap": lrap,
+        "classes_without_rows": [name for name in labels.names if per_class[name]["support"] == 0],
+        "per_class": per_class, "labels": list(labels.names),
+    }
 
 
 # Shown instead of a class's recall and F1 when the split has no row of it: both are 0/0, undefined. (The
