@@ -70,6 +70,55 @@ def make_hard_rows(n: int = 240, seed: int = 0, noise: float = HARD_NOISE) -> li
     return [(text, other[label] if i in flipped else label) for i, (text, label) in enumerate(rows)]
 
 
+# Multi-label and pair fixtures: word groups from the lists above (so tiny_bert's vocabulary covers them).
+ASPECTS = {"clean": POSITIVE[:3], "noisy": NEGATIVE[:3], "value": POSITIVE[5:8]}
+TOPICS = [POSITIVE[:3], NEGATIVE[:3], POSITIVE[5:8], NEGATIVE[5:8]]
+
+
+def make_multilabel_rows(n: int = 240, seed: int = 0, noise: float = 0.06) -> list[tuple[str, str]]:
+    """``(text, "a|b")`` rows: each of the labels in :data:`ASPECTS` applies with probability 0.4 (so some rows
+    have none, some several), and a text holds one word of each label that applies among three neutral words.
+    Then a ``noise`` share of the label decisions (seeded) is flipped: a model that learns scores well below 1.0
+    micro-F1; one trained on shuffled rows scores near the label frequency."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    names = sorted(ASPECTS)
+    while len(rows) < n:
+        applies = [name for name in names if rng.random() < 0.4]
+        tokens = [rng.choice(ASPECTS[name]) for name in applies] + rng.sample(NEUTRAL, 3)
+        rng.shuffle(tokens)
+        text = "，".join(tokens) + "。"
+        if text not in seen:
+            seen.add(text)
+            rows.append((text, applies))
+    noisy = []
+    for text, applies in rows:
+        flipped = {name for name in names if rng.random() < noise}
+        noisy.append((text, "|".join(sorted(set(applies) ^ flipped))))
+    return noisy
+
+
+def make_pair_rows(n: int = 240, seed: int = 0, noise: float = 0.05) -> list[tuple[str, str, str]]:
+    """``(text, second text, label)`` rows: each text holds two words of one of :data:`TOPICS` among neutral words;
+    the label is ``same`` when both texts are on one topic, else ``different`` (half each). Only the pair decides:
+    either text alone says nothing about the label. A ``noise`` share of labels is flipped."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        same = len(rows) % 2 == 0
+        first = rng.randrange(len(TOPICS))
+        second = first if same else rng.choice([t for t in range(len(TOPICS)) if t != first])
+        # Two words of the topic in each text: word vectors learn the topics from their co-occurrence.
+        texts = tuple("，".join(rng.sample(NEUTRAL, 2) + rng.sample(TOPICS[t], 2)) + "。" for t in (first, second))
+        if texts not in seen:
+            seen.add(texts)
+            label = "same" if same else "different"
+            if rng.random() < noise:
+                label = "different" if same else "same"
+            rows.append((*texts, label))
+    return rows
+
+
 def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
     """Write rows with a header as CSV/TSV."""
     with open(path, "w", encoding="utf-8", newline="") as handle:

@@ -13,7 +13,6 @@ from textxfer.data.dataset import TextDataset
 from textxfer.errors import TextxferError
 from textxfer.core.imports import skops_io
 from textxfer.data.labels import LabelSet
-from textxfer.data.shape import require_single
 from textxfer.data.tables import unicode_safe
 from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
@@ -94,31 +93,37 @@ class BaselineClassifier(ClassifierBase):
             progress: bool = False) -> "BaselineClassifier":
         """Train vectors (or read pretrained ones) and the forest on ``train``; returns ``self``.
 
-        ``validation`` is not needed by this pipeline (the forest has no early stopping).
+        ``validation`` sets a multi-label model's per-label thresholds; a single-label forest does not use it (it
+        has no early stopping). Text pairs: both texts' tokens train the vectors and the word statistics, and
+        the forest reads :func:`pair_features` of the two averaged vectors.
         """
-        require_single(train.shape, "the baseline")
         cfg = self.config
-        self.labels = labels or LabelSet.from_labels(train.labels)
-        self.tokenizer_ = resolve_tokenizer(cfg.tokenizer, train.texts)
+        self.labels = self.begin_fit(train, labels)
+        self.tokenizer_ = resolve_tokenizer(cfg.tokenizer, train.texts + (train.pairs or []))
         self.tokenizer_engine_ = jieba_engine()[0] if self.tokenizer_ == "jieba" else "regex"
-        tokens = tokenize(train.texts, self.tokenizer_, progress, len(train))
+        parts = [tokenize(texts, self.tokenizer_, progress, len(texts)) for texts in _parts(train)]
+        tokens = [sum(row, []) for row in zip(*parts)] if len(parts) > 1 else parts[0]  # a row's words, both texts
+        # The label ids of each row: one for a single-label row, any number (none included) for a multi-label one.
+        ids = ([list(row.nonzero()[0]) for row in self.labels.indicators(train.labels)] if self.labels.multi_label
+               else [[i] for i in self.labels.encode(train.labels)])
         if cfg.vectors:
             vocab, matrix = read_pretrained(cfg.vectors)
         else:
             markers = [label_token(name) for name in self.labels.names]
-            sentences = ([with_label_tokens(t, markers[i], cfg.label_tokens) for t, i in zip(tokens, self.labels.encode(train.labels))]
-                         if cfg.label_tokens else tokens)
+            sentences = ([with_label_tokens(t, [markers[i] for i in row], cfg.label_tokens)
+                          for part in parts for t, row in zip(part, ids)] if cfg.label_tokens else sum(parts, []))
             corpus = sentences + self._corpus_tokens(progress)
             vocab, matrix = train_word2vec(corpus, cfg.vector_size, cfg.window, cfg.min_count, cfg.epochs, cfg.sg,
                                            cfg.negative, cfg.sample, _workers(cfg.n_jobs), cfg.seed, progress,
                                            exclude=frozenset(markers))
-        y = np.asarray(self.labels.encode(train.labels))
+        y = self.labels.indicators(train.labels) if self.labels.multi_label else np.asarray(self.labels.encode(train.labels))
         idf, log_ratio = word_statistics(vocab, tokens, y, len(self.labels))
         if cfg.label_dimensions:
             matrix = np.hstack([matrix, log_ratio.T.astype(np.float32)])
         self.vectors_ = WordVectors(vocab, matrix, word_weights(idf, log_ratio, cfg.weighting))
-        features, empty = self.vectors_.embed(tokens)
+        features, empty = _combine([self.vectors_.embed(part) for part in parts])
         self.forest_ = self._fit_forest(features, y, progress)
+        self.end_fit(validation)
         self.fit_stats_ = {"train_texts": len(train), "vocabulary": len(vocab),
                            "train_texts_without_known_words": empty, "tokenizer": self.tokenizer_,
                            "tokenizer_engine": self.tokenizer_engine_,
@@ -160,15 +165,18 @@ class BaselineClassifier(ClassifierBase):
         return forest
 
     # -- inference ------------------------------------------------------------------------------
-    def features(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
-        """Text vectors for ``texts`` and how many texts had no known word (their vector is zero)."""
+    def features(self, texts: Sequence) -> tuple[np.ndarray, int]:
+        """The forest's input for ``texts`` (text vectors, or :func:`pair_features` of pairs) and how many inputs had
+        no known word (their text vector is zero; for a pair, in either text)."""
         self._check_fitted()
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.vectors_.embed(tokenize([unicode_safe(t) for t in texts], self.tokenizer_))
+        inputs = self.check_inputs(texts)
+        parts = ([[unicode_safe(item[k]) for item in inputs] for k in (0, 1)] if self.shape.pair
+                 else [[unicode_safe(t) for t in inputs]])
+        return _combine([self.vectors_.embed(tokenize(part, self.tokenizer_)) for part in parts])
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities, one row per text, columns in ``self.labels`` order."""
+    def predict_proba(self, texts: Sequence) -> np.ndarray:
+        """Class probabilities, one row per text, columns in ``self.labels`` order (for a multi-label model, each
+        label's probability of applying)."""
         features, _ = self.features(texts)
         if len(features) == 0:
             return np.zeros((0, len(self.labels)))
@@ -176,9 +184,22 @@ class BaselineClassifier(ClassifierBase):
             # RandomForestClassifier.predict_proba costs ~35 ms per call however few the rows (a thread
             # pool, input checks): average the trees here as it does, validating the input once.
             rows = np.ascontiguousarray(features, dtype=np.float32)
-            total = sum(tree.predict_proba(rows, check_input=False) for tree in self.forest_.estimators_)
-            return total / len(self.forest_.estimators_)
-        return self.forest_.predict_proba(features)
+            outputs = [tree.predict_proba(rows, check_input=False) for tree in self.forest_.estimators_]
+            if self.labels.multi_label:  # one (n, classes) array per label from each tree
+                return self._positive_columns([sum(tree[j] for tree in outputs) / len(outputs)
+                                               for j in range(len(self.labels))])
+            return sum(outputs) / len(outputs)
+        probabilities = self.forest_.predict_proba(features)
+        return self._positive_columns(probabilities) if self.labels.multi_label else probabilities
+
+    def _positive_columns(self, per_label: list[np.ndarray]) -> np.ndarray:
+        """A multi-output forest's per-label ``(n, classes)`` probabilities → the ``(n, labels)`` probability that
+        each label applies (0 for a label the training rows never had, 1 for one they always had)."""
+        columns = []
+        for j, probabilities in enumerate(per_label):
+            classes = list(self.forest_.classes_[j])
+            columns.append(probabilities[:, classes.index(1)] if 1 in classes else np.zeros(len(probabilities)))
+        return np.stack(columns, axis=1)
 
     def input_report(self, texts: Sequence[str]) -> dict[str, int]:
         """Figures about inputs worth reporting: texts with no word known to the vectors."""
@@ -196,7 +217,7 @@ class BaselineClassifier(ClassifierBase):
         files["forest"] = FOREST_FILE
         config = {**asdict(self.config), "resolved_tokenizer": self.tokenizer_,
                   "tokenizer_engine": self.tokenizer_engine_}
-        write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files))
+        write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files, self.task_info()))
 
     @classmethod
     def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",
@@ -228,7 +249,10 @@ class BaselineClassifier(ClassifierBase):
 
         if not isinstance(model.forest_, RandomForestClassifier):
             raise TextxferError(f"{forest_path}: holds a {type(model.forest_).__name__}, not a RandomForestClassifier")
-        if list(model.forest_.classes_) != list(range(len(model.labels))):
+        classes = model.forest_.classes_
+        expected = (len(classes) == len(model.labels) and all(set(map(int, c)) <= {0, 1} for c in classes)
+                    if model.labels.multi_label else list(classes) == list(range(len(model.labels))))
+        if not expected:
             raise TextxferError(f"{forest_path}: the forest's classes do not match the manifest's labels")
         return model
 
@@ -238,15 +262,41 @@ def label_token(name: str) -> str:
     return f"__textxfer_label__{name}__"
 
 
-def with_label_tokens(tokens: list[str], marker: str, every: int) -> list[str]:
-    """``tokens`` with ``marker`` before every ``every``-th token and at the end."""
-    out = []
+def with_label_tokens(tokens: list[str], markers: list[str], every: int) -> list[str]:
+    """``tokens`` with a label marker before every ``every``-th token and at the end; a row with several labels
+    takes its ``markers`` in turn, a row with none gets no marker."""
+    if not markers:
+        return list(tokens)
+    out, placed = [], 0
     for position, token in enumerate(tokens):
         if position % every == 0:
-            out.append(marker)
+            out.append(markers[placed % len(markers)])
+            placed += 1
         out.append(token)
-    out.append(marker)
+    out.append(markers[placed % len(markers)])
     return out
+
+
+def _parts(dataset: TextDataset) -> list[list[str]]:
+    """The texts of each side of a dataset's rows: one list, or two for text pairs."""
+    return [dataset.texts, dataset.pairs] if dataset.pairs is not None else [dataset.texts]
+
+
+def _combine(embedded: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int]:
+    """One side's text vectors as they are; two sides' as :func:`pair_features`. With how many rows had a side
+    without a known word."""
+    if len(embedded) == 1:
+        return embedded[0]
+    (a, _), (b, _) = embedded
+    empty = int(((np.abs(a).sum(axis=1) == 0) | (np.abs(b).sum(axis=1) == 0)).sum())
+    return pair_features(a, b), empty
+
+
+def pair_features(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The forest's features of text pairs from their two averaged vectors: ``[a, b, a·b, |a − b|]`` (element-wise;
+    InferSent's matching features, Conneau et al., 2017): the texts themselves, where they agree and where they
+    differ."""
+    return np.hstack([a, b, a * b, np.abs(a - b)])
 
 
 def word_statistics(vocab: list[str], tokens: list[list[str]], y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -254,18 +304,24 @@ def word_statistics(vocab: list[str], tokens: list[list[str]], y: np.ndarray, n_
 
     idf is ``log((1 + N) / (1 + df)) + 1``. The log-count ratio of a word for class k is the smoothed log
     share of class-k documents containing it minus the same for all other classes (NB-SVM, Wang &
-    Manning 2012): positive for words typical of k, negative for words typical of the rest.
+    Manning 2012): positive for words typical of k, negative for words typical of the rest. ``y``: a class id
+    per text, or for multi-label texts a 0/1 ``[N, K]`` matrix — then "the rest" of label k is the texts
+    without it (one-vs-rest), since a text may carry several labels or none.
     """
     index = {word: i for i, word in enumerate(vocab)}
     document_frequency = np.zeros(len(vocab))
     class_counts = np.zeros((n_classes, len(vocab)))
+    multi_label = y.ndim == 2
     for text_tokens, label in zip(tokens, y):
         ids = [index[t] for t in set(text_tokens) if t in index]
         document_frequency[ids] += 1
-        class_counts[label, ids] += 1
+        for k in (label.nonzero()[0] if multi_label else (label,)):
+            class_counts[k, ids] += 1
     idf = np.log((1 + len(tokens)) / (1 + document_frequency)) + 1
     smoothed = class_counts + 1
-    others = smoothed.sum(axis=0) - smoothed + 1
+    # The rest of class k: the other classes' counts; for multi-label rows (a text may be in several classes,
+    # or none), the texts without label k.
+    others = (document_frequency - class_counts + 1) if multi_label else smoothed.sum(axis=0) - smoothed + 1
     log_ratio = (np.log(smoothed / smoothed.sum(axis=1, keepdims=True))
                  - np.log(others / others.sum(axis=1, keepdims=True)))
     return idf, log_ratio

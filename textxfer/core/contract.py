@@ -16,6 +16,7 @@ import numpy as np
 
 from textxfer.errors import TextxferError
 from textxfer.data.labels import LabelSet
+from textxfer.data.shape import SINGLE, TaskShape
 from textxfer.core.manifest import read_manifest
 from textxfer.core.runs import atomic_output_dir
 
@@ -37,6 +38,11 @@ class ClassifierBase(abc.ABC):
     labels: LabelSet  # set by fit() and load(): the classes, in the order of predict_proba's columns
     # Texts per forward pass for models that batch (None: the model's default for its device).
     predict_batch_size: int | None = None
+    # The task shape the model was trained on (set by begin_fit and load) and, for multi-label models, one
+    # decision threshold per label (set by end_fit and load).
+    shape: TaskShape = SINGLE
+    thresholds: np.ndarray | None = None
+    thresholds_from: str = ""
 
     # -- what every kind implements --------------------------------------------------------------
     @abc.abstractmethod
@@ -85,12 +91,74 @@ class ClassifierBase(abc.ABC):
         model = cls.from_manifest(folder, manifest, LabelSet.from_dict(manifest["labels"]), device, precision,
                                   load_member)
         model.loaded_from = folder
+        task = manifest.get("task") or {}
+        model.shape = TaskShape.from_dict(task.get("shape"))
+        if model.shape.multi_label:
+            model.thresholds = np.asarray(task["thresholds"], dtype=np.float64)
+            model.thresholds_from = task.get("thresholds_from", "")
         return model
 
-    def predict(self, texts: Sequence[str]) -> list[str | int]:
-        """The most probable label per text (integers for integer label sets)."""
-        ids = self.predict_proba(texts).argmax(axis=1)
+    def predict(self, texts: Sequence) -> list:
+        """The most probable label per text (integers for integer label sets); for a multi-label model, the list
+        of labels whose probability reaches their threshold (possibly empty)."""
+        probabilities = self.predict_proba(texts)
+        if self.labels.multi_label:
+            from textxfer.core.thresholds import decide
+
+            return [[self.labels.value(self.labels.names[j]) for j in row.nonzero()[0]]
+                    for row in decide(probabilities, self.thresholds)]
+        ids = probabilities.argmax(axis=1)
         return [self.labels.value(self.labels.names[i]) for i in ids]
+
+    # -- task shapes: what a kind calls from fit and write ------------------------------------------
+    def begin_fit(self, train, labels: LabelSet | None) -> LabelSet:
+        """Record ``train``'s shape and return the label set to train on (``labels`` or ``train``'s own)."""
+        self.shape = train.shape
+        self.thresholds, self.thresholds_from = None, ""
+        labels = labels or LabelSet.from_labels(train.labels, train.shape.multi_label)
+        self.shape.refuse_other(TaskShape(labels.multi_label, text_pair_column=train.shape.text_pair_column),
+                                "the label set", "pass labels of the data's own shape")
+        return labels
+
+    def end_fit(self, validation, threshold: float | None = None) -> None:
+        """For a multi-label model: one threshold per label, maximising each label's F1 on ``validation``, or
+        ``threshold`` for all labels when given (``--threshold 0.5``) or when there is no validation split."""
+        if not self.labels.multi_label:
+            return
+        from textxfer.core.thresholds import DEFAULT_THRESHOLD, tune_thresholds
+
+        if threshold is not None or validation is None or not len(validation):
+            self.thresholds = np.full(len(self.labels), DEFAULT_THRESHOLD if threshold is None else float(threshold))
+            self.thresholds_from = "given" if threshold is not None else "fixed: no validation split"
+            return
+        truth = self.labels.indicators(validation.labels)
+        self.thresholds, kept = tune_thresholds(truth, self.predict_proba(validation.inputs))
+        self.thresholds_from = "validation" + (f" ({len(kept)} label(s) kept at 0.5: no positive or negative "
+                                               "validation row)" if kept else "")
+
+    def task_info(self) -> dict | None:
+        """The manifest's ``task`` entry (None for single-label texts, whose manifests have none)."""
+        if self.shape.single:
+            return None
+        info = {"shape": self.shape.to_dict()}
+        if self.labels.multi_label:
+            info |= {"thresholds": [round(float(t), 6) for t in self.thresholds], "thresholds_from": self.thresholds_from}
+        return info
+
+    def check_inputs(self, texts: Sequence) -> list:
+        """``texts`` as a list of model inputs — strings, or ``(text, second text)`` pairs for a pair model (a lone
+        string, or a lone pair tuple, is one input); one line when an input is of the other form."""
+        if isinstance(texts, str) or (self.shape.pair and isinstance(texts, tuple) and _is_pair(texts)):
+            texts = [texts]
+        inputs = list(texts)
+        for i, item in enumerate(inputs):
+            if self.shape.pair and not _is_pair(item):
+                raise TextxferError(f"input {i + 1}: this model reads text pairs, got {item!r:.60}; pass a (text, second "
+                                    "text) pair per input")
+            if not self.shape.pair and not isinstance(item, str):
+                raise TextxferError(f"input {i + 1}: this model reads single texts, got {item!r:.60}"
+                                    f"{' (it was not trained on text pairs)' if _is_pair(item) else ''}")
+        return [tuple(item) for item in inputs] if self.shape.pair else inputs
 
     def save(self, folder: str | Path, data_info: dict | None = None) -> None:
         """Write the model to ``folder`` atomically (an earlier model there survives a failure)."""
@@ -145,3 +213,7 @@ class ClassifierBase(abc.ABC):
     def _check_fitted(self) -> None:
         if not self.fitted:
             raise TextxferError(f"this {type(self).__name__} is not trained yet: call fit() or load()")
+
+
+def _is_pair(item) -> bool:
+    return isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(t, str) for t in item)

@@ -37,8 +37,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def build_manifest(kind: str, labels: LabelSet, config: dict, data: dict, files: dict[str, str]) -> dict:
-    """The manifest dict for a model of ``kind``; ``files`` maps a role to a file name in the folder."""
+def build_manifest(kind: str, labels: LabelSet, config: dict, data: dict, files: dict[str, str],
+                   task: dict | None = None) -> dict:
+    """The manifest dict for a model of ``kind``; ``files`` maps a role to a file name in the folder. ``task``
+    (``ClassifierBase.task_info``): the task shape and, for multi-label models, the decision thresholds — written
+    only for shapes other than single-label texts, so those manifests stay as they were."""
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}")
     return {
@@ -49,6 +52,7 @@ def build_manifest(kind: str, labels: LabelSet, config: dict, data: dict, files:
         "config": config,
         "data": data,
         "files": files,
+        **({"task": task} if task else {}),
         "libraries": library_versions(),
     }
 
@@ -97,7 +101,38 @@ def read_manifest(folder: str | Path) -> dict:
             raise TextxferError(f"{path}: {name} is a link to a file outside the model folder; refusing to load")
     _check_labels(path, manifest.get("labels"))
     _check_consistency(path, folder, manifest)
+    _check_task(path, manifest)
     return manifest
+
+
+def _check_task(path: Path, manifest: dict) -> None:
+    """The ``task`` entry: a shape, multi-label exactly when the label set is, and for multi-label models one
+    threshold in [0, 1] per label."""
+    from textxfer.data.shape import TaskShape
+
+    task = manifest.get("task")
+    if task is None:
+        if manifest["labels"].get("multi_label"):
+            raise TextxferError(f"{path}: inconsistent manifest (multi-label labels but no 'task' entry with their "
+                                "thresholds); re-train or restore the folder")
+        return
+    fix = "re-train or restore the folder"
+    if not isinstance(task, dict):
+        raise TextxferError(f"{path}: corrupt manifest ('task' must be a JSON object); {fix}")
+    try:
+        shape = TaskShape.from_dict(task.get("shape"), str(path))
+    except TextxferError as exc:
+        raise TextxferError(f"{exc}; {fix}") from None
+    if shape.multi_label != bool(manifest["labels"].get("multi_label")):
+        raise TextxferError(f"{path}: inconsistent manifest (task.shape.multi_label is {shape.multi_label} but the "
+                            f"label set says otherwise); {fix}")
+    if shape.multi_label:
+        thresholds = task.get("thresholds")
+        count = len(manifest["labels"]["names"])
+        if not (isinstance(thresholds, list) and len(thresholds) == count
+                and all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds)):
+            raise TextxferError(f"{path}: corrupt manifest (task.thresholds must list {count} numbers in [0, 1], one "
+                                f"per label, got {thresholds!r:.80}); {fix}")
 
 
 def _check_labels(path: Path, labels) -> None:

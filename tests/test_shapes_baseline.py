@@ -1,0 +1,96 @@
+"""The baseline on multi-label rows and on text pairs: it learns them, thresholds come from validation, and a
+saved model keeps its shape and refuses inputs of the other one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_multilabel_rows, make_pair_rows, write_csv
+from textxfer.baseline.pipeline import BaselineClassifier, pair_features, with_label_tokens
+from textxfer.classifier import load
+from textxfer.core.metrics import score, score_multilabel
+from textxfer.core.thresholds import decide
+from textxfer.data.dataset import DataOptions, load_data
+from textxfer.errors import TextxferError
+
+
+@pytest.fixture(scope="module")
+def multilabel_data(tmp_path_factory):
+    path = write_csv(tmp_path_factory.mktemp("ml") / "aspects.csv", make_multilabel_rows(300), header=("text", "tags"))
+    return load_data(DataOptions(data=str(path), label_column="tags", label_separator="|", validation_size=0.2,
+                                 test_size=0.2))
+
+
+@pytest.fixture(scope="module")
+def pair_data(tmp_path_factory):
+    path = write_csv(tmp_path_factory.mktemp("pairs") / "pairs.csv", make_pair_rows(400),
+                     header=("first", "second", "label"))
+    return load_data(DataOptions(data=str(path), text_column="first", text_pair_column="second", test_size=0.2))
+
+
+def _micro_f1(model, data):
+    probabilities = model.predict_proba(data.test.inputs)
+    truth = data.labels.indicators(data.test.labels)
+    return score_multilabel(truth, decide(probabilities, model.thresholds), probabilities, data.labels)["micro_f1"]
+
+
+def test_multi_label_baseline_learns_each_label_and_sets_thresholds_on_validation(multilabel_data, fast_config):
+    model = BaselineClassifier(fast_config).fit(multilabel_data.train, multilabel_data.validation)
+    assert model.labels.multi_label and model.labels.names == ("clean", "noisy", "value")
+    assert model.thresholds.shape == (3,) and model.thresholds_from.startswith("validation")
+    f1 = _micro_f1(model, multilabel_data)
+    # 6% of label decisions are flipped: a model that learns stays below 1.0 but far above a shuffled one.
+    assert 0.75 < f1 < 1.0
+    rng = np.random.default_rng(0)
+    train = multilabel_data.train
+    scrambled = type(train)(train.texts, [train.labels[i] for i in rng.permutation(len(train))], train.rows,
+                            train.origin, train.pairs, train.shape)
+    noise_model = BaselineClassifier(fast_config).fit(scrambled, multilabel_data.validation)
+    assert _micro_f1(noise_model, multilabel_data) < f1 - 0.25
+    predicted = model.predict(multilabel_data.test.inputs)
+    assert all(isinstance(labels, list) for labels in predicted) and any(len(labels) > 1 for labels in predicted)
+
+
+def test_a_saved_multi_label_baseline_keeps_its_thresholds(multilabel_data, fast_config, tmp_path):
+    model = BaselineClassifier(fast_config).fit(multilabel_data.train, multilabel_data.validation)
+    model.thresholds = np.array([0.2, 0.6, 0.45])  # distinct values, to see that they come back
+    model.save(tmp_path / "m")
+    loaded = load(tmp_path / "m")
+    assert loaded.thresholds.tolist() == [0.2, 0.6, 0.45] and loaded.labels == model.labels
+    assert loaded.predict(multilabel_data.test.inputs) == model.predict(multilabel_data.test.inputs)
+    assert loaded.shape.multi_label and loaded.shape.label_separator == "|"
+
+
+def test_pair_baseline_reads_both_texts(pair_data, fast_config):
+    model = BaselineClassifier(fast_config).fit(pair_data.train, pair_data.validation)
+    accuracy = score(pair_data.labels.encode(pair_data.test.labels),
+                     model.predict_proba(pair_data.test.inputs).argmax(axis=1), pair_data.labels)["accuracy"]
+    # Only the pair decides the label (either text alone is at chance); 5% of labels are flipped.
+    assert 0.8 < accuracy < 1.0
+    first_only = type(pair_data.train)(pair_data.train.texts, pair_data.train.labels, pair_data.train.rows, "x")
+    alone = BaselineClassifier(fast_config).fit(first_only)
+    assert score(pair_data.labels.encode(pair_data.test.labels), alone.predict_proba(pair_data.test.texts).argmax(axis=1),
+                 pair_data.labels)["accuracy"] < 0.65
+
+
+def test_a_pair_model_refuses_single_texts_and_a_text_model_refuses_pairs(pair_data, fast_config, tmp_path):
+    model = BaselineClassifier(fast_config).fit(pair_data.train)
+    model.save(tmp_path / "pairs")
+    loaded = load(tmp_path / "pairs")
+    a, b = pair_data.test.inputs[0]
+    assert loaded.predict((a, b)) == loaded.predict([(a, b)]) == model.predict([[a, b]])
+    with pytest.raises(TextxferError, match="input 1: this model reads text pairs"):
+        loaded.predict(["just one text"])
+    single = BaselineClassifier(fast_config).fit(type(pair_data.train)(pair_data.train.texts, pair_data.train.labels,
+                                                                       pair_data.train.rows, "x"))
+    with pytest.raises(TextxferError, match="input 1: this model reads single texts.*not trained on text pairs"):
+        single.predict([(a, b)])
+
+
+def test_label_tokens_take_turns_and_pair_features_hold_agreement_and_difference():
+    assert with_label_tokens(["a", "b", "c", "d"], ["X", "Y"], 2) == ["X", "a", "b", "Y", "c", "d", "X"]
+    assert with_label_tokens(["a", "b"], [], 2) == ["a", "b"]
+    assert with_label_tokens(["a", "b", "c"], ["X"], 2) == ["X", "a", "b", "X", "c", "X"]  # the single-label form
+    a, b = np.array([[1.0, -2.0]]), np.array([[3.0, 1.0]])
+    assert pair_features(a, b).tolist() == [[1, -2, 3, 1, 3, -2, 2, 3]]
