@@ -74,3 +74,27 @@ def test_multi_label_scores_against_hand_computed_figures():
     assert m["lrap"] == pytest.approx(1.0)
     worse = score_multilabel(truth, predicted, probabilities[:, ::-1], labels)
     assert worse["lrap"] < 0.7 and worse["micro_f1"] == m["micro_f1"]  # LRAP reads the probabilities only
+
+
+def test_a_weak_label_is_not_given_to_every_text_even_where_that_maximises_f1():
+    rng = np.random.default_rng(2)
+    truth = (rng.random((100, 1)) < 0.4).astype(int)
+    probabilities = rng.random((100, 1))  # no signal: "every text" would score F1 2p / (1 + p) ≈ 0.57
+    thresholds, _ = tune_thresholds(truth, probabilities)
+    assert decide(probabilities, thresholds).sum() < 100
+
+
+def test_the_guard_flags_a_label_given_to_every_text_and_lists_labels_never_given():
+    from textxfer.evaluation.guard import check_multilabel
+
+    labels = LabelSet(("a", "b", "c"), multi_label=True)
+    truth = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 1]] * 10)
+    fine = score_multilabel(truth, truth, truth.astype(float), labels)
+    assert check_multilabel(fine) == {"split": "validation", "n": 40, "degenerate": False, "reasons": [],
+                                      "never_predicted": [], "always_predicted": [], "micro_f1": 1.0}
+    always_a = truth.copy()
+    always_a[:, 0], always_a[:, 1] = 1, 0
+    check = check_multilabel(score_multilabel(truth, always_a, always_a.astype(float), labels))
+    assert check["degenerate"] and check["always_predicted"] == ["a"] and check["never_predicted"] == ["b"]
+    nothing = check_multilabel(score_multilabel(truth, 0 * truth, 0.0 * truth, labels))
+    assert nothing["degenerate"] and "no label for any validation text" in nothing["reasons"][-1]

@@ -94,3 +94,30 @@ def test_label_tokens_take_turns_and_pair_features_hold_agreement_and_difference
     assert with_label_tokens(["a", "b", "c"], ["X"], 2) == ["X", "a", "b", "X", "c", "X"]  # the single-label form
     a, b = np.array([[1.0, -2.0]]), np.array([[3.0, 1.0]])
     assert pair_features(a, b).tolist() == [[1, -2, 3, 1, 3, -2, 2, 3]]
+
+
+def test_the_baseline_command_scores_multi_label_and_pair_runs(tmp_path, capsys):
+    import json
+
+    from textxfer.cli import main
+
+    aspects = write_csv(tmp_path / "aspects.csv", make_multilabel_rows(300), header=("text", "tags"))
+    assert main(["baseline", "--data", str(aspects), "--label-column", "tags", "--label-separator", "|",
+                 "--output", str(tmp_path / "ml"), "--no-progress", "--vector-size", "16", "--n-estimators", "20",
+                 "--min-count", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "micro-F1" in printed and "hamming" in printed
+    metrics = json.loads((tmp_path / "ml" / "metrics.json").read_text())
+    assert metrics["test"]["multi_label"] and 0.7 < metrics["test"]["micro_f1"] < 1.0
+    predictions = json.loads((tmp_path / "ml" / "predictions.json").read_text())
+    assert all(isinstance(ids, list) for ids in predictions["splits"]["test"]["predicted"])
+    check = json.loads((tmp_path / "ml" / "report.json").read_text())["model_check"]
+    assert check["degenerate"] is False and check["always_predicted"] == []
+
+    pairs = write_csv(tmp_path / "pairs.csv", make_pair_rows(300), header=("first", "second", "label"))
+    assert main(["baseline", "--data", str(pairs), "--text-column", "first", "--text-pair-column", "second",
+                 "--output", str(tmp_path / "pairs"), "--no-progress", "--vector-size", "16", "--n-estimators", "20",
+                 "--min-count", "1"]) == 0
+    metrics = json.loads((tmp_path / "pairs" / "metrics.json").read_text())
+    assert 0.8 < metrics["test"]["accuracy"] <= 1.0
+    assert load(tmp_path / "pairs").shape.text_pair_column == "second"

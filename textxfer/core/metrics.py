@@ -128,6 +128,24 @@ def score_multilabel(truth, predicted, probabilities, labels: LabelSet) -> dict:
     }
 
 
+def score_probabilities(labels: LabelSet, truth: Sequence, probabilities, thresholds=None) -> dict:
+    """Score a model's ``probabilities`` (rows × ``labels``) against the true labels of the rows (label names; for a
+    multi-label set, a tuple of names per row): the argmax for single-label sets, each label's ``thresholds`` for
+    multi-label ones. The one entry point that every shape goes through."""
+    import numpy as np
+
+    if labels.multi_label:
+        return score_multilabel(labels.indicators(truth), decided(probabilities, thresholds), probabilities, labels)
+    return score(labels.encode(truth), np.asarray(probabilities).argmax(axis=1), labels)
+
+
+def decided(probabilities, thresholds):
+    """A multi-label model's 0/1 decisions: each label where its probability reaches its threshold."""
+    from textxfer.core.thresholds import decide
+
+    return decide(probabilities, thresholds)
+
+
 # Shown instead of a class's recall and F1 when the split has no row of it: both are 0/0, undefined. (The
 # figures in metrics.json stay numbers, sklearn's 0.0, for whatever reads them; the class is marked there by
 # ``support`` 0 and ``classes_without_rows``, which is what the tables go by.)
@@ -155,12 +173,17 @@ def format_f1(metrics: dict, name: str) -> str:
 
 def format_table(results: dict[str, dict]) -> str:
     """A plain-text table of split → accuracy / macro-F1 / weighted-F1 / per-class F1 (:data:`NO_ROWS` for a class
-    the split has no row of)."""
-    names = next(iter(results.values()))["labels"] if results else []
-    header = ["split", "n", "accuracy", "macro-F1", "weighted-F1"] + [f"F1[{n}]" for n in names]
+    the split has no row of); for multi-label scores micro-F1 / macro-F1 / samples-F1 / subset accuracy / Hamming
+    loss / per-label F1."""
+    first = next(iter(results.values()), {})
+    names = first.get("labels", [])
+    multi = first.get("multi_label", False)
+    header = ["split", "n"] + (["micro-F1", "macro-F1", "samples-F1", "subset-acc", "hamming"] if multi
+                               else ["accuracy", "macro-F1", "weighted-F1"]) + [f"F1[{n}]" for n in names]
     lines = [header]
     for split, m in results.items():
-        lines.append([split, str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['weighted_f1']:.4f}"]
-                     + [format_f1(m, n) for n in names])
+        figures = ([m["micro_f1"], m["macro_f1"], m["samples_f1"], m["subset_accuracy"], m["hamming_loss"]] if multi
+                   else [m["accuracy"], m["macro_f1"], m["weighted_f1"]])
+        lines.append([split, str(m["n"])] + [f"{f:.4f}" for f in figures] + [format_f1(m, n) for n in names])
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in lines)

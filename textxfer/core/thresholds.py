@@ -19,7 +19,8 @@ def tune_thresholds(truth: np.ndarray, probabilities: np.ndarray) -> tuple[np.nd
     model's ``probabilities`` (same shape), and the reasons for the labels left at :data:`DEFAULT_THRESHOLD`.
 
     The threshold lies halfway between the lowest probability predicted positive and the next lower one, so it
-    does not sit on a validation text's score. Among thresholds with equal F1 the one nearest 0.5 wins. A label
+    does not sit on a validation text's score; it never lies below every validation score (the label would be
+    given to every text). Among thresholds with equal F1 the one nearest 0.5 wins. A label
     with no positive (or no negative) validation row has no F1 to maximise: it keeps 0.5.
     """
     truth = np.asarray(truth, dtype=bool)
@@ -48,6 +49,8 @@ def _best_threshold(truth: np.ndarray, scores: np.ndarray, positives: int) -> fl
     f1 = 2 * true_positives / (k + positives)
     below = np.r_[ranked[last_of_run][1:], 0.0]  # the next lower score after each cut (0 below the last)
     cuts = (ranked[last_of_run] + below) / 2
+    if len(cuts) > 1:  # never the cut below every score: a label given to every text is no decision (and F1 often
+        f1, cuts = f1[:-1], cuts[:-1]  # favours it for a weak model: 2p / (1 + p) for a label of share p)
     best = f1.max()
     candidates = cuts[np.isclose(f1, best, rtol=0, atol=1e-12)]
     return float(candidates[np.argmin(np.abs(candidates - DEFAULT_THRESHOLD))])

@@ -171,9 +171,9 @@ def load_data(options: DataOptions) -> PreparedData:
     if options.unlabelled:
         from textxfer.data.unlabelled import check_against_split, read_unlabelled
 
-        if shape.pair:
-            raise TextxferError(f"--unlabelled {options.unlabelled}: self-training on text pairs is not supported yet; "
-                                "leave out --unlabelled")
+        if not shape.single:
+            raise TextxferError(f"--unlabelled {options.unlabelled}: self-training on {shape.describe()} is not supported "
+                                "yet; leave out --unlabelled")
         if not datasets["validation"].texts:
             raise TextxferError(f"--unlabelled {options.unlabelled}: self-training needs a validation split to tell "
                                 "whether the pseudo-labels helped; pass --validation or a --validation-size above 0")

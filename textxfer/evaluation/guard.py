@@ -55,6 +55,30 @@ def check_model(metrics: dict, train_labels: Sequence, labels: LabelSet, split: 
     return check
 
 
+def check_multilabel(metrics: dict, split: str = "validation") -> dict:
+    """Judge a multi-label split's scores (:func:`textxfer.core.metrics.score_multilabel`): a label predicted for
+    every text while it is not true of nearly all, or no label ever predicted, makes the model degenerate; a
+    label never predicted although the split has rows of it is listed (rare labels often are: a note, not a
+    verdict)."""
+    n = metrics["n"]
+    check = {"split": split, "n": n, "degenerate": False, "reasons": [], "never_predicted": [], "always_predicted": [],
+             "micro_f1": metrics["micro_f1"]}
+    if not n:
+        return check
+    for name, figures in metrics["per_class"].items():
+        if figures["predicted"] == 0 and figures["support"] > 0:
+            check["never_predicted"].append(name)
+        if figures["predicted"] == n and figures["support"] / n < NEARLY_ALL:
+            check["always_predicted"].append(name)
+    if check["always_predicted"]:
+        listed = ", ".join(f"'{name}'" for name in check["always_predicted"])
+        check["reasons"].append(f"it predicts label(s) {listed} for every {split} text")
+    if all(figures["predicted"] == 0 for figures in metrics["per_class"].values()):
+        check["reasons"].append(f"it predicts no label for any {split} text")
+    check["degenerate"] = bool(check["reasons"])
+    return check
+
+
 ADVICE = {"finetune": "give it more updates (--min-steps, --head-learning-rate, --epochs), try another --strategy, or add data",
           "baseline": "add data, or compare with the fine-tuned pipeline"}
 

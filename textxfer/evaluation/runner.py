@@ -11,9 +11,9 @@ from pathlib import Path
 from textxfer.data.dataset import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
 from textxfer.evaluation import self_training
-from textxfer.evaluation.guard import check_model, warning_line
+from textxfer.evaluation.guard import check_model, check_multilabel, warning_line
 from textxfer.core.manifest import read_manifest
-from textxfer.core.metrics import format_table, score
+from textxfer.core.metrics import decided, format_table, score_probabilities
 from textxfer.core.runs import PREDICTIONS, atomic_output_dir, check_writable
 from textxfer.data.splits import differing_part, read_split_file, write_split_file
 
@@ -41,13 +41,21 @@ def evaluate_classifier(classifier, data: PreparedData, known: dict | None = Non
         if len(dataset):
             probabilities[name] = (known or {}).get(name)
             if probabilities[name] is None:
-                probabilities[name] = classifier.predict_proba(dataset.texts)
-            results[name] = score(data.labels.encode(dataset.labels), probabilities[name].argmax(axis=1), data.labels)
+                probabilities[name] = classifier.predict_proba(dataset.inputs)
+            results[name] = score_probabilities(data.labels, dataset.labels, probabilities[name], classifier.thresholds)
     return results, probabilities
 
 
-def predictions_record(data: PreparedData, predictions: dict[str, list[int]]) -> dict:
-    """``predictions.json``: per evaluation split, each row's number in its source and the predicted class id."""
+def predicted_ids(classifier, probabilities) -> list:
+    """Per row the predicted class id, or for a multi-label model the list of predicted label ids."""
+    if classifier.labels.multi_label:
+        return [[int(j) for j in row.nonzero()[0]] for row in decided(probabilities, classifier.thresholds)]
+    return [int(i) for i in probabilities.argmax(axis=1)]
+
+
+def predictions_record(data: PreparedData, predictions: dict[str, list]) -> dict:
+    """``predictions.json``: per evaluation split, each row's number in its source and the predicted class id
+    (for multi-label models, the list of predicted label ids)."""
     return {"labels": list(data.labels.names),
             "splits": {name: {"rows": getattr(data, name).rows, "predicted": ids} for name, ids in predictions.items()}}
 
@@ -91,20 +99,21 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     metrics, probabilities = evaluate_classifier(classifier, data, known)
-    predictions = {name: [int(i) for i in p.argmax(axis=1)] for name, p in probabilities.items()}
+    predictions = {name: predicted_ids(classifier, p) for name, p in probabilities.items()}
     evaluated = sum(m["n"] for m in metrics.values())
     predict_seconds = time.perf_counter() - started
     report = {
         "data": {"notes": data.notes, "counts": data.counts},
         "fit": classifier.fit_stats,
         "evaluation_inputs": {name: report for name in metrics
-                              if (report := classifier.input_report(getattr(data, name).texts))},
+                              if (report := classifier.input_report(getattr(data, name).inputs))},
         "timing": {"fit_seconds": round(fit_seconds, 3), "evaluate_seconds": round(predict_seconds, 3),
                    "predict_texts_per_second": round(evaluated / predict_seconds, 1) if predict_seconds else None},
     }
     if self_trained is not None:
         report["self_training"] = self_trained
-    report["model_check"] = (check_model(metrics["validation"], data.train.labels, data.labels)
+    report["model_check"] = ((check_multilabel(metrics["validation"]) if data.labels.multi_label
+                              else check_model(metrics["validation"], data.train.labels, data.labels))
                              if "validation" in metrics else {"degenerate": None, "reasons": [],
                                                               "note": "no validation split, so not checked"})
     data_info = {"fingerprints": {name: entry["sha256"] for name, entry in data.split_record["splits"].items()},
