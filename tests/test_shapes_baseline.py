@@ -121,3 +121,49 @@ def test_the_baseline_command_scores_multi_label_and_pair_runs(tmp_path, capsys)
     metrics = json.loads((tmp_path / "pairs" / "metrics.json").read_text())
     assert 0.8 < metrics["test"]["accuracy"] <= 1.0
     assert load(tmp_path / "pairs").shape.text_pair_column == "second"
+
+
+@pytest.fixture(scope="module")
+def multilabel_model(multilabel_data, tmp_path_factory):
+    from textxfer.baseline.pipeline import BaselineConfig
+
+    folder = tmp_path_factory.mktemp("model") / "ml"
+    BaselineClassifier(BaselineConfig(vector_size=16, epochs=5, min_count=1, n_estimators=20, n_jobs=1)).fit(
+        multilabel_data.train, multilabel_data.validation).save(folder)
+    return folder
+
+
+def _refusal(what, action):
+    with pytest.raises(TextxferError, match=f"{what} does not handle multi-label texts yet") as caught:
+        action()
+    assert "\n" not in str(caught.value)
+
+
+def test_commands_not_built_for_the_new_shapes_yet_refuse_them_in_one_line(multilabel_model, multilabel_data, tmp_path):
+    from textxfer import classifier
+    from textxfer.ensemble.pipeline import EnsembleClassifier
+    from textxfer.serving.predict_files import predict_file
+    from textxfer.serving.server import ServeSettings, create_app
+    from textxfer.transformer.export import export_onnx
+    from textxfer.transformer.pipeline import FinetuneClassifier
+
+    model = load(multilabel_model)
+    source = write_csv(tmp_path / "in.csv", [("干净，酒店。",)], header=("text",))
+    _refusal("textxfer.classifier.predict", lambda: classifier.predict(["干净"], model=model))
+    _refusal("textxfer predict --input", lambda: predict_file(model, str(source), str(tmp_path / "out.csv")))
+    _refusal("textxfer serve", lambda: create_app(ServeSettings(model=str(multilabel_model))))
+    _refusal("textxfer export", lambda: export_onnx(multilabel_model, tmp_path / "onnx"))
+    _refusal("an ensemble", lambda: EnsembleClassifier([model, model]).fit(multilabel_data.train))
+    _refusal("fine-tuning", lambda: FinetuneClassifier().fit(multilabel_data.train))
+
+
+@pytest.mark.parametrize("command", ["compare", "study"])
+def test_compare_and_study_refuse_the_new_shapes_in_one_line(command, tmp_path, capsys):
+    from textxfer.cli import main
+
+    aspects = write_csv(tmp_path / "aspects.csv", make_multilabel_rows(120), header=("text", "tags"))
+    assert main([command, "--data", str(aspects), "--label-column", "tags", "--label-separator", "|",
+                 "--output", str(tmp_path / "out"), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"textxfer {command} does not handle multi-label texts yet" in error[0]
+    assert not (tmp_path / "out").exists()

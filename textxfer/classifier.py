@@ -18,6 +18,7 @@ from textxfer.errors import TextxferError
 from textxfer.core.contract import ClassifierBase
 from textxfer.core.manifest import read_manifest
 from textxfer.registry import KINDS, kind_class, load
+from textxfer.data.shape import require_single
 
 # Loaded models by (folder, where they predict): see _cache_key.
 _CACHE: dict[tuple, object] = {}
@@ -102,6 +103,7 @@ def predict(texts: str | Sequence[str], model, device: str = "auto", precision: 
         model = cached(model, device, precision)
     if not isinstance(model, ClassifierBase):
         raise TextxferError(f"model must be a model folder or a loaded textxfer classifier, got {type(model).__name__}")
+    require_single(model.shape, "textxfer.classifier.predict")
     single = isinstance(texts, str)
     batch = [texts] if single else list(texts)
     if not all(isinstance(t, str) for t in batch):

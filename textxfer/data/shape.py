@@ -82,7 +82,7 @@ SINGLE = TaskShape()
 
 
 def require_single(shape: TaskShape, what: str) -> None:
-    """One line when ``what`` (a model kind) is asked to train on a shape it does not handle yet."""
+    """One line when ``what`` (a model kind or a command) meets a shape it does not handle yet."""
     if not shape.single:
-        raise TextxferError(f"{what} does not train on {shape.describe()} yet (this textxfer reads and splits them, "
-                            "but training on them is still being built); use single-label texts")
+        raise TextxferError(f"{what} does not handle {shape.describe()} yet (so far `textxfer baseline` trains and "
+                            "scores them; the other commands are being built); use single-label texts")

@@ -25,6 +25,7 @@ from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
 from textxfer.core.runs import link_model_files
 from textxfer.data.tables import file_sha256
+from textxfer.data.shape import require_single
 
 MEMBERS_DIR = "members"
 
@@ -38,6 +39,8 @@ class EnsembleConfig:
 
 def same_labels(members: Sequence[ClassifierBase], names: Sequence[str] | None = None) -> LabelSet:
     """The members' one label set; members with other labels, or the same labels in another order, are refused."""
+    for member in members:
+        require_single(member.shape, "an ensemble")
     first = members[0].labels
     for position, member in enumerate(members[1:], start=2):
         if member.labels != first:

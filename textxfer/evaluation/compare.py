@@ -24,6 +24,7 @@ from textxfer.core.metrics import score
 from textxfer.evaluation.runner import finished_run
 from textxfer.core.runs import RUN_RECORDS
 from textxfer.data.splits import differing_part, read_split_file, write_split_file
+from textxfer.data.shape import require_single
 
 MODEL_SIZE_SKIPS = (*RUN_RECORDS, TRAINER_LOG)  # not counted in a model's size on disk
 DESCRIPTIONS = {"baseline": "word2vec + RandomForest", "finetune": "fine-tuned transformer",
@@ -49,6 +50,7 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
     if options.data is None and options.train is None and options.split is None and models:
         options.split = str(next(iter(models.values())))  # score on the split the given model was trained on
     data = load_data(options)
+    require_single(data.train.shape, "textxfer compare")
     from textxfer.evaluation.runner import describe_data
 
     describe_data(data, log)

@@ -27,6 +27,7 @@ from textxfer.errors import TextxferError
 from textxfer.evaluation.isolation import ChildKilled, in_child_process
 from textxfer.evaluation.runner import describe_data, finished_run, run_prepared
 from textxfer.data.splits import write_split_file
+from textxfer.data.shape import require_single
 
 ENSEMBLE = "ensemble"
 
@@ -301,6 +302,7 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     check_members(variants)
     output = Path(output)
     data = load_data(options)
+    require_single(data.train.shape, "textxfer study")
     describe_data(data, log)
     if not len(data.test):
         raise TextxferError("the test split is empty, so there is nothing to score the cells on; add data or pass --test")

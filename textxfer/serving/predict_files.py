@@ -21,6 +21,7 @@ from typing import IO, Iterator
 from textxfer.errors import TextxferError
 from textxfer.data.reader import DELIMITERS, EXTENSIONS, RowReader, missing_column
 from textxfer.data.tables import as_text, is_missing
+from textxfer.data.shape import require_single
 
 FORMATS = {ext: fmt for ext, fmt in EXTENSIONS.items() if fmt != "json"}  # the formats predict streams
 
@@ -168,6 +169,7 @@ def predict_file(model, source: str, output: str | None, text_column: str = "tex
                             f"use a {'.jsonl' if fmt_in == 'jsonl' else '.csv or .tsv'} --output")
     if world_size > 1 and (to_stdout or source == "-"):
         raise TextxferError("several processes need a file for --input and for --output (not stdin/stdout)")
+    require_single(model.shape, "textxfer predict --input")
     values = [model.labels.value(name) for name in model.labels.names]
     reader = ChunkReader(source, fmt_in, text_column, chunk_size, encoding)
     target = Path(output) if not to_stdout else None

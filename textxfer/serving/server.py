@@ -25,6 +25,7 @@ from textxfer.serving.batching import MicroBatcher
 from textxfer.classifier import load, to_predictions
 from textxfer.errors import TextxferError
 from textxfer.core.manifest import read_manifest
+from textxfer.data.shape import require_single
 
 SETTINGS_ENV = "TEXTXFER_SERVE_SETTINGS"
 
@@ -147,6 +148,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     """The app for ``settings.model`` (loaded now, so a bad folder fails before the server starts)."""
     folder = Path(settings.model)
     model = load(folder, settings.device, settings.precision)
+    require_single(model.shape, "textxfer serve")
     info = model_info(folder, model)
     batcher = MicroBatcher(model.predict_proba, settings.max_batch_size, settings.batch_window_ms, settings.batching)
 

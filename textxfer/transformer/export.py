@@ -21,6 +21,7 @@ from textxfer.errors import TextxferError
 from textxfer.core.manifest import build_manifest, read_manifest, write_manifest
 from textxfer.transformer.onnx_pipeline import WEIGHTS, OnnxClassifier, require_packages
 from textxfer.core.runs import atomic_output_dir
+from textxfer.data.shape import TaskShape, require_single
 
 QUANTIZE_CHOICES = ("int8",)
 FP32_TOLERANCE = 1e-4  # max |probability difference| accepted between the fp32 graph and PyTorch
@@ -56,6 +57,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise TextxferError(f"unknown --quantize {quantize!r}; choose one of {list(QUANTIZE_CHOICES)} or leave it out")
     manifest = read_manifest(model_dir)
+    require_single(TaskShape.from_dict((manifest.get("task") or {}).get("shape")), "textxfer export")
     if manifest["kind"] == "baseline":
         raise TextxferError(f"{model_dir}: a baseline model is already cheap to run on CPU; nothing to export "
                             "(export a `textxfer finetune` folder)")
