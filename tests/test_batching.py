@@ -13,6 +13,7 @@ import threading
 import numpy as np
 import pytest
 
+from textxfer.data.shape import SINGLE
 from textxfer.serving.batching import MicroBatcher
 
 LONG_WINDOW_MS = 10_000  # the most serve allows; never waited out: every batch below fills up or batching is off
@@ -27,6 +28,8 @@ def row(text: str) -> list[float]:
 
 class FakeModel:
     """``predict_proba`` over numpy that records every batch it is given; fails on any text in ``fail_on``."""
+
+    shape = SINGLE  # a model of single texts, as the server checks
 
     def __init__(self, fail_on: frozenset[str] = frozenset()) -> None:
         self.batches: list[list[str]] = []

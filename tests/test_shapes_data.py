@@ -219,14 +219,6 @@ def test_a_malformed_shape_in_split_json_is_refused(tmp_path, films_csv):
         read_split_file(tmp_path / "split.json")
 
 
-def test_training_on_a_shape_a_kind_does_not_handle_yet_is_one_line(films_csv):
-    from textxfer.baseline.pipeline import BaselineClassifier
-
-    data = load_data(DataOptions(data=str(films_csv), label_column="tags", label_separator="|"))
-    with pytest.raises(TextxferError, match="the baseline does not train on multi-label texts yet"):
-        BaselineClassifier().fit(data.train)
-
-
 def test_label_counts_in_thin_class_notes_count_each_label_of_a_multi_label_row(films_csv):
     data = load_data(DataOptions(data=str(films_csv), label_column="tags", label_separator="|"))
     counts = Counter(label for names in data.test.labels for label in names)
