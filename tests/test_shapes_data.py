@@ -186,7 +186,8 @@ def test_time_column_puts_the_latest_rows_in_test_and_the_ones_before_in_validat
     assert max(train) <= min(validation) and max(validation) <= min(test)
     assert data.split_record["method"] == "time" and data.split_record["time_column"] == "when"
     write_split_file(tmp_path / "split.json", data.split_record)
-    assert load_data(DataOptions(split=str(tmp_path / "split.json"))).test.rows == data.test.rows
+    reused = load_data(DataOptions(split=str(tmp_path / "split.json")))
+    assert reused.test.rows == data.test.rows and reused.split_record["time_column"] == "when"
     numbers = _write(tmp_path / "numbered.csv", [dict(r, when=i) for i, r in enumerate(rows)])
     by_number = load_data(DataOptions(data=str(numbers), time_column="when"))
     assert sorted(by_number.test.rows) == list(range(181, 201))

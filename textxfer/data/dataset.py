@@ -136,8 +136,9 @@ def load_data(options: DataOptions) -> PreparedData:
         parts = _parts_from_split_record(record, options, notes, counts)
         method = record.get("method", "reused")
         text_column, label_column = record["text_column"], record["label_column"]
+        time_column = record.get("time_column")
     else:
-        text_column, label_column = options.text_column, options.label_column
+        text_column, label_column, time_column = options.text_column, options.label_column, options.time_column
         parts, method = _parts_from_sources(options, notes, counts)
     shape = parts["train"][0].shape
     datasets = {name: _subset(pool, indices) for name, (pool, indices) in parts.items()}
@@ -160,7 +161,7 @@ def load_data(options: DataOptions) -> PreparedData:
         "validation_size": options.validation_size,
         "test_size": options.test_size,
         **({"shape": shape.to_dict()} if not shape.single else {}),
-        **({"time_column": options.time_column} if options.time_column and not options.split else {}),
+        **({"time_column": time_column} if time_column else {}),
         "splits": {
             name: {"source": pool.location, "table": pool.key, "sha256": pool.table.fingerprint,
                    "rows": [pool.rows[i] for i in indices]}
