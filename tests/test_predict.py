@@ -51,7 +51,7 @@ def test_predict_matches_the_in_memory_model(model_dir, texts):
 
 
 def test_predict_rejects_non_text_with_a_clear_error(model_dir):
-    with pytest.raises(TextxferError, match="texts must be strings"):
+    with pytest.raises(TextxferError, match="input 2: this model reads single texts, got None"):
         classifier.predict(["ok", None], model=model_dir)
     with pytest.raises(TextxferError, match="no such model folder"):
         classifier.predict("x", model=model_dir / "missing")

@@ -140,7 +140,6 @@ def _refusal(what, action):
 
 
 def test_commands_not_built_for_the_new_shapes_yet_refuse_them_in_one_line(multilabel_model, multilabel_data, tmp_path):
-    from textxfer import classifier
     from textxfer.ensemble.pipeline import EnsembleClassifier
     from textxfer.serving.predict_files import predict_file
     from textxfer.serving.server import ServeSettings, create_app
@@ -149,7 +148,6 @@ def test_commands_not_built_for_the_new_shapes_yet_refuse_them_in_one_line(multi
 
     model = load(multilabel_model)
     source = write_csv(tmp_path / "in.csv", [("干净，酒店。",)], header=("text",))
-    _refusal("textxfer.classifier.predict", lambda: classifier.predict(["干净"], model=model))
     _refusal("textxfer predict --input", lambda: predict_file(model, str(source), str(tmp_path / "out.csv")))
     _refusal("textxfer serve", lambda: create_app(ServeSettings(model=str(multilabel_model))))
     _refusal("textxfer export", lambda: export_onnx(multilabel_model, tmp_path / "onnx"))
@@ -167,3 +165,28 @@ def test_compare_and_study_refuse_the_new_shapes_in_one_line(command, tmp_path, 
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and f"textxfer {command} does not handle multi-label texts yet" in error[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_python_api_predicts_label_lists_and_pairs(multilabel_model, multilabel_data, pair_data, fast_config):
+    from textxfer import classifier
+
+    texts = multilabel_data.test.texts[:20]
+    results = classifier.predict(texts, model=multilabel_model)
+    model = classifier.cached(multilabel_model)
+    assert [sorted(r.labels) for r in results] == [sorted(labels) for labels in model.predict(texts)]
+    for result in results:
+        assert set(result.probabilities) == {"clean", "noisy", "value"}
+        ordered = [result.probabilities[label] for label in result.labels]
+        assert ordered == sorted(ordered, reverse=True)  # most probable first
+        for label, p in result.probabilities.items():
+            threshold = model.thresholds[model.labels.names.index(label)]
+            assert (label in result.labels) == (p >= threshold)
+    one = classifier.predict(texts[0], model=multilabel_model)
+    assert isinstance(one, classifier.MultiLabelPrediction) and one == results[0]
+
+    pair_model = BaselineClassifier(fast_config).fit(pair_data.train)
+    a, b = pair_data.test.inputs[0]
+    single = classifier.predict((a, b), model=pair_model)
+    assert isinstance(single, classifier.Prediction) and single == classifier.predict([(a, b)], model=pair_model)[0]
+    with pytest.raises(TextxferError, match="input 1: this model reads text pairs"):
+        classifier.predict("one text", model=pair_model)

@@ -12,13 +12,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from textxfer.errors import TextxferError
 from textxfer.core.contract import ClassifierBase
 from textxfer.core.manifest import read_manifest
 from textxfer.registry import KINDS, kind_class, load
-from textxfer.data.shape import require_single
 
 # Loaded models by (folder, where they predict): see _cache_key.
 _CACHE: dict[tuple, object] = {}
@@ -37,8 +35,17 @@ class Prediction:
     probabilities: dict[str | int, float]
 
 
+@dataclass(frozen=True)
+class MultiLabelPrediction:
+    """One text's predicted ``labels`` (each at or above its threshold, most probable first; possibly none) and
+    every label's probability of applying (they need not sum to 1)."""
+
+    labels: list[str | int]
+    probabilities: dict[str | int, float]
+
+
 # The kinds and the loader live beside the pipelines (an ensemble loads its members through them).
-__all__ = ["KINDS", "Prediction", "cached", "clear_cache", "kind_class", "load", "predict", "to_predictions"]
+__all__ = ["KINDS", "MultiLabelPrediction", "Prediction", "cached", "clear_cache", "kind_class", "load", "predict", "to_predictions"]
 
 
 def _cache_key(folder: Path, device: str, precision: str) -> tuple:
@@ -81,9 +88,16 @@ def clear_cache() -> None:
         _KEYS.clear()
 
 
-def to_predictions(model, probabilities) -> list[Prediction]:
-    """:class:`Prediction` objects from a probability matrix whose columns follow ``model.labels``."""
+def to_predictions(model, probabilities) -> list[Prediction] | list[MultiLabelPrediction]:
+    """:class:`Prediction` objects from a probability matrix whose columns follow ``model.labels`` (for a multi-label
+    model, :class:`MultiLabelPrediction` objects, by its thresholds)."""
     values = [model.labels.value(name) for name in model.labels.names]
+    if model.labels.multi_label:
+        from textxfer.core.thresholds import decide
+
+        return [MultiLabelPrediction([values[j] for j in sorted(chosen.nonzero()[0], key=lambda j: -row[j])],
+                                     {v: float(p) for v, p in zip(values, row)})
+                for row, chosen in zip(probabilities, decide(probabilities, model.thresholds))]
     results = []
     for row in probabilities:
         best = int(row.argmax())
@@ -91,8 +105,10 @@ def to_predictions(model, probabilities) -> list[Prediction]:
     return results
 
 
-def predict(texts: str | Sequence[str], model, device: str = "auto", precision: str = "auto") -> Prediction | list[Prediction]:
-    """Predict one text (returns a :class:`Prediction`) or a list of texts (returns a list).
+def predict(texts, model, device: str = "auto", precision: str = "auto"):
+    """Predict one text (returns a :class:`Prediction`) or a list of texts (returns a list). A pair model takes
+    a ``(text, second text)`` tuple, or a list of them; a multi-label model returns :class:`MultiLabelPrediction`
+    objects.
 
     ``model`` is a folder path (loaded once onto ``device`` in ``precision``, see :func:`load`, then
     cached) or an already loaded classifier (which stays where it is). Texts are batched by length; an
@@ -103,11 +119,7 @@ def predict(texts: str | Sequence[str], model, device: str = "auto", precision: 
         model = cached(model, device, precision)
     if not isinstance(model, ClassifierBase):
         raise TextxferError(f"model must be a model folder or a loaded textxfer classifier, got {type(model).__name__}")
-    require_single(model.shape, "textxfer.classifier.predict")
-    single = isinstance(texts, str)
-    batch = [texts] if single else list(texts)
-    if not all(isinstance(t, str) for t in batch):
-        bad = next(t for t in batch if not isinstance(t, str))
-        raise TextxferError(f"texts must be strings; got {type(bad).__name__} {bad!r:.60}")
+    single = isinstance(texts, str) or (model.shape.pair and isinstance(texts, tuple))
+    batch = model.check_inputs([texts] if single else texts)
     results = to_predictions(model, model.predict_proba(batch))
     return results[0] if single else results
