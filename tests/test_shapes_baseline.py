@@ -141,14 +141,11 @@ def _refusal(what, action):
 
 def test_commands_not_built_for_the_new_shapes_yet_refuse_them_in_one_line(multilabel_model, multilabel_data, tmp_path):
     from textxfer.ensemble.pipeline import EnsembleClassifier
-    from textxfer.serving.predict_files import predict_file
     from textxfer.serving.server import ServeSettings, create_app
     from textxfer.transformer.export import export_onnx
     from textxfer.transformer.pipeline import FinetuneClassifier
 
     model = load(multilabel_model)
-    source = write_csv(tmp_path / "in.csv", [("干净，酒店。",)], header=("text",))
-    _refusal("textxfer predict --input", lambda: predict_file(model, str(source), str(tmp_path / "out.csv")))
     _refusal("textxfer serve", lambda: create_app(ServeSettings(model=str(multilabel_model))))
     _refusal("textxfer export", lambda: export_onnx(multilabel_model, tmp_path / "onnx"))
     _refusal("an ensemble", lambda: EnsembleClassifier([model, model]).fit(multilabel_data.train))
@@ -190,3 +187,43 @@ def test_the_python_api_predicts_label_lists_and_pairs(multilabel_model, multila
     assert isinstance(single, classifier.Prediction) and single == classifier.predict([(a, b)], model=pair_model)[0]
     with pytest.raises(TextxferError, match="input 1: this model reads text pairs"):
         classifier.predict("one text", model=pair_model)
+
+
+def test_predict_files_write_label_lists_and_read_pairs(multilabel_model, multilabel_data, pair_data, fast_config,
+                                                        tmp_path):
+    import csv
+    import json
+
+    from textxfer.serving.predict_files import predict_file
+
+    model = load(multilabel_model)
+    texts = multilabel_data.test.texts
+    source = write_csv(tmp_path / "in.csv", [(t, i) for i, t in enumerate(texts)], header=("text", "id"))
+    predict_file(model, str(source), str(tmp_path / "out.csv"), progress=False)
+    with open(tmp_path / "out.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["text", "id", "labels", "prob_clean", "prob_noisy", "prob_value"]
+    expected = model.predict(texts)
+    assert [sorted(filter(None, r["labels"].split("|"))) for r in rows] == [sorted(e) for e in expected]
+    assert any("|" in r["labels"] for r in rows)  # several labels in a row
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts[:5]), encoding="utf-8")
+    predict_file(model, str(jsonl), str(tmp_path / "out.jsonl"), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [sorted(r["labels"]) for r in records] == [sorted(e) for e in expected[:5]]
+    assert set(records[0]["probabilities"]) == {"clean", "noisy", "value"}
+
+    pair_model = BaselineClassifier(fast_config).fit(pair_data.train)
+    inputs = pair_data.test.inputs
+    pairs_in = write_csv(tmp_path / "pairs.csv", inputs, header=("first", "second"))
+    predict_file(pair_model, str(pairs_in), str(tmp_path / "pairs_out.csv"), text_column="first", progress=False)
+    with open(tmp_path / "pairs_out.csv", encoding="utf-8", newline="") as handle:
+        labels = [r["label"] for r in csv.DictReader(handle)]
+    assert labels == pair_model.predict(inputs)
+    renamed = write_csv(tmp_path / "renamed.csv", inputs, header=("first", "reply"))
+    with pytest.raises(TextxferError, match="'second'"):
+        predict_file(pair_model, str(renamed), str(tmp_path / "x.csv"), text_column="first", progress=False)
+    predict_file(pair_model, str(renamed), str(tmp_path / "y.csv"), text_column="first", text_pair_column="reply",
+                 progress=False)
+    with pytest.raises(TextxferError, match="this model reads single texts"):
+        predict_file(model, str(source), str(tmp_path / "z.csv"), text_pair_column="id", progress=False)

@@ -143,8 +143,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise TextxferError(f"--predict-batch-size must be at least 1, got {args.predict_batch_size}")
         model.predict_batch_size = args.predict_batch_size  # used by transformer models; the baseline has no batches
     if args.texts:
+        if model.shape.pair:
+            raise TextxferError(f"{args.model}: this model reads text pairs; pass them in a file: --input FILE with "
+                                f"--text-column and --text-pair-column (default {model.shape.text_pair_column!r})")
         for text, result in zip(args.texts, classifier.predict(list(args.texts), model=model)):
-            print(f"{result.label}\t{result.score:.4f}\t{text}")
+            if model.labels.multi_label:
+                print(f"{(model.shape.label_separator or '|').join(map(str, result.labels)) or '(none)'}\t{text}")
+            else:
+                print(f"{result.label}\t{result.score:.4f}\t{text}")
         return 0
     from textxfer.serving.predict_files import ProcessGroup, predict_file
 
@@ -154,7 +160,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                chunk_size=args.chunk_size, input_format=args.input_format,
                                output_format=args.output_format, encoding=args.encoding,
                                progress=not args.no_progress, rank=group.rank, world_size=group.world_size,
-                               barrier=group.barrier)
+                               barrier=group.barrier, text_pair_column=args.text_pair_column)
     finally:
         group.close()
     if group.rank == 0 and summary["output"] != "-":
@@ -269,12 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     study.set_defaults(handler=cmd_study)
     predict = commands.add_parser("predict", help="predict texts or a CSV/TSV/JSONL file with a trained model",
                                   description=cmd_predict.__doc__)
-    predict.add_argument("texts", nargs="*", help="texts to predict (printed as label, score, text)")
+    predict.add_argument("texts", nargs="*", help="texts to predict (printed as label, score, text; for a multi-label model: its labels, text)")
     predict.add_argument("--model", required=True, help="a trained model folder (baseline, finetune, exported or ensemble)")
     predict.add_argument("--input", help="CSV/TSV/JSONL file to predict; - reads stdin")
     predict.add_argument("--output", help="CSV/TSV/JSONL file to write (default: stdout in the input's format); "
                                           "every input column is kept, label/score/probabilities are added")
     predict.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    predict.add_argument("--text-pair-column", help="a pair model's column of second texts (default: the column it "
+                                                    "was trained on)")
     predict.add_argument("--input-format", choices=("csv", "tsv", "jsonl"), help="input format (default: from the extension; csv for stdin)")
     predict.add_argument("--output-format", choices=("csv", "tsv", "jsonl"), help="output format (default: from the extension)")
     predict.add_argument("--chunk-size", type=int, default=2048, help="rows read and predicted at a time (bounds memory)")

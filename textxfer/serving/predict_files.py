@@ -18,21 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
+import numpy as np
+
 from textxfer.errors import TextxferError
 from textxfer.data.reader import DELIMITERS, EXTENSIONS, RowReader, missing_column
 from textxfer.data.tables import as_text, is_missing
-from textxfer.data.shape import require_single
 
 FORMATS = {ext: fmt for ext, fmt in EXTENSIONS.items() if fmt != "json"}  # the formats predict streams
 
 
 @dataclass
 class Chunk:
-    """Consecutive input rows: the raw records (lists for CSV/TSV, dicts for JSONL) and their texts."""
+    """Consecutive input rows: the raw records (lists for CSV/TSV, dicts for JSONL) and their texts (``(text, second
+    text)`` pairs for a pair model)."""
 
     index: int
     records: list
-    texts: list[str]
+    texts: list
 
 
 def file_format(location: str, given: str | None, role: str) -> str:
@@ -54,11 +56,13 @@ class ChunkReader:
     """Reads ``source`` chunk by chunk through the one :class:`~textxfer.data.reader.RowReader`; ``header`` holds
     the CSV/TSV column names once opened."""
 
-    def __init__(self, source: str, fmt: str, text_column: str, chunk_size: int, encoding: str = "utf-8") -> None:
+    def __init__(self, source: str, fmt: str, text_column: str, chunk_size: int, encoding: str = "utf-8",
+                 pair_column: str | None = None) -> None:
         if chunk_size < 1:
             raise TextxferError(f"--chunk-size must be at least 1, got {chunk_size}")
         self.rows = RowReader(source, fmt, encoding)
         self.fmt, self.text_column, self.chunk_size = fmt, text_column, chunk_size
+        self.pair_column = pair_column  # a pair model's second text
         self.name = self.rows.name
         self.empty_texts = 0
 
@@ -79,47 +83,60 @@ class ChunkReader:
         if records:
             yield Chunk(index, records, texts)
 
-    def _texts(self) -> Iterator[tuple[list | dict, str]]:
-        """Each row's record and its text (an empty, missing or invisible text counted and given as "")."""
-        position = None
+    def _texts(self) -> Iterator[tuple[list | dict, str | tuple[str, str]]]:
+        """Each row's record and its text, or its pair of texts (an empty, missing or invisible text counted and
+        given as "")."""
+        columns = [(self.text_column, "text", "--text-column")]
+        if self.pair_column:
+            columns.append((self.pair_column, "second text", "--text-pair-column"))
+        positions = None
         for row in self.rows:
             if self.fmt in DELIMITERS:
-                if position is None:
-                    position = self._position()
-                value, where = row.values[position], f"{self.name}: row {row.number}"
+                if positions is None:
+                    positions = self._positions(columns)
+                found, where = [row.values[i] for i in positions], f"{self.name}: row {row.number}"
             else:
-                if self.text_column not in row.values:
-                    raise TextxferError(f"{self.name}: line {row.line} has no field {self.text_column!r} "
-                                        f"(fields: {list(row.values)}); pass --text-column")
-                value, where = row.values[self.text_column], f"{self.name}: line {row.line}"
-            yield row.values, self._text(value, where)
-        if self.fmt in DELIMITERS and position is None and self.header is not None:
-            self._position()  # a header-only file still names a missing text column
+                for column, _, flag in columns:
+                    if column not in row.values:
+                        raise TextxferError(f"{self.name}: line {row.line} has no field {column!r} "
+                                            f"(fields: {list(row.values)}); pass {flag}")
+                found, where = [row.values[c] for c, _, _ in columns], f"{self.name}: line {row.line}"
+            texts = [self._text(value, where, column) for value, (column, _, _) in zip(found, columns)]
+            yield row.values, (tuple(texts) if self.pair_column else texts[0])
+        if self.fmt in DELIMITERS and positions is None and self.header is not None:
+            self._positions(columns)  # a header-only file still names a missing column
 
-    def _position(self) -> int:
-        if self.text_column not in self.header:
-            raise missing_column(self.name, self.text_column, self.header, "text")
-        return self.header.index(self.text_column)
+    def _positions(self, columns) -> list[int]:
+        for column, role, _ in columns:
+            if column not in self.header:
+                raise missing_column(self.name, column, self.header, role)
+        return [self.header.index(column) for column, _, _ in columns]
 
-    def _text(self, value, where: str) -> str:
+    def _text(self, value, where: str, column: str) -> str:
         if is_missing(value) or value == "":
             self.empty_texts += 1
             return ""
-        return as_text(value, where, self.text_column)
+        return as_text(value, where, column)
 
 
 class ChunkWriter:
-    """Formats predicted chunks as CSV/TSV (flat probability columns) or JSONL (a probabilities object)."""
+    """Formats predicted chunks as CSV/TSV (flat probability columns) or JSONL (a probabilities object). For a
+    multi-label model (``thresholds``) the label column holds every label at or above its threshold, most probable
+    first, joined by ``separator`` in CSV/TSV (a list in JSONL), and the score column is left out."""
 
-    def __init__(self, fmt: str, label_values: list, input_header: list[str] | None) -> None:
+    def __init__(self, fmt: str, label_values: list, input_header: list[str] | None, thresholds=None,
+                 separator: str = "|") -> None:
         self.fmt, self.values = fmt, label_values
+        self.thresholds, self.separator = thresholds, separator
         existing = set(input_header or [])
-        names = ["label", "score"] + [f"prob_{value}" for value in label_values]
+        names = (["labels", None] if thresholds is not None else ["label", "score"]) + [
+            f"prob_{value}" for value in label_values]
         if existing & set(names + ["probabilities"]):
-            names = [f"predicted_{name}" for name in names]  # never overwrite an input column
+            names = [name and f"predicted_{name}" for name in names]  # never overwrite an input column
         self.label_key, self.score_key = names[0], names[1]
         self.probability_keys = names[2:]
-        self.probabilities_key = "predicted_probabilities" if names[0] != "label" else "probabilities"
+        self.probabilities_key = "predicted_probabilities" if names[0].startswith("predicted_") else "probabilities"
+        names = [name for name in names if name]
         self.header = (input_header or []) + names if fmt in DELIMITERS else names
 
     def header_text(self) -> str:
@@ -128,6 +145,8 @@ class ChunkWriter:
 
     def lines(self, chunk: Chunk, probabilities) -> str:
         """The output text of one predicted chunk."""
+        if self.thresholds is not None:
+            return self._multilabel_lines(chunk, probabilities)
         best = probabilities.argmax(axis=1)
         if self.fmt in DELIMITERS:
             return self._csv_lines(
@@ -139,6 +158,17 @@ class ChunkWriter:
                      self.probabilities_key: {str(v): float(p) for v, p in zip(self.values, row)}}
             out.append(json.dumps({**record, **extra}, ensure_ascii=False) + "\n")
         return "".join(out)
+
+    def _multilabel_lines(self, chunk: Chunk, probabilities) -> str:
+        chosen = [[self.values[j] for j in sorted(np.nonzero(row >= self.thresholds)[0], key=lambda j: -row[j])]
+                  for row in probabilities]
+        if self.fmt in DELIMITERS:
+            return self._csv_lines(record + [self.separator.join(map(str, labels))] + [_number(p) for p in row]
+                                   for record, row, labels in zip(chunk.records, probabilities, chosen))
+        return "".join(json.dumps({**record, self.label_key: labels,
+                                   self.probabilities_key: {str(v): float(p) for v, p in zip(self.values, row)}},
+                                  ensure_ascii=False) + "\n"
+                       for record, row, labels in zip(chunk.records, probabilities, chosen))
 
     def _csv_lines(self, rows) -> str:
         buffer = io.StringIO()
@@ -152,8 +182,11 @@ def _number(value: float) -> str:
 
 def predict_file(model, source: str, output: str | None, text_column: str = "text", chunk_size: int = 2048,
                  input_format: str | None = None, output_format: str | None = None, encoding: str = "utf-8",
-                 progress: bool = True, rank: int = 0, world_size: int = 1, barrier=None) -> dict:
-    """Predict every row of ``source`` with ``model`` and write ``output`` (``None`` or ``-``: stdout).
+                 progress: bool = True, rank: int = 0, world_size: int = 1, barrier=None,
+                 text_pair_column: str | None = None) -> dict:
+    """Predict every row of ``source`` with ``model`` and write ``output`` (``None`` or ``-``: stdout). A pair
+    model reads each row's second text from ``text_pair_column`` (default: the column it was trained on); a
+    multi-label model writes each row's labels at or above their thresholds.
 
     With ``world_size`` > 1 this process handles chunks ``rank, rank + world_size, ...``; ``barrier``
     is called once every process has written its parts, and rank 0 then joins them in input order.
@@ -169,9 +202,15 @@ def predict_file(model, source: str, output: str | None, text_column: str = "tex
                             f"use a {'.jsonl' if fmt_in == 'jsonl' else '.csv or .tsv'} --output")
     if world_size > 1 and (to_stdout or source == "-"):
         raise TextxferError("several processes need a file for --input and for --output (not stdin/stdout)")
-    require_single(model.shape, "textxfer predict --input")
     values = [model.labels.value(name) for name in model.labels.names]
-    reader = ChunkReader(source, fmt_in, text_column, chunk_size, encoding)
+    pair_column = (text_pair_column or model.shape.text_pair_column) if model.shape.pair else None
+    if text_pair_column and not model.shape.pair:
+        raise TextxferError(f"--text-pair-column {text_pair_column}: this model reads single texts (it was not "
+                            "trained on text pairs); leave the flag out")
+    reader = ChunkReader(source, fmt_in, text_column, chunk_size, encoding, pair_column)
+    multi = model.labels.multi_label
+    writer_options = {"thresholds": model.thresholds if multi else None,
+                      "separator": model.shape.label_separator or "|"}
     target = Path(output) if not to_stdout else None
     if target is not None and target.is_dir():
         raise TextxferError(f"{target}: is a folder; pass a file name such as preds.csv or preds.jsonl")
@@ -182,7 +221,7 @@ def predict_file(model, source: str, output: str | None, text_column: str = "tex
         for chunk in reader:
             if writer is None:  # the input's column names: the header, or the first JSONL record's keys
                 bar = tqdm(unit=" texts", desc="predict", disable=not progress or rank != 0, file=sys.stderr)
-                writer = ChunkWriter(fmt_out, values, reader.header or list(chunk.records[0]))
+                writer = ChunkWriter(fmt_out, values, reader.header or list(chunk.records[0]), **writer_options)
                 if handle is not None:
                     handle.write(writer.header_text())
             if chunk.index % world_size != rank:
@@ -196,7 +235,7 @@ def predict_file(model, source: str, output: str | None, text_column: str = "tex
             rows += len(chunk.records)
             bar.update(len(chunk.records) * world_size)
         if writer is None and fmt_in in DELIMITERS and handle is not None:  # header only: keep a valid file
-            handle.write(ChunkWriter(fmt_out, values, reader.header).header_text())
+            handle.write(ChunkWriter(fmt_out, values, reader.header, **writer_options).header_text())
     except BaseException:
         if bar is not None:
             bar.close()
@@ -209,7 +248,7 @@ def predict_file(model, source: str, output: str | None, text_column: str = "tex
     if world_size > 1:
         barrier()
         if rank == 0:
-            _join_parts(parts, target, ChunkWriter(fmt_out, values, reader.header).header_text())
+            _join_parts(parts, target, ChunkWriter(fmt_out, values, reader.header, **writer_options).header_text())
         barrier()
     elif staging is not None:
         handle.close()
