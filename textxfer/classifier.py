@@ -93,11 +93,10 @@ def to_predictions(model, probabilities) -> list[Prediction] | list[MultiLabelPr
     model, :class:`MultiLabelPrediction` objects, by its thresholds)."""
     values = [model.labels.value(name) for name in model.labels.names]
     if model.labels.multi_label:
-        from textxfer.core.thresholds import decide
+        from textxfer.core.thresholds import chosen_labels
 
-        return [MultiLabelPrediction([values[j] for j in sorted(chosen.nonzero()[0], key=lambda j: -row[j])],
-                                     {v: float(p) for v, p in zip(values, row)})
-                for row, chosen in zip(probabilities, decide(probabilities, model.thresholds))]
+        return [MultiLabelPrediction([values[j] for j in ids], {v: float(p) for v, p in zip(values, row)})
+                for row, ids in zip(probabilities, chosen_labels(probabilities, model.thresholds))]
     results = []
     for row in probabilities:
         best = int(row.argmax())

@@ -100,13 +100,13 @@ class ClassifierBase(abc.ABC):
 
     def predict(self, texts: Sequence) -> list:
         """The most probable label per text (integers for integer label sets); for a multi-label model, the list
-        of labels whose probability reaches their threshold (possibly empty)."""
+        of labels whose probability reaches their threshold, most probable first (possibly empty)."""
         probabilities = self.predict_proba(texts)
         if self.labels.multi_label:
-            from textxfer.core.thresholds import decide
+            from textxfer.core.thresholds import chosen_labels
 
-            return [[self.labels.value(self.labels.names[j]) for j in row.nonzero()[0]]
-                    for row in decide(probabilities, self.thresholds)]
+            return [[self.labels.value(self.labels.names[j]) for j in ids]
+                    for ids in chosen_labels(probabilities, self.thresholds)]
         ids = probabilities.argmax(axis=1)
         return [self.labels.value(self.labels.names[i]) for i in ids]
 

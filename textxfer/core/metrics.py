@@ -135,15 +135,10 @@ def score_probabilities(labels: LabelSet, truth: Sequence, probabilities, thresh
     import numpy as np
 
     if labels.multi_label:
-        return score_multilabel(labels.indicators(truth), decided(probabilities, thresholds), probabilities, labels)
+        from textxfer.core.thresholds import decide
+
+        return score_multilabel(labels.indicators(truth), decide(probabilities, thresholds), probabilities, labels)
     return score(labels.encode(truth), np.asarray(probabilities).argmax(axis=1), labels)
-
-
-def decided(probabilities, thresholds):
-    """A multi-label model's 0/1 decisions: each label where its probability reaches its threshold."""
-    from textxfer.core.thresholds import decide
-
-    return decide(probabilities, thresholds)
 
 
 # Shown instead of a class's recall and F1 when the split has no row of it: both are 0/0, undefined. (The

@@ -59,3 +59,10 @@ def _best_threshold(truth: np.ndarray, scores: np.ndarray, positives: int) -> fl
 def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """The 0/1 ``(n, labels)`` predictions: 1 where a label's probability reaches its threshold."""
     return (np.asarray(probabilities) >= np.asarray(thresholds)[None, :]).astype(np.int64)
+
+
+def chosen_labels(probabilities: np.ndarray, thresholds: np.ndarray) -> list[list[int]]:
+    """Per row, the ids of the labels :func:`decide` gives it, most probable first (possibly none)."""
+    probabilities = np.asarray(probabilities)
+    return [sorted((int(j) for j in chosen.nonzero()[0]), key=lambda j: -row[j])
+            for row, chosen in zip(probabilities, decide(probabilities, thresholds))]

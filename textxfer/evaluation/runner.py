@@ -13,7 +13,8 @@ from textxfer.errors import TextxferError
 from textxfer.evaluation import self_training
 from textxfer.evaluation.guard import check_model, check_multilabel, warning_line
 from textxfer.core.manifest import read_manifest
-from textxfer.core.metrics import decided, format_table, score_probabilities
+from textxfer.core.metrics import format_table, score_probabilities
+from textxfer.core.thresholds import chosen_labels
 from textxfer.core.runs import PREDICTIONS, atomic_output_dir, check_writable
 from textxfer.data.splits import differing_part, read_split_file, write_split_file
 
@@ -47,9 +48,10 @@ def evaluate_classifier(classifier, data: PreparedData, known: dict | None = Non
 
 
 def predicted_ids(classifier, probabilities) -> list:
-    """Per row the predicted class id, or for a multi-label model the list of predicted label ids."""
+    """Per row the predicted class id, or for a multi-label model the list of predicted label ids (most probable
+    first)."""
     if classifier.labels.multi_label:
-        return [[int(j) for j in row.nonzero()[0]] for row in decided(probabilities, classifier.thresholds)]
+        return chosen_labels(probabilities, classifier.thresholds)
     return [int(i) for i in probabilities.argmax(axis=1)]
 
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
-import numpy as np
-
+from textxfer.core.thresholds import chosen_labels
 from textxfer.errors import TextxferError
 from textxfer.data.reader import DELIMITERS, EXTENSIONS, RowReader, missing_column
 from textxfer.data.tables import as_text, is_missing
@@ -160,8 +159,7 @@ class ChunkWriter:
         return "".join(out)
 
     def _multilabel_lines(self, chunk: Chunk, probabilities) -> str:
-        chosen = [[self.values[j] for j in sorted(np.nonzero(row >= self.thresholds)[0], key=lambda j: -row[j])]
-                  for row in probabilities]
+        chosen = [[self.values[j] for j in ids] for ids in chosen_labels(probabilities, self.thresholds)]
         if self.fmt in DELIMITERS:
             return self._csv_lines(record + [self.separator.join(map(str, labels))] + [_number(p) for p in row]
                                    for record, row, labels in zip(chunk.records, probabilities, chosen))
