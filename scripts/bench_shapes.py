@@ -1,5 +1,6 @@
-"""The baseline on the multi-label and text-pair corpora: tuned per-label thresholds against a fixed 0.5, and the
-pair features against one concatenated text. Writes a Markdown table (for BENCHMARKS.md) and JSON.
+"""The baseline and the fine-tuned model on the multi-label and text-pair corpora: tuned per-label thresholds against
+a fixed 0.5, the baseline's pair features against one concatenated text, and the contrastive stage's two multi-label
+pair rules. Writes a Markdown table (for BENCHMARKS.md) and JSON.
 
 Corpora (``scripts/corpora.py`` builds them from their PyPI packages): MovieLens titles (multi-label, 19 genres),
 EPITOME Reddit post/reply pairs (multi-label pairs, 3 labels) and ESConv seeker/supporter pairs (8 strategies).
@@ -9,7 +10,15 @@ seeds 42, 43 and 44 on that split, and every figure is the test-split mean ± sd
 - thresholds: the same model scored with the thresholds tuned on validation and with 0.5 for every label;
 - pairs: the pair features ``[a, b, a·b, |a − b|]`` against one text ``a + " " + b`` (the alternative).
 
-Run: ``python scripts/bench_shapes.py [--corpora movielens epitome esconv] [--seeds 3] [--output runs/bench_shapes]``.
+``--kind finetune``: the fine-tuned model (textxfer's defaults: multilingual-e5-small, ``--strategy auto``) at the
+``make demo`` budget for 2 CPU cores — a stratified subset of at most ``--max-train`` (2,000) training texts, 1 epoch,
+no step floor — on the same split.
+
+``--pair-rules``: ``--strategy contrastive`` on ``--max-train`` training texts (a stratified subset; 64 is where
+``auto`` would choose it) with ``--multilabel-pairs shared-label`` and ``label-set``, multi-label corpora only.
+
+Run: ``python scripts/bench_shapes.py [--corpora movielens epitome esconv] [--seeds 3] [--kind baseline|finetune]
+[--pair-rules] [--max-train N] [--output runs/bench_shapes]``.
 """
 
 from __future__ import annotations
@@ -41,31 +50,45 @@ def concatenated(dataset: TextDataset) -> TextDataset:
                    shape=TaskShape(dataset.shape.multi_label, dataset.shape.label_separator, dataset.shape.label_columns))
 
 
-def run_corpus(name: str, seeds: list[int]) -> dict:
+def _model(kind: str, seed: int, max_train: int, changes: dict):
+    if kind == "baseline":
+        return BaselineClassifier(BaselineConfig(seed=seed))
+    from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
+
+    return FinetuneClassifier(FinetuneConfig(seed=seed, max_train_samples=max_train, epochs=1, min_steps=0) if not changes
+                              else FinetuneConfig(seed=seed, max_train_samples=max_train, **changes))
+
+
+def run_corpus(name: str, seeds: list[int], kind: str = "baseline", max_train: int = 2000,
+               pair_rules: bool = False) -> dict:
     """Every figure of one corpus: per seed, per variant, the test scores."""
     data = load_data(DataOptions(data=str(corpora.build(name)), **corpora.SHAPES[name]))
     multi = data.labels.multi_label
-    variants = {"pair features": (data.train, data.validation, data.test)} if data.train.shape.pair else {
-        "texts": (data.train, data.validation, data.test)}
-    if data.train.shape.pair:
-        variants["one concatenated text"] = tuple(concatenated(d) for d in (data.train, data.validation, data.test))
-    results = {"corpus": name, "shape": data.train.shape.describe(), "labels": len(data.labels),
+    native = "pair input" if data.train.shape.pair else "texts"
+    variants = {native: (data.train, data.validation, data.test, {})}
+    if data.train.shape.pair and kind == "baseline":
+        variants["one concatenated text"] = (*(concatenated(d) for d in (data.train, data.validation, data.test)), {})
+    if pair_rules:
+        variants = {f"contrastive, {rule} pairs": (data.train, data.validation, data.test,
+                                                   {"strategy": "contrastive", "multilabel_pairs": rule})
+                    for rule in ("shared-label", "label-set")}
+    results = {"corpus": name, "shape": data.train.shape.describe(), "labels": len(data.labels), "kind": kind,
                "rows": {k: len(v) for k, v in data.splits().items()}, "variants": {}}
-    for variant, (train, validation, test) in variants.items():
+    for variant, (train, validation, test, changes) in variants.items():
         runs = []
         for seed in seeds:
             started = time.perf_counter()
-            model = BaselineClassifier(BaselineConfig(seed=seed)).fit(train, validation, data.labels)
+            model = _model(kind, seed, max_train, changes).fit(train, validation, data.labels)
             seconds = time.perf_counter() - started
             probabilities = model.predict_proba(test.inputs)
-            run = {"seed": seed, "seconds": round(seconds, 1),
+            run = {"seed": seed, "seconds": round(seconds, 1), "train_texts": model.fit_stats.get("train_texts"),
                    "test": _figures(score_probabilities(data.labels, test.labels, probabilities, model.thresholds))}
             if multi:
                 half = np.full(len(data.labels), 0.5)
                 run["test_at_half"] = _figures(score_probabilities(data.labels, test.labels, probabilities, half))
                 run["thresholds"] = [round(float(t), 4) for t in model.thresholds]
             runs.append(run)
-            print(f"{name} · {variant} · seed {seed}: {json.dumps(run['test'])} ({seconds:.0f} s)", flush=True)
+            print(f"{name} · {kind} · {variant} · seed {seed}: {json.dumps(run['test'])} ({seconds:.0f} s)", flush=True)
         results["variants"][variant] = runs
     return results
 
@@ -83,8 +106,8 @@ def _mean_sd(values: list[float]) -> str:
 
 def markdown(all_results: list[dict]) -> str:
     """The tables: one row per corpus and variant; thresholds tuned vs 0.5 for multi-label corpora."""
-    lines = ["| corpus | shape | variant | test micro-F1 / accuracy | test macro-F1 | at threshold 0.5: micro-F1 | "
-             "at 0.5: macro-F1 | train s |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| corpus | shape | model | variant | training texts | test micro-F1 / accuracy | test macro-F1 | "
+             "at threshold 0.5: micro-F1 | at 0.5: macro-F1 | train s |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for result in all_results:
         for variant, runs in result["variants"].items():
             multi = "test_at_half" in runs[0]
@@ -93,7 +116,9 @@ def markdown(all_results: list[dict]) -> str:
             cells += ([_mean_sd([r["test_at_half"]["micro_f1"] for r in runs]),
                        _mean_sd([r["test_at_half"]["macro_f1"] for r in runs])] if multi else ["—", "—"])
             seconds = statistics.mean(r["seconds"] for r in runs)
-            lines.append(f"| {result['corpus']} | {result['shape']} | {variant} | " + " | ".join(cells)
+            texts = runs[0].get("train_texts")
+            lines.append(f"| {result['corpus']} | {result['shape']} | {result.get('kind', 'baseline')} | {variant} | "
+                         f"{texts if texts is not None else '—'} | " + " | ".join(cells)
                          + f" | {seconds:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -103,13 +128,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpora", nargs="+", default=["movielens", "epitome", "esconv"])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--kind", choices=("baseline", "finetune"), default="baseline")
+    parser.add_argument("--pair-rules", action="store_true", help="contrastive: shared-label against label-set pairs")
+    parser.add_argument("--max-train", type=int, default=None, help="fine-tuning's training texts (default: 2,000; "
+                        "64 with --pair-rules)")
     parser.add_argument("--output", type=Path, default=Path("runs/bench_shapes"))
     args = parser.parse_args()
-    results = [run_corpus(name, [42 + i for i in range(args.seeds)]) for name in args.corpora]
+    kind = "finetune" if args.pair_rules else args.kind
+    max_train = args.max_train or (64 if args.pair_rules else 2000)
+    results = [run_corpus(name, [42 + i for i in range(args.seeds)], kind, max_train, args.pair_rules)
+               for name in args.corpora]
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "bench_shapes.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    stem = "bench_shapes" + ("_pair_rules" if args.pair_rules else f"_{kind}" if kind != "baseline" else "")
+    (args.output / f"{stem}.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     table = markdown(results)
-    (args.output / "bench_shapes.md").write_text(table, encoding="utf-8")
+    (args.output / f"{stem}.md").write_text(table, encoding="utf-8")
     print(table)
 
 

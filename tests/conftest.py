@@ -119,6 +119,16 @@ def make_pair_rows(n: int = 240, seed: int = 0, noise: float = 0.05) -> list[tup
     return rows
 
 
+@pytest.fixture(scope="session")
+def multilabel_data(tmp_path_factory):
+    """:func:`make_multilabel_rows` (300) read with ``--label-separator "|"``, split 60/20/20."""
+    from textxfer.data.dataset import DataOptions, load_data
+
+    path = write_csv(tmp_path_factory.mktemp("ml") / "aspects.csv", make_multilabel_rows(300), header=("text", "tags"))
+    return load_data(DataOptions(data=str(path), label_column="tags", label_separator="|", validation_size=0.2,
+                                 test_size=0.2))
+
+
 def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
     """Write rows with a header as CSV/TSV."""
     with open(path, "w", encoding="utf-8", newline="") as handle:

@@ -16,13 +16,6 @@ from textxfer.errors import TextxferError
 
 
 @pytest.fixture(scope="module")
-def multilabel_data(tmp_path_factory):
-    path = write_csv(tmp_path_factory.mktemp("ml") / "aspects.csv", make_multilabel_rows(300), header=("text", "tags"))
-    return load_data(DataOptions(data=str(path), label_column="tags", label_separator="|", validation_size=0.2,
-                                 test_size=0.2))
-
-
-@pytest.fixture(scope="module")
 def pair_data(tmp_path_factory):
     path = write_csv(tmp_path_factory.mktemp("pairs") / "pairs.csv", make_pair_rows(400),
                      header=("first", "second", "label"))
@@ -143,13 +136,11 @@ def test_commands_not_built_for_the_new_shapes_yet_refuse_them_in_one_line(multi
     from textxfer.ensemble.pipeline import EnsembleClassifier
     from textxfer.serving.server import ServeSettings, create_app
     from textxfer.transformer.export import export_onnx
-    from textxfer.transformer.pipeline import FinetuneClassifier
 
     model = load(multilabel_model)
     _refusal("textxfer serve", lambda: create_app(ServeSettings(model=str(multilabel_model))))
     _refusal("textxfer export", lambda: export_onnx(multilabel_model, tmp_path / "onnx"))
     _refusal("an ensemble", lambda: EnsembleClassifier([model, model]).fit(multilabel_data.train))
-    _refusal("fine-tuning", lambda: FinetuneClassifier().fit(multilabel_data.train))
 
 
 @pytest.mark.parametrize("command", ["compare", "study"])

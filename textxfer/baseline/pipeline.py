@@ -16,6 +16,7 @@ from textxfer.data.labels import LabelSet
 from textxfer.data.tables import unicode_safe
 from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
+from textxfer.core.thresholds import THRESHOLD_HELP, check_threshold
 from textxfer.data.words import MAX_TEXT_CHARS, TOKENIZERS, jieba_engine, resolve_tokenizer, tokenize
 from textxfer.baseline.vectors import WordVectors, read_pretrained, train_word2vec
 
@@ -51,8 +52,10 @@ class BaselineConfig:
     class_weight: str | None = field(default=None, metadata={"help": "none | balanced | balanced_subsample"})
     n_jobs: int = field(default=-1, metadata={"help": "parallel jobs for word2vec and the forest (-1: all cores)"})
     seed: int = field(default=42, metadata={"help": "random seed"})
+    threshold: float | None = field(default=None, metadata={"help": THRESHOLD_HELP})
 
     def __post_init__(self) -> None:
+        check_threshold(self.threshold)
         if self.tokenizer not in TOKENIZERS:
             raise TextxferError(f"unknown tokenizer {self.tokenizer!r}; choose one of {list(TOKENIZERS)}")
         if self.weighting not in WEIGHTINGS:
@@ -116,14 +119,14 @@ class BaselineClassifier(ClassifierBase):
             vocab, matrix = train_word2vec(corpus, cfg.vector_size, cfg.window, cfg.min_count, cfg.epochs, cfg.sg,
                                            cfg.negative, cfg.sample, _workers(cfg.n_jobs), cfg.seed, progress,
                                            exclude=frozenset(markers))
-        y = self.labels.indicators(train.labels) if self.labels.multi_label else np.asarray(self.labels.encode(train.labels))
+        y = self.labels.targets(train.labels)
         idf, log_ratio = word_statistics(vocab, tokens, y, len(self.labels))
         if cfg.label_dimensions:
             matrix = np.hstack([matrix, log_ratio.T.astype(np.float32)])
         self.vectors_ = WordVectors(vocab, matrix, word_weights(idf, log_ratio, cfg.weighting))
         features, empty = _combine([self.vectors_.embed(part) for part in parts])
         self.forest_ = self._fit_forest(features, y, progress)
-        self.end_fit(validation)
+        self.end_fit(validation, cfg.threshold)
         self.fit_stats_ = {"train_texts": len(train), "vocabulary": len(vocab),
                            "train_texts_without_known_words": empty, "tokenizer": self.tokenizer_,
                            "tokenizer_engine": self.tokenizer_engine_,

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from textxfer.errors import TextxferError
+
 DEFAULT_THRESHOLD = 0.5
+THRESHOLD_HELP = ("multi-label models: one decision threshold for every label (e.g. 0.5) instead of each label's "
+                  "F1-maximising threshold on the validation split (the default)")
+
+
+def check_threshold(value: float | None) -> None:
+    """Refuse a ``--threshold`` outside (0, 1) in one line."""
+    if value is not None and not 0 < value < 1:
+        raise TextxferError(f"--threshold must be between 0 and 1 (a probability), got {value}")
 
 
 def tune_thresholds(truth: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -66,3 +76,18 @@ def chosen_labels(probabilities: np.ndarray, thresholds: np.ndarray) -> list[lis
     probabilities = np.asarray(probabilities)
     return [sorted((int(j) for j in chosen.nonzero()[0]), key=lambda j: -row[j])
             for row, chosen in zip(probabilities, decide(probabilities, thresholds))]
+
+
+def micro_f1(truth: np.ndarray, decided: np.ndarray) -> float:
+    """Micro-averaged F1 of 0/1 ``decided`` against 0/1 ``truth`` (both ``(n, labels)``; 0 when neither has a 1)."""
+    truth, decided = np.asarray(truth, dtype=bool), np.asarray(decided, dtype=bool)
+    true_positives = int((truth & decided).sum())
+    denominator = int(truth.sum() + decided.sum())
+    return 2 * true_positives / denominator if denominator else 0.0
+
+
+def tuned_micro_f1(truth: np.ndarray, probabilities: np.ndarray) -> float:
+    """Micro-F1 on validation at the thresholds tuned on it — what a multi-label model will be judged by once
+    :func:`tune_thresholds` has run, so it ranks checkpoints and settings the way the finished model is used (a
+    fixed 0.5 ranks them by how soon rare labels' probabilities climb past 0.5 instead)."""
+    return micro_f1(truth, decide(probabilities, tune_thresholds(truth, probabilities)[0]))

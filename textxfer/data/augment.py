@@ -1,6 +1,7 @@
 """Text augmentation of the training split (``--augment``): random word dropout or adjacent-word swaps.
 
-Each training text gets ``copies`` altered copies with its label (validation and test are never touched).
+Each training text gets ``copies`` altered copies with its label (or label set; of a text pair, both texts are
+altered) (validation and test are never touched).
 Words are jieba words for Chinese texts (at least 10 % CJK characters, the baseline's rule), else
 whitespace-separated words; a text of one word is copied unchanged. ``word-dropout`` drops each word with
 probability :data:`RATE` (at least one word stays); ``word-swap`` swaps ``max(1, RATE × words)`` random pairs of
@@ -50,12 +51,16 @@ def augment(dataset, method: str, copies: int, seed: int):
         raise TextxferError(f"unknown augmentation {method!r}; choose one of {list(AUGMENTATIONS)}")
     if method == "none" or copies < 1 or not len(dataset):
         return dataset
-    split, joiner = _splitter(dataset.texts)
+    split, joiner = _splitter(dataset.texts + (dataset.pairs or []))
     rng = random.Random(seed)
+    alter = lambda text: joiner.join(_alter(split(text), method, rng))  # noqa: E731
     texts, labels, rows = list(dataset.texts), list(dataset.labels), list(dataset.rows)
+    pairs = None if dataset.pairs is None else list(dataset.pairs)
     for _ in range(copies):
-        for text, label, row in zip(dataset.texts, dataset.labels, dataset.rows):
-            texts.append(joiner.join(_alter(split(text), method, rng)))
+        for i, (text, label, row) in enumerate(zip(dataset.texts, dataset.labels, dataset.rows)):
+            texts.append(alter(text))
+            if pairs is not None:  # a pair: both texts altered
+                pairs.append(alter(dataset.pairs[i]))
             labels.append(label)
             rows.append(row)
-    return TextDataset(texts, labels, rows, dataset.origin)
+    return TextDataset(texts, labels, rows, dataset.origin, pairs, dataset.shape)

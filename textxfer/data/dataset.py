@@ -89,6 +89,13 @@ class TextDataset:
         """What a model reads per row: the text, or the ``(text, second text)`` pair."""
         return list(zip(self.texts, self.pairs)) if self.pairs is not None else list(self.texts)
 
+    def take(self, indices) -> "TextDataset":
+        """The rows at ``indices`` (in that order), of the same shape and origin."""
+        indices = [int(i) for i in indices]
+        pairs = [self.pairs[i] for i in indices] if self.pairs is not None else None
+        return TextDataset([self.texts[i] for i in indices], [self.labels[i] for i in indices],
+                           [self.rows[i] for i in indices], self.origin, pairs, self.shape)
+
 
 @dataclass
 class PreparedData:

@@ -73,6 +73,13 @@ class LabelSet:
             matrix[row, [index[name] for name in names]] = 1
         return matrix
 
+    def targets(self, labels: Sequence):
+        """What a model trains on: class ids (``int64``) for single-label rows, the :meth:`indicators` matrix for a
+        multi-label set's rows."""
+        import numpy as np
+
+        return self.indicators(labels) if self.multi_label else np.asarray(self.encode(labels), dtype=np.int64)
+
     def value(self, name: str) -> str | int:
         """The user-facing value of a label name (an ``int`` for integer label sets)."""
         return int(name) if self.kind == "int" else name

@@ -87,41 +87,56 @@ def macro_f1_resampled(predicted: np.ndarray, references: np.ndarray, samples: n
     return f1 / np.maximum(present, 1)
 
 
+def micro_f1_resampled(predicted: np.ndarray, references: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Micro-F1 of each resample of multi-label rows (``predicted`` and ``references`` 0/1 ``(texts, labels)``):
+    ``samples`` is (resamples × texts) indices into their rows."""
+    predicted, references = np.asarray(predicted, dtype=bool), np.asarray(references, dtype=bool)
+    hits = (predicted & references).sum(axis=1)[samples].sum(axis=1)
+    given = (predicted.sum(axis=1) + references.sum(axis=1))[samples].sum(axis=1)
+    return np.where(given > 0, 2 * hits / np.maximum(given, 1), 0.0)
+
+
 def winner(results: list[dict], references, num_labels: int, seed: int = 0) -> tuple[str, dict]:
     """``(strategy, details)`` by the one-standard-error rule.
 
     ``results``: per trained candidate ``{"strategy", "seconds", "predicted"}`` (validation predictions as label
-    indices in the order of ``references``). The best is the highest validation macro-F1; the winner is the
-    cheapest candidate (fewest seconds) whose macro-F1 is at least the best's minus the standard error of
-    their difference (paired bootstrap). ``details``: each candidate's macro-F1, accuracy, gap to the best and
-    standard error, and ``why`` in words."""
+    indices in the order of ``references``; for multi-label texts 0/1 ``(texts, labels)`` rows, ``references`` too).
+    The best is the highest validation macro-F1 (multi-label: micro-F1); the winner is the cheapest candidate
+    (fewest seconds) whose score is at least the best's minus the standard error of their difference (paired
+    bootstrap). ``details``: each candidate's score, accuracy (multi-label: of whole label sets), gap to the best
+    and standard error, the ``metric`` and ``why`` in words."""
     references = np.asarray(references)
+    multi = references.ndim == 2
     rng = np.random.default_rng(seed)
     samples = rng.integers(0, len(references), size=(BOOTSTRAP, len(references)))
     whole = np.arange(len(references))[None, :]
+    resampled = ((lambda predicted, rows: micro_f1_resampled(predicted, references, rows)) if multi else
+                 (lambda predicted, rows: macro_f1_resampled(predicted, references, rows, num_labels)))
+    metric, key = ("micro-F1", "micro_f1") if multi else ("macro-F1", "macro_f1")
     scored = []
     for result in results:
         predicted = np.asarray(result["predicted"])
+        same = (predicted == references).all(axis=1) if multi else predicted == references
         scored.append({"strategy": result["strategy"], "seconds": float(result["seconds"]),
-                       "macro_f1": float(macro_f1_resampled(predicted, references, whole, num_labels)[0]),
-                       "accuracy": float(np.mean(predicted == references)),
-                       "resampled": macro_f1_resampled(predicted, references, samples, num_labels)})
-    best = max(scored, key=lambda s: (s["macro_f1"], -s["seconds"]))
+                       key: float(resampled(predicted, whole)[0]), "accuracy": float(np.mean(same)),
+                       "resampled": resampled(predicted, samples)})
+    best = max(scored, key=lambda s: (s[key], -s["seconds"]))
     for entry in scored:
-        entry["gap"] = best["macro_f1"] - entry["macro_f1"]
+        entry["gap"] = best[key] - entry[key]
         entry["standard_error"] = float(np.std(best["resampled"] - entry["resampled"], ddof=1)) if entry is not best else 0.0
         entry["within_noise"] = entry["gap"] <= entry["standard_error"]
     chosen = min((s for s in scored if s["within_noise"]), key=lambda s: s["seconds"])
     if chosen is best:
-        why = (f"best validation macro-F1 ({best['macro_f1']:.4f})" if len(scored) == 1 else
-               f"best validation macro-F1 ({best['macro_f1']:.4f}), ahead of each cheaper candidate by more than the "
+        why = (f"best validation {metric} ({best[key]:.4f})" if len(scored) == 1 else
+               f"best validation {metric} ({best[key]:.4f}), ahead of each cheaper candidate by more than the "
                "noise (one standard error of the difference, paired bootstrap over the validation texts)")
     else:
-        why = (f"within noise of the best, {best['strategy']} ({best['macro_f1']:.4f} against "
-               f"{chosen['macro_f1']:.4f}: a gap of {chosen['gap']:.4f} ≤ one standard error, {chosen['standard_error']:.4f}), "
+        why = (f"within noise of the best, {best['strategy']} ({best[key]:.4f} against "
+               f"{chosen[key]:.4f}: a gap of {chosen['gap']:.4f} ≤ one standard error, {chosen['standard_error']:.4f}), "
                "and cheaper")
     details = {"candidates": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items() if k != "resampled"}
                               for s in scored],
                "best": best["strategy"], "winner": chosen["strategy"], "why": why, "rule": "one standard error",
+               "metric": metric,
                "bootstrap": BOOTSTRAP, "validation_texts": int(len(references))}
     return chosen["strategy"], details

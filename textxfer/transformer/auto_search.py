@@ -80,6 +80,16 @@ def step_seconds(classifier, texts: list[str], batch: int) -> float:
     return seconds[-1] * batch / len(rows)
 
 
+def _decisions(probabilities: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """A candidate's validation predictions: class ids, or for multi-label ``references`` 0/1 rows at thresholds
+    tuned on validation (as its finished model would have them)."""
+    if references.ndim == 1:
+        return probabilities.argmax(axis=1)
+    from textxfer.core.thresholds import decide, tune_thresholds
+
+    return decide(probabilities, tune_thresholds(references, probabilities)[0])
+
+
 def _estimate(strategy: str, cfg, train_texts: int, measured: dict) -> float:
     """Seconds ``strategy`` should take (see :func:`auto_choice.estimate_seconds`) from ``measured``: ``step``,
     ``train_forward`` and ``validation_forward`` seconds."""
@@ -101,9 +111,9 @@ def search(classifier, train, validation, progress: bool, train_one):
     cfg, model = classifier.config, classifier.model_
     speak = int(os.environ.get("RANK", "0")) == 0
     budget = auto_choice.budget_minutes(cfg.time_budget, torch.cuda.is_available()) * 60
-    train_ids, validation_ids = classifier.encode(train.texts)["input_ids"], classifier.encode(validation.texts)["input_ids"]
+    train_ids, validation_ids = classifier.encode(train.inputs)["input_ids"], classifier.encode(validation.inputs)["input_ids"]
     tokens = {"train": float(sum(map(len, train_ids))), "validation": float(sum(map(len, validation_ids)))}
-    references = classifier.labels.encode(validation.labels)
+    references = classifier.labels.targets(validation.labels)
     start, started = snapshot(model), time.perf_counter()
     own_dropout = memory.set_attention_dropout(model, None)  # the model's own: each candidate starts from it
     results, skipped, kept, measured = [], [], {}, None
@@ -129,7 +139,7 @@ def search(classifier, train, validation, progress: bool, train_one):
         began = time.perf_counter()
         try:
             log, stats = train_one(classifier, train, validation, progress)
-            predicted = classifier.predict_proba(validation.texts).argmax(axis=1)
+            predicted = _decisions(classifier.predict_proba(validation.inputs), references)
         finally:
             classifier.config = cfg
         seconds = time.perf_counter() - began
@@ -139,7 +149,7 @@ def search(classifier, train, validation, progress: bool, train_one):
         if measured is None and waiting:  # after head-only: its frozen pass over train + validation, and one timed step
             per_token = stats.get("encode_seconds", seconds) / max(1.0, tokens["train"] + tokens["validation"])
             measured = {"train_forward": per_token * tokens["train"], "validation_forward": per_token * tokens["validation"],
-                        "step": step_seconds(classifier, train.texts, nominal(cfg.batch_size))}
+                        "step": step_seconds(classifier, train.inputs, nominal(cfg.batch_size))}
     chosen, details = auto_choice.winner(results, references, len(classifier.labels), cfg.seed)
     estimates = {r["strategy"]: r["estimated_seconds"] for r in results}
     for entry in details["candidates"]:
@@ -163,8 +173,9 @@ def search(classifier, train, validation, progress: bool, train_one):
 
 def describe(details: dict) -> str:
     """The recipe sentence of a search: each candidate's validation macro-F1 and time, the winner and why."""
-    tried = ", ".join(f"{c['strategy']} {c['macro_f1']:.4f} in {_minutes(c['seconds'])}" for c in details["candidates"])
-    sentence = (f"strategy {details['winner']} chosen on validation (--strategy auto; validation macro-F1 of each "
+    key = details["metric"].lower().replace("-", "_")
+    tried = ", ".join(f"{c['strategy']} {c[key]:.4f} in {_minutes(c['seconds'])}" for c in details["candidates"])
+    sentence = (f"strategy {details['winner']} chosen on validation (--strategy auto; validation {details['metric']} of each "
                 f"candidate: {tried}): {details['why']}")
     if details["skipped"]:
         sentence += "; not tried: " + "; ".join(f"{s['strategy']} ({s['why']})" for s in details["skipped"])

@@ -29,11 +29,28 @@ PAIR_ITERATIONS = 20  # SetFit's classic setting: per iteration, one same-label 
 WARMUP_RATIO = 0.1
 
 
-def pairs(labels, iterations: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+MULTILABEL_PAIRS = ("shared-label", "label-set")
+
+
+def pairs(labels, iterations: int, seed: int, multilabel_rule: str = "shared-label") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(first, second, target)``: for every text and iteration a partner of the same label (target 1)
     and one of another label (target 0), drawn at random — SetFit's pair generation. A class with one
-    text pairs it with itself."""
+    text pairs it with itself.
+
+    Multi-label ``labels`` (a 0/1 ``(texts, labels)`` array) under ``shared-label``: the partner of target 1 has a
+    label drawn from the text's own, the partner of target 0 shares none of its labels (a text without labels:
+    its partners are another text without labels, and one with any) — pairs that agree with one classifier per
+    label. Under ``label-set``: each distinct set of labels is treated as one class (a text with labels {a, b} is
+    pushed away from one with {a}, against what label a's classifier needs).
+    """
     labels = np.asarray(labels)
+    if labels.ndim == 2:
+        if multilabel_rule not in MULTILABEL_PAIRS:
+            raise TextxferError(f"unknown multi-label pair rule {multilabel_rule!r}; choose one of {list(MULTILABEL_PAIRS)}")
+        if multilabel_rule == "label-set":
+            labels = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
+        else:
+            return _shared_label_pairs(labels, iterations, seed)
     if len(set(labels.tolist())) < 2:
         raise TextxferError("--strategy contrastive needs training texts of at least two classes")
     rng = np.random.default_rng(seed)
@@ -45,6 +62,33 @@ def pairs(labels, iterations: int, seed: int) -> tuple[np.ndarray, np.ndarray, n
             first += [row, row]
             second += [int(rng.choice(same[label])), int(rng.choice(other[label]))]
             target += [1.0, 0.0]
+    return np.array(first), np.array(second), np.array(target, dtype=np.float32)
+
+
+def _shared_label_pairs(indicators: np.ndarray, iterations: int, seed: int):
+    """:func:`pairs`'s ``shared-label`` rule for 0/1 ``indicators``."""
+    indicators = indicators.astype(bool)
+    if len(np.unique(indicators, axis=0)) < 2:
+        raise TextxferError("--strategy contrastive needs training texts with at least two different label sets")
+    rng = np.random.default_rng(seed)
+    holders = [np.flatnonzero(column) for column in indicators.T]
+    unlabelled, labelled = np.flatnonzero(~indicators.any(axis=1)), np.flatnonzero(indicators.any(axis=1))
+    # Texts sharing no label with a row: rows whose indicators have no 1 in common with it.
+    disjoint = {}
+    first, second, target = [], [], []
+    for _ in range(iterations):
+        for row, own in enumerate(indicators):
+            own_labels = np.flatnonzero(own)
+            if len(own_labels):
+                key = tuple(own_labels.tolist())
+                if key not in disjoint:
+                    disjoint[key] = np.flatnonzero(~(indicators[:, own_labels].any(axis=1)))
+                alike, unlike = holders[int(rng.choice(own_labels))], disjoint[key]
+            else:
+                alike, unlike = (unlabelled if len(unlabelled) > 1 else np.array([row])), labelled
+            first.append(row), second.append(int(rng.choice(alike))), target.append(1.0)
+            if len(unlike):
+                first.append(row), second.append(int(rng.choice(unlike))), target.append(0.0)
     return np.array(first), np.array(second), np.array(target, dtype=np.float32)
 
 
@@ -93,8 +137,9 @@ def _collator(tokenizer, encoded: dict):
     return collate
 
 
-def tune_body(classifier, texts: list[str], y: np.ndarray, progress: bool, device: dict) -> dict:
-    """Tune what is trainable in ``classifier.model_``'s body on pairs of ``texts`` (the caller's
+def tune_body(classifier, texts: list, y: np.ndarray, progress: bool, device: dict) -> dict:
+    """Tune what is trainable in ``classifier.model_``'s body on pairs of ``texts`` (strings, or text pairs read as
+    one input each; ``y`` class ids or multi-label 0/1 rows: :func:`pairs`) (the caller's
     ``apply_strategy(model, "contrastive")`` froze the embeddings); returns the stage's stats."""
     import datasets
     import torch
@@ -104,7 +149,7 @@ def tune_body(classifier, texts: list[str], y: np.ndarray, progress: bool, devic
     from textxfer.transformer.models import quiet_progress
 
     cfg, model = classifier.config, classifier.model_
-    first, second, target = pairs(y, cfg.pair_iterations, cfg.seed)
+    first, second, target = pairs(y, cfg.pair_iterations, cfg.seed, cfg.multilabel_pairs)
     encoder = PairEncoder(model)
     encoded = classifier.encode(texts)  # each text tokenised once, with the prefix and max length of the classifier
     tokens = np.array([len(ids) for ids in encoded["input_ids"]])

@@ -47,18 +47,23 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
 
 
-def token_lengths(tokenizer, texts: Sequence[str]) -> np.ndarray:
-    """Token counts including special tokens, for at most ``LENGTH_SAMPLE`` evenly spaced texts."""
+def token_lengths(tokenizer, texts: Sequence) -> np.ndarray:
+    """Token counts including special tokens, for at most ``LENGTH_SAMPLE`` evenly spaced texts (or ``(text, second
+    text)`` pairs, counted as the one input they are encoded into)."""
     step = max(1, math.ceil(len(texts) / LENGTH_SAMPLE))
     sample = list(texts[::step])
     with _quiet_transformers():
-        encoded = tokenizer(sample, add_special_tokens=True, truncation=False)["input_ids"]
+        if sample and isinstance(sample[0], tuple):
+            encoded = tokenizer([a for a, _ in sample], [b for _, b in sample], add_special_tokens=True,
+                                truncation=False)["input_ids"]
+        else:
+            encoded = tokenizer(sample, add_special_tokens=True, truncation=False)["input_ids"]
     return np.array([len(ids) for ids in encoded])
 
 
-def choose_max_length(tokenizer, config, texts: Sequence[str], requested: int | None) -> tuple[int, dict]:
-    """``requested`` if given, else the 99th percentile of the token lengths of ``texts``, capped at the model's
-    limit. Also returns how many of ``texts`` are longer than the choice (truncated)."""
+def choose_max_length(tokenizer, config, texts: Sequence, requested: int | None) -> tuple[int, dict]:
+    """``requested`` if given, else the 99th percentile of the token lengths of ``texts`` (or pairs), capped at the
+    model's limit. Also returns how many of ``texts`` are longer than the choice (truncated)."""
     limit = model_max_length(tokenizer, config)
     lengths = token_lengths(tokenizer, texts)
     if requested is not None:
@@ -72,19 +77,28 @@ def choose_max_length(tokenizer, config, texts: Sequence[str], requested: int | 
                     "share_truncated": round(longer, 4)}
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int, policy: str, prefix: str = "") -> dict[str, list[list[int]]]:
+def encode(tokenizer, texts: Sequence, max_length: int, policy: str, prefix: str = "") -> dict[str, list[list[int]]]:
     """Token ids (with special tokens) of ``prefix`` + each text, no longer than ``max_length``, by ``policy``.
 
     ``truncate`` keeps the beginning. ``head-tail`` keeps the first quarter and the last three quarters
     of the token budget: in reviews the verdict is often at the end (Sun et al., 2019, "How to Fine-Tune
     BERT for Text Classification?", found head+tail best for long texts).
+
+    ``(text, second text)`` pairs become one input, the tokenizer's own ``tokenizer(a, b)`` layout (its separator
+    and, for BERT, segment ids); ``prefix`` goes before the first text. An over-long pair loses tokens from its
+    longer text first (the tokenizer's ``longest_first``), each text then cut by ``policy``.
     """
     if policy not in LONG_TEXT_POLICIES:
         raise TextxferError(f"unknown long-text policy {policy!r}; choose one of {list(LONG_TEXT_POLICIES)}")
     # Only the ends of a very long text can be kept, so only they are tokenized: a token covers at most
     # CHARS_PER_TOKEN characters (WordPiece's longest word), so this never changes the result.
     keep = max_length * CHARS_PER_TOKEN
-    texts = [prefix + _ends(unicode_safe(t if isinstance(t, str) else str(t)), keep, policy) for t in texts]
+    clean = lambda t: _ends(unicode_safe(t if isinstance(t, str) else str(t)), keep, policy)  # noqa: E731
+    if len(texts) and isinstance(texts[0], tuple):
+        firsts, seconds = [prefix + clean(a) for a, _ in texts], [clean(b) for _, b in texts]
+        with _TOKENIZER_LOCK:
+            return _encode_pairs(tokenizer, firsts, seconds, max_length, policy)
+    texts = [prefix + clean(t) for t in texts]
     with _TOKENIZER_LOCK:  # a fast tokenizer's truncation settings are shared state: one caller at a time
         return _encode(tokenizer, texts, max_length, policy)
 
@@ -94,15 +108,57 @@ def _encode(tokenizer, texts: list[str], max_length: int, policy: str) -> dict[s
         return dict(tokenizer(texts, truncation=True, max_length=max_length))
     prefix, suffix = special_tokens_around(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
-    head_budget = int(budget * HEAD_SHARE)
     ids_list = []
     with _quiet_transformers():
         untruncated = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
     for ids in untruncated:
-        if len(ids) > budget:
-            ids = ids[:head_budget] + ids[len(ids) - (budget - head_budget):]
-        ids_list.append(prefix + ids + suffix)
+        ids_list.append(prefix + _cut(ids, budget, policy) + suffix)
     return {"input_ids": ids_list, "attention_mask": [[1] * len(ids) for ids in ids_list]}
+
+
+def _cut(ids: list[int], budget: int, policy: str) -> list[int]:
+    """``ids`` in at most ``budget`` tokens: the start (truncate), or the first quarter and the rest from the end."""
+    if len(ids) <= budget:
+        return ids
+    if policy == "truncate":
+        return ids[:budget]
+    head = int(budget * HEAD_SHARE)
+    return ids[:head] + ids[len(ids) - (budget - head):]
+
+
+def pair_budgets(first: int, second: int, budget: int) -> tuple[int, int]:
+    """Tokens kept of each text of a pair whose texts have ``first`` and ``second`` tokens, ``budget`` in all: the
+    longer text gives up tokens until the two are equal, then both alternately (the tokenizer's ``longest_first``;
+    ``tests/test_shapes_finetune.py`` checks the two agree)."""
+    if first + second <= budget:
+        return first, second
+    short = min(first, second)
+    kept = (budget - short, short) if short <= budget // 2 else (budget - budget // 2, budget // 2)  # (longer, shorter)
+    return kept if first > second else kept[::-1]  # equal lengths: the odd token to the second text, as transformers
+
+
+def _encode_pairs(tokenizer, firsts: list[str], seconds: list[str], max_length: int, policy: str) -> dict:
+    layout = pair_layout(tokenizer)
+    budget = max_length - sum(len(layout[part]) for part in ("prefix", "middle", "suffix"))
+    if budget < 2:
+        raise TextxferError(f"--max-length {max_length} leaves no room for two texts between the special tokens")
+    with _quiet_transformers():
+        a_ids = tokenizer(firsts, add_special_tokens=False, truncation=False)["input_ids"]
+        b_ids = tokenizer(seconds, add_special_tokens=False, truncation=False)["input_ids"]
+    encoded = {"input_ids": [], "attention_mask": []}
+    types = layout["types"]
+    if types is not None:
+        encoded["token_type_ids"] = []
+    for a, b in zip(a_ids, b_ids):
+        keep_a, keep_b = pair_budgets(len(a), len(b), budget)
+        a, b = _cut(a, keep_a, policy), _cut(b, keep_b, policy)
+        ids = layout["prefix"] + a + layout["middle"] + b + layout["suffix"]
+        encoded["input_ids"].append(ids)
+        encoded["attention_mask"].append([1] * len(ids))
+        if types is not None:
+            encoded["token_type_ids"].append([types[0]] * (len(layout["prefix"]) + len(a) + len(layout["middle"]))
+                                             + [types[1]] * (len(b) + len(layout["suffix"])))
+    return encoded
 
 
 def _ends(text: str, keep: int, policy: str) -> str:
@@ -121,6 +177,24 @@ def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
         if full[start:start + len(plain)] == plain:
             return full[:start], full[start + len(plain):]
     raise TextxferError("cannot tell where this tokenizer puts its special tokens; use --long-text truncate")
+
+
+def pair_layout(tokenizer) -> dict:
+    """Where the tokenizer puts its special tokens around a pair: ``prefix``, ``middle`` and ``suffix`` token ids
+    (BERT: [CLS] a [SEP] b [SEP]; XLM-R: <s> a </s></s> b </s>) and ``types``, the segment ids of the first and
+    second part (None for a tokenizer without ``token_type_ids``)."""
+    a, b = (tokenizer(probe, add_special_tokens=False)["input_ids"] for probe in ("a", "b"))
+    full = tokenizer("a", "b", add_special_tokens=True)
+    ids = full["input_ids"]
+    for start in range(len(ids) - len(a) + 1):
+        if ids[start:start + len(a)] != a:
+            continue
+        for second in range(start + len(a), len(ids) - len(b) + 1):
+            if ids[second:second + len(b)] == b:
+                types = full.get("token_type_ids")
+                return {"prefix": ids[:start], "middle": ids[start + len(a):second], "suffix": ids[second + len(b):],
+                        "types": None if types is None else (int(types[start]), int(types[second]))}
+    raise TextxferError("cannot tell where this tokenizer puts its special tokens around a text pair")
 
 
 CHARS_PER_TOKEN = 100  # the longest word WordPiece splits (longer ones become one [UNK] token)

@@ -13,7 +13,7 @@ import numpy as np
 from textxfer.transformer.pooling import of as pooling_of
 
 
-def key(classifier, texts: list[str], module) -> str:
+def key(classifier, texts: list, module) -> str:
     """A digest of everything the features depend on: the frozen weights, the head module they feed and
     the pooling, the text prefix, the tokenisation settings, the precision they are computed in (bf16 on a
     GPU) and the texts in order."""
@@ -32,7 +32,10 @@ def key(classifier, texts: list[str], module) -> str:
             digest.update(parameter_name.encode())
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     for text in texts:
-        digest.update(text.encode("utf-8"))
+        if isinstance(text, tuple):  # a text pair: marked, both texts in order
+            digest.update(b"\2" + b"\1".join(part.encode("utf-8") for part in text))
+        else:
+            digest.update(text.encode("utf-8"))
         digest.update(b"\0")
     return digest.hexdigest()
 

@@ -33,8 +33,11 @@ def resolve_model(name: str) -> str:
 
 
 def _label_maps(labels: LabelSet) -> dict:
-    return {"num_labels": len(labels), "id2label": dict(enumerate(labels.names)),
+    """The label entries of the model's config; a multi-label set makes transformers' classification models train
+    with binary cross-entropy on sigmoid outputs (``problem_type``)."""
+    maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels.names)),
             "label2id": {name: i for i, name in enumerate(labels.names)}}
+    return maps | ({"problem_type": "multi_label_classification"} if labels.multi_label else {})
 
 
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

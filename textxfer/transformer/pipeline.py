@@ -12,17 +12,17 @@ import numpy as np
 
 from textxfer.transformer import loss_curve
 from textxfer.transformer.batch_size import parse as parse_batch_size
-from textxfer.transformer.contrastive import PAIR_ITERATIONS
+from textxfer.transformer.contrastive import MULTILABEL_PAIRS, PAIR_ITERATIONS
 from textxfer.transformer.devices import PRECISIONS
 from textxfer.data.augment import AUGMENTATIONS, augment
 from textxfer.data.dataset import TextDataset
 from textxfer.transformer.encoding import LONG_TEXT_POLICIES, choose_max_length, encode, prediction_batches
 from textxfer.errors import TextxferError
 from textxfer.data.labels import LabelSet
-from textxfer.data.shape import require_single
 from textxfer.transformer.loss_curve import TRAINER_LOG
 from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
+from textxfer.core.thresholds import THRESHOLD_HELP, check_threshold
 from textxfer.transformer.pooling import POOLINGS
 from textxfer.transformer.schedules import SCHEDULES
 from textxfer.transformer.strategies import STRATEGIES
@@ -51,6 +51,7 @@ class FinetuneConfig:
     head_learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of the classifier head and pooler (often newly initialised; discriminative rates); default: 20× --learning-rate (at most 1e-3) while the step floor binds, else --learning-rate"})
     head_solver: str = field(default="logistic", metadata={"help": "how --strategy head-only fits the head: logistic (regularised logistic regression on the cached features, strength chosen on validation) | trainer (the Trainer, --epochs at the head rate)", "choices": HEAD_SOLVERS})
     pair_iterations: int = field(default=PAIR_ITERATIONS, metadata={"help": "--strategy contrastive: pairs per text = 2 × this (one same-label, one other-label partner per iteration; SetFit's 20)"})
+    multilabel_pairs: str = field(default="shared-label", metadata={"help": "--strategy contrastive with multi-label texts: shared-label (a text's same-side partner has one of its labels, its other-side partner none of them) | label-set (each distinct set of labels is one class, as SetFit pairs them); see BENCHMARKS.md", "choices": MULTILABEL_PAIRS})
     pair_learning_rate: float = field(default=2e-5, metadata={"help": "--strategy contrastive: peak learning rate of the body on the pairs (SetFit's 2e-5)"})
     feature_cache: str | None = field(default=None, metadata={"help": "folder caching the frozen features of --strategy head-only (reused by runs of the same model, texts and max length)"})
     min_steps: int = field(default=150, metadata={"help": "a floor on optimizer steps: with little data the epochs are raised until training takes at least this many steps (0: off)"})
@@ -60,7 +61,8 @@ class FinetuneConfig:
     lr_scheduler: str = field(default="linear", metadata={"help": "learning-rate schedule after the warm-up: linear | cosine | cosine-with-restarts (one cosine per epoch) | polynomial (power 2) | constant | constant-with-warmup | reduce-on-plateau (halve the rate when validation macro-F1 does not improve; needs validation)", "choices": tuple(SCHEDULES)})
     warmup: float = field(default=0.06, metadata={"help": "warm-up: a ratio of all steps if < 1, else a step count"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases / norms)"})
-    class_weighted: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
+    class_weighted: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency (multi-label: each label's positives by its negatives ÷ positives)"})
+    threshold: float | None = field(default=None, metadata={"help": THRESHOLD_HELP})
     eval_strategy: str = field(default="auto", metadata={"help": "when to evaluate and save: auto (every epoch; every min-steps/3 steps while the step floor binds) | epoch | steps | no", "choices": ("auto", "epoch", "steps", "no")})
     eval_steps: int = field(default=200, metadata={"help": "evaluate/save every N steps with --eval-strategy steps"})
     early_stopping: int = field(default=2, metadata={"help": "stop after N evaluations without validation macro-F1 gain (0: off); the best model is kept"})
@@ -76,6 +78,7 @@ class FinetuneConfig:
     allow_pickle_weights: bool = field(default=False, metadata={"help": "load .bin/.pt pickle weights of a base model (can run code); default: safetensors only"})
 
     def __post_init__(self) -> None:
+        check_threshold(self.threshold)
         if self.strategy not in ("auto", *STRATEGIES):
             raise TextxferError(f"unknown strategy {self.strategy!r}; choose one of {['auto', *STRATEGIES]}")
         if self.long_text not in LONG_TEXT_POLICIES:
@@ -110,6 +113,8 @@ class FinetuneConfig:
             raise TextxferError(f"unknown augmentation {self.augment!r}; choose one of {list(AUGMENTATIONS)}")
         if self.augment_copies < 1:
             raise TextxferError(f"augment_copies must be at least 1, got {self.augment_copies}")
+        if self.multilabel_pairs not in MULTILABEL_PAIRS:
+            raise TextxferError(f"unknown multilabel_pairs {self.multilabel_pairs!r}; choose one of {list(MULTILABEL_PAIRS)}")
         if self.pair_iterations < 1:
             raise TextxferError(f"pair_iterations must be at least 1, got {self.pair_iterations}")
         if self.min_steps < 0:
@@ -131,8 +136,9 @@ class FinetuneClassifier(ClassifierBase):
     # -- training -------------------------------------------------------------------------------
     def fit(self, train: TextDataset, validation: TextDataset | None = None, labels: LabelSet | None = None,
             progress: bool = False) -> "FinetuneClassifier":
-        """Fine-tune on ``train``; ``validation`` drives early stopping and best-model selection."""
-        require_single(train.shape, "fine-tuning")
+        """Fine-tune on ``train``; ``validation`` drives early stopping and best-model selection (and, for multi-label
+        texts, each label's threshold). Text pairs are read as one input each (:func:`encoding.encode`); multi-label
+        texts train sigmoid outputs with binary cross-entropy."""
         from contextlib import nullcontext
 
         from transformers import set_seed
@@ -142,7 +148,7 @@ class FinetuneClassifier(ClassifierBase):
         from textxfer.transformer.training import train_model
 
         cfg = self.config
-        self.labels = labels or LabelSet.from_labels(train.labels)
+        self.labels = self.begin_fit(train, labels)
         train = _subset(train, cfg.max_train_samples, cfg.seed)
         given = len(train)
         train = augment(train, cfg.augment, cfg.augment_copies, cfg.seed)  # "none": unchanged
@@ -161,7 +167,7 @@ class FinetuneClassifier(ClassifierBase):
         # step several times slower), while the validation texts make it a stable estimate.
         self.text_prefix_, prefix_why = text_prefix.choose(cfg.text_prefix, cfg.model)
         self.input_choices_ = [why for why in (pooling_why, prefix_why) if why]  # announced with the recipe
-        length_texts = text_prefix.apply(self.text_prefix_, train.texts + (validation.texts if has_validation else []))
+        length_texts = text_prefix.apply(self.text_prefix_, train.inputs + (validation.inputs if has_validation else []))
         self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, length_texts, cfg.max_length)
         length_stats["length_texts"] = len(length_texts)
         # On this process's GPU when there is one (the Trainer's device too), so that frozen features, the
@@ -172,15 +178,16 @@ class FinetuneClassifier(ClassifierBase):
             self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
         finally:
             del self._encoded
+        self.end_fit(validation if has_validation else None, cfg.threshold)
         augmented = {"augmented": {"method": cfg.augment, "copies": cfg.augment_copies, "texts_added": len(train) - given}}
         self.fit_stats_ = {"train_texts": len(train), "base_model": self.source_, **length_stats, **train_stats,
                            **(augmented if cfg.augment != "none" else {}),
                            "loss_curve": loss_curve.summary(self.log_history_)}
         return self
 
-    def encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
-        """Model inputs for ``texts`` under this model's max length and long-text policy (during a fit, each
-        list of texts is tokenized once: ``--strategy auto``'s candidates share it)."""
+    def encode(self, texts: Sequence) -> dict[str, list[list[int]]]:
+        """Model inputs for ``texts`` (or ``(text, second text)`` pairs) under this model's max length and long-text
+        policy (during a fit, each list of texts is tokenized once: ``--strategy auto``'s candidates share it)."""
         prefix = getattr(self, "text_prefix_", "")
         memo = getattr(self, "_encoded", None)
         if memo is None:
@@ -221,16 +228,19 @@ class FinetuneClassifier(ClassifierBase):
         """The pretrained checkpoint this model was fine-tuned from."""
         return getattr(self, "source_", None)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities (columns in ``labels`` order), batched by length, in input order."""
+    def predict_proba(self, texts: Sequence) -> np.ndarray:
+        """Class probabilities (columns in ``labels`` order; each label's own sigmoid for a multi-label model),
+        batched by length, in input order."""
         import torch
 
         from textxfer.transformer import devices
 
         self._check_fitted()
+        texts = self.check_inputs(texts)
         model, device = self.model_.eval(), self.device
+        squash = torch.sigmoid if self.labels.multi_label else (lambda logits: torch.softmax(logits, dim=-1))
         with torch.inference_mode(), devices.autocast(device, self.precision):
-            return self.batched_proba(texts, lambda batch: torch.softmax(model(**batch).logits.double(), dim=-1).cpu().numpy())
+            return self.batched_proba(texts, lambda batch: squash(model(**batch).logits.double()).cpu().numpy())
 
     def batches(self, texts: Sequence[str]):
         """Yield ``(row indices, padded model inputs on the model's device)``, shortest texts first (on a GPU
@@ -256,7 +266,7 @@ class FinetuneClassifier(ClassifierBase):
             files["tokenizer"] = "tokenizer.json"
         config = {**asdict(self.config), "resolved_max_length": self.max_length_, "base_model": self.source_,
                   "resolved_text_prefix": self.text_prefix_}
-        write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files))
+        write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files, self.task_info()))
 
     @classmethod
     def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",
@@ -279,16 +289,16 @@ class FinetuneClassifier(ClassifierBase):
 
 
 def _subset(dataset: TextDataset, size: int | None, seed: int) -> TextDataset:
-    """A stratified, seeded subset of ``size`` texts (all of them when ``size`` is None or larger)."""
+    """A stratified (multi-label: iteratively stratified), seeded subset of ``size`` texts (all of them when ``size``
+    is None or larger)."""
     if size is None or size >= len(dataset):
         return dataset
-    from textxfer.data.splits import stratified_split
+    from textxfer.data.splits import multilabel_split, stratified_split
 
     keep_share = size / len(dataset)
-    assignment = stratified_split(dataset.texts, dataset.labels, 0.0, 1 - keep_share, seed)
-    rows = [i for i, split in enumerate(assignment) if split == "train"]
-    return TextDataset([dataset.texts[i] for i in rows], [dataset.labels[i] for i in rows],
-                       [dataset.rows[i] for i in rows], dataset.origin)
+    split = multilabel_split if dataset.shape.multi_label else stratified_split
+    assignment = split(dataset.inputs, dataset.labels, 0.0, 1 - keep_share, seed)
+    return dataset.take([i for i, part in enumerate(assignment) if part == "train"])
 
 
 def remove_checkpoints(folder: str | Path | None) -> None:

@@ -38,5 +38,8 @@ def choose(setting: str, name: str) -> tuple[str, str | None]:
 
 
 def apply(prefix: str, texts):
-    """``texts`` with ``prefix`` before each (the texts themselves when there is none)."""
-    return [prefix + text for text in texts] if prefix else texts
+    """``texts`` with ``prefix`` before each (before the first text of a pair; the texts themselves when there is
+    none)."""
+    if not prefix:
+        return texts
+    return [(prefix + t[0], t[1]) if isinstance(t, tuple) else prefix + t for t in texts]

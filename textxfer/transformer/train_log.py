@@ -17,7 +17,8 @@ from transformers import PrinterCallback, ProgressCallback
 from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
 
 # eval_* keys shown, in this order, with their readable names; other eval_* keys are timings (not shown).
-METRIC_NAMES = {"eval_loss": "validation loss", "eval_accuracy": "accuracy", "eval_macro_f1": "macro-F1"}
+METRIC_NAMES = {"eval_loss": "validation loss", "eval_accuracy": "accuracy", "eval_macro_f1": "macro-F1",
+                "eval_micro_f1": "micro-F1 (tuned thresholds)"}
 
 
 def evaluation_line(logs: dict, step: int, max_steps: int, evaluation: int, evaluations: int | None,

@@ -47,37 +47,69 @@ def device_settings(precision: str, compile_model: bool = False) -> dict:
 GPU_LOADER_WORKERS = 2
 
 
-def _dataset(features: dict, labels: list[int]):
+def _dataset(features: dict, labels: np.ndarray):
+    """A ``datasets.Dataset`` of model inputs and targets: class ids, or a multi-label row's 0/1 vector as floats
+    (what binary cross-entropy takes)."""
     import datasets
 
-    return datasets.Dataset.from_dict({**features, "labels": labels})
+    labels = np.asarray(labels)
+    targets = labels.astype(np.float32).tolist() if labels.ndim == 2 else labels.tolist()
+    return datasets.Dataset.from_dict({**features, "labels": targets})
+
+
+def best_metric(label_set) -> str:
+    """The validation figure that picks the best checkpoint and drives early stopping: macro-F1, or for a
+    multi-label model micro-F1 at thresholds tuned on validation (:func:`textxfer.core.thresholds.tuned_micro_f1`)."""
+    return "micro_f1" if label_set.multi_label else "macro_f1"
 
 
 def _compute_metrics(label_set):
+    from textxfer.core.thresholds import tuned_micro_f1
+
     def compute(evaluation) -> dict[str, float]:
         logits = evaluation.predictions[0] if isinstance(evaluation.predictions, tuple) else evaluation.predictions
         # label_ids come back in the same (possibly length-grouped) order as the predictions.
-        result = score(np.asarray(evaluation.label_ids), np.asarray(logits).argmax(axis=-1), label_set)
+        logits, truth = np.asarray(logits, dtype=np.float64), np.asarray(evaluation.label_ids)
+        if label_set.multi_label:
+            return {"micro_f1": tuned_micro_f1(truth, 1 / (1 + np.exp(-logits)))}
+        result = score(truth, logits.argmax(axis=-1), label_set)
         return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
 
     return compute
 
 
-def _class_weighted_loss(labels: list[int], num_labels: int):
-    """Cross-entropy weighted by inverse class frequency (``compute_loss_func`` of the Trainer)."""
+def _class_weighted_loss(targets: np.ndarray, num_labels: int):
+    """The loss weighted against imbalance (``compute_loss_func`` of the Trainer): cross-entropy weighted by inverse
+    class frequency, or for multi-label targets binary cross-entropy whose positives of each label weigh its
+    negatives ÷ positives (``pos_weight``: a label on 2 % of the texts counts its positives 49 ×)."""
     import torch
 
-    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
-    weights = torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+    targets = np.asarray(targets)
+    multi = targets.ndim == 2
+    if multi:
+        positives = targets.sum(axis=0).astype(np.float64)
+        weights = torch.tensor(np.where(positives > 0, (len(targets) - positives) / np.maximum(positives, 1), 1.0),
+                               dtype=torch.float32)
+    else:
+        counts = np.bincount(targets, minlength=num_labels).astype(np.float64)
+        weights = torch.tensor(len(targets) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
 
-    def loss(outputs, targets, num_items_in_batch=None):
+    def loss(outputs, labels, num_items_in_batch=None):
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        logits, targets, weight = logits.view(-1, num_labels).float(), targets.view(-1), weights.to(logits.device)
+        logits, weight = logits.view(-1, num_labels).float(), weights.to(logits.device)
+        if multi:
+            labels = labels.view(-1, num_labels).float()
+            per_entry = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight,
+                                                                             reduction="none")
+            if num_items_in_batch is None:
+                return per_entry.mean()
+            return per_entry.sum() / torch.as_tensor(num_items_in_batch, device=logits.device, dtype=per_entry.dtype)
+        labels = labels.view(-1)
         if num_items_in_batch is None:
-            return torch.nn.functional.cross_entropy(logits, targets, weight=weight)
+            return torch.nn.functional.cross_entropy(logits, labels, weight=weight)
         # A step run as several passes (gradient accumulation, token-budgeted passes): the Trainer sums what each
         # pass returns, so each returns its weighted sum over the texts of the whole step (a weighted mean per step).
-        summed = torch.nn.functional.cross_entropy(logits, targets, weight=weight, reduction="sum")
+        summed = torch.nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum")
         return summed / torch.as_tensor(num_items_in_batch, device=summed.device, dtype=summed.dtype)
 
     return loss
@@ -102,7 +134,7 @@ def _arguments(cfg, output_dir: str, has_validation: bool, progress: bool, devic
         gradient_accumulation_steps=cfg.gradient_accumulation * passes,
         eval_strategy=strategy if evaluating else "no", save_strategy=strategy, eval_steps=eval_steps,
         save_steps=eval_steps, save_total_limit=2,
-        load_best_model_at_end=evaluating, metric_for_best_model="macro_f1" if evaluating else None,
+        load_best_model_at_end=evaluating, metric_for_best_model=recipe["best_metric"] if evaluating else None,
         greater_is_better=True, logging_strategy="steps", logging_steps=cfg.logging_steps, report_to="none",
         seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=not progress, **schedule,
         train_sampling_strategy="group_by_length" if grouping else "random",
@@ -167,7 +199,7 @@ def resolve_batch(classifier, train: TextDataset, pooling: str, world_size: int,
     strategy, _ = choose_strategy(cfg, len(train), pooling)
     if device["use_cpu"] or strategy in ("contrastive", "head-only"):
         return replace(cfg, batch_size=batch_size.CPU_BATCH), []
-    lengths = [len(ids) for ids in classifier.encode(train.texts)["input_ids"]]
+    lengths = [len(ids) for ids in classifier.encode(train.inputs)["input_ids"]]
     batch, why = batch_size.choose("auto", len(train), float(np.mean(lengths)), True, world_size,
                                    cfg.gradient_accumulation)
     batch, memory = batch_size.fit_memory(batch, batch_size.memory_probe(classifier.model_, classifier.max_length_,
@@ -211,15 +243,16 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     if no_search:  # the strategy's sentence comes first among the plan's choices
         recipe["choices"][0] += f"; no search on validation: {no_search}"
     recipe = {**recipe, "pooling": pooling, "text_prefix": getattr(classifier, "text_prefix_", ""),
+              "best_metric": best_metric(labels),
               "choices": [*getattr(classifier, "input_choices_", []), *sizing, *recipe["choices"]]}
     strategy = recipe["strategy"]
-    recipe["choices"] += _memory_choices(classifier, cfg, strategy, device, train.texts)
+    recipe["choices"] += _memory_choices(classifier, cfg, strategy, device, train.inputs)
     announcement = describe(recipe)
     if announcement and int(os.environ.get("RANK", "0")) == 0:
         print(announcement, flush=True)
     apply_strategy(model, strategy)
-    y_train = labels.encode(train.labels)
-    y_validation = labels.encode(validation.labels) if validation is not None else []
+    y_train = labels.targets(train.labels)
+    y_validation = labels.targets(validation.labels) if validation is not None else np.zeros(0, dtype=np.int64)
     features = lambda texts, module: classifier_inputs(classifier, texts, module, cfg.feature_cache)  # noqa: E731
     if fits_head(strategy, cfg.head_solver):
         from textxfer.transformer import contrastive
@@ -230,10 +263,10 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
                   "training from the start", flush=True)
         tuned = None
         if strategy == "contrastive":
-            tuned = contrastive.tune_body(classifier, train.texts, y_train, progress, device)
+            tuned = contrastive.tune_body(classifier, train.inputs, y_train, progress, device)
             if int(os.environ.get("RANK", "0")) == 0:
                 print(contrastive.describe(tuned), flush=True)
-        log, stats = fit_head(classifier, train.texts, y_train, validation.texts if validation is not None else [],
+        log, stats = fit_head(classifier, train.inputs, y_train, validation.inputs if validation is not None else [],
                               y_validation, features)
         if int(os.environ.get("RANK", "0")) == 0:
             print(describe_head(stats), flush=True)
@@ -247,14 +280,14 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
         # Feature extraction: the frozen encoder runs once per text; the head then trains on cached features.
         trained = HeadOnly(model, cfg.class_weighted and _class_weighted_loss(y_train, len(labels)))
         head = head_module(model)
-        train_set = _dataset({"features": features(train.texts, head)}, y_train)
-        validation_set = (_dataset({"features": features(validation.texts, head)}, y_validation)
+        train_set = _dataset({"features": features(train.inputs, head)}, y_train)
+        validation_set = (_dataset({"features": features(validation.inputs, head)}, y_validation)
                           if validation is not None else None)
         collator, grouping = default_data_collator, False
     else:
         trained = model
-        train_set = _dataset(classifier.encode(train.texts), y_train)
-        validation_set = _dataset(classifier.encode(validation.texts), y_validation) if validation is not None else None
+        train_set = _dataset(classifier.encode(train.inputs), y_train)
+        validation_set = _dataset(classifier.encode(validation.inputs), y_validation) if validation is not None else None
         collator, grouping = DataCollatorWithPadding(classifier.tokenizer_), cfg.group_by_length
     temporary = None
     output_dir = cfg.checkpoint_dir
@@ -264,7 +297,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     resume_from = _last_checkpoint(output_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         raise TextxferError(f"--resume: no checkpoint in {output_dir}; start without --resume")
-    per_pass, passes = (memory.plan(classifier, train.texts, cfg.batch_size)[:2] if device["use_cpu"] and trained is model
+    per_pass, passes = (memory.plan(classifier, train.inputs, cfg.batch_size)[:2] if device["use_cpu"] and trained is model
                         else (cfg.batch_size, 1))
     arguments = _arguments(cfg, output_dir, validation_set is not None, progress, device, grouping, recipe,
                            per_pass, passes)
@@ -302,7 +335,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
         "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-        "best_validation_macro_f1": trainer.state.best_metric, "trainable_parameters_at_end": trainable,
+        f"best_validation_{recipe['best_metric']}": trainer.state.best_metric, "trainable_parameters_at_end": trainable,
         "resumed_from": resume_from, "recipe": recipe,
         "lr_scheduler": {"name": cfg.lr_scheduler, "trainer_type": schedules.SCHEDULES[cfg.lr_scheduler],
                          "options": dict(arguments.lr_scheduler_kwargs or {})},
@@ -310,7 +343,7 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     return trainer.state.log_history, stats
 
 
-def classifier_inputs(classifier, texts: list[str], module, cache: str | None = None) -> np.ndarray:
+def classifier_inputs(classifier, texts: list, module, cache: str | None = None) -> np.ndarray:
     """What ``module`` (part of the frozen model's classifier head) receives for each text — the first
     token only for a module fed whole sequences — computed once; kept in ``cache`` (a folder) when given."""
     import torch
@@ -359,9 +392,12 @@ def HeadOnly(model, loss_function):  # noqa: N802 - a factory that builds an nn.
         def forward(self, features, labels=None):
             logits = self.head(features)
             loss = None
-            if labels is not None:
-                loss = (loss_function({"logits": logits}, labels) if loss_function
-                        else torch.nn.functional.cross_entropy(logits.float(), labels))
+            if labels is not None and loss_function:
+                loss = loss_function({"logits": logits}, labels)
+            elif labels is not None and labels.ndim == 2:  # multi-label: one sigmoid per label
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+            elif labels is not None:
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             return SequenceClassifierOutput(loss=loss, logits=logits)
 
     return _HeadOnly()
