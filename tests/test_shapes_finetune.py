@@ -62,6 +62,18 @@ def test_multi_label_fine_tuning_learns_with_sigmoid_outputs_and_validation_thre
     assert noise.fit_stats["best_validation_micro_f1"] < model.fit_stats["best_validation_micro_f1"]
 
 
+def test_mean_pooled_multi_label_models_train_with_binary_cross_entropy(multilabel_data, tiny_bert):
+    import torch
+
+    model = FinetuneClassifier(_config(tiny_bert, pooling="mean", epochs=1)).fit(multilabel_data.train,
+                                                                                multilabel_data.validation)
+    batch = model.tokenizer_(multilabel_data.test.texts[:8], padding=True, return_tensors="pt")
+    targets = torch.tensor(model.labels.targets(multilabel_data.test.labels[:8]), dtype=torch.float32)
+    output = model.model_.eval()(**batch, labels=targets)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(output.logits, targets)
+    assert float(output.loss) == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_a_saved_multi_label_model_predicts_the_same_label_lists(multilabel_model, multilabel_data, tmp_path):
     multilabel_model.save(tmp_path / "m")
     loaded = load(tmp_path / "m")

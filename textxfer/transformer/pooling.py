@@ -146,7 +146,9 @@ def _mean_pooled_class(cls: type) -> type:
         else:  # RoBERTa's head reads position 0 of a sequence
             logits = self.classifier(pooled.unsqueeze(1))
         loss = None
-        if labels is not None:
+        if labels is not None and self.config.problem_type == "multi_label_classification":  # a sigmoid per label
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        elif labels is not None:
             loss = torch.nn.functional.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1))
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
