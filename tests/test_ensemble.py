@@ -12,6 +12,7 @@ import pytest
 
 from textxfer import classifier
 from textxfer.data.dataset import DataOptions, load_data
+from textxfer.data.shape import SINGLE
 from textxfer.ensemble.weights import choose, mix, parse_weights, simplex_grid
 from textxfer.errors import TextxferError
 from textxfer.data.labels import LabelSet
@@ -44,8 +45,16 @@ class Fixed(ClassifierBase):
 
 
 class Split:
+    """A stand-in ``TextDataset`` of single texts."""
+
+    shape = SINGLE
+
     def __init__(self, texts, labels):
         self.texts, self.labels = list(texts), list(labels)
+
+    @property
+    def inputs(self):
+        return self.texts
 
     def __len__(self):
         return len(self.texts)

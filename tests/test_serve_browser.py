@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,9 +61,9 @@ def wait_healthy(process: subprocess.Popen, port: int, log: Path, timeout: float
     pytest.fail(f"server not healthy after {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def browser_page(trained_models, tmp_path_factory):
-    """``(page, base_url, model_folder)``: a served tiny fine-tuned model and a Chromium page on it."""
+@contextmanager
+def served_page(folder: Path, log_folder: Path):
+    """A Chromium page on ``textxfer serve --model folder`` (a real server process); skips without a browser."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -71,9 +72,8 @@ def browser_page(trained_models, tmp_path_factory):
     if binary is None:
         pytest.skip(SKIP_NO_BROWSER)
 
-    folder = trained_models["finetune"]
     port = free_port()
-    log = tmp_path_factory.mktemp("serve-browser") / "server.log"
+    log = log_folder / "server.log"
     script = Path(sys.executable).parent / "textxfer"
     command = [str(script)] if script.exists() else [sys.executable, "-c", "from textxfer.cli import main; main()"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
@@ -94,7 +94,8 @@ def browser_page(trained_models, tmp_path_factory):
                 errors: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
                 page.goto(f"http://127.0.0.1:{port}/")
-                yield page, f"http://127.0.0.1:{port}", folder
+                page.wait_for_function("document.getElementById('model').textContent.indexOf('labels') >= 0")
+                yield page
                 assert not errors, f"JavaScript errors on the page: {errors}"
             finally:
                 browser.close()
@@ -106,6 +107,14 @@ def browser_page(trained_models, tmp_path_factory):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser_page(trained_models, tmp_path_factory):
+    """``(page, base_url, model_folder)``: a served tiny fine-tuned model and a Chromium page on it."""
+    folder = trained_models["finetune"]
+    with served_page(folder, tmp_path_factory.mktemp("serve-browser")) as page:
+        yield page, page.url.rstrip("/"), folder
 
 
 def predict_in_page(page, text: str) -> None:

@@ -71,7 +71,18 @@ def test_mean_pooled_multi_label_models_train_with_binary_cross_entropy(multilab
     targets = torch.tensor(model.labels.targets(multilabel_data.test.labels[:8]), dtype=torch.float32)
     output = model.model_.eval()(**batch, labels=targets)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(output.logits, targets)
-    assert float(output.loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(output.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_each_multi_label_output_starts_at_its_label_share(multilabel_data, tiny_bert):
+    from textxfer.transformer.head_fit import last_linear
+    from textxfer.transformer.strategies import head_module
+
+    # One step at a negligible rate: the biases are where training started them.
+    model = FinetuneClassifier(_config(tiny_bert, learning_rate=1e-12, max_steps=1)).fit(multilabel_data.train)
+    bias = last_linear(head_module(model.model_)).bias.detach().numpy()
+    shares = model.labels.targets(multilabel_data.train.labels).mean(axis=0)
+    np.testing.assert_allclose(1 / (1 + np.exp(-bias)), shares, atol=1e-4)
 
 
 def test_a_saved_multi_label_model_predicts_the_same_label_lists(multilabel_model, multilabel_data, tmp_path):

@@ -91,3 +91,12 @@ def tuned_micro_f1(truth: np.ndarray, probabilities: np.ndarray) -> float:
     :func:`tune_thresholds` has run, so it ranks checkpoints and settings the way the finished model is used (a
     fixed 0.5 ranks them by how soon rare labels' probabilities climb past 0.5 instead)."""
     return micro_f1(truth, decide(probabilities, tune_thresholds(truth, probabilities)[0]))
+
+
+def micro_f1_resampled(predicted: np.ndarray, truth: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """:func:`micro_f1` of each resample of the rows of 0/1 ``predicted`` against ``truth`` (``(texts, labels)``):
+    ``samples`` is (resamples × texts) row indices (a bootstrap)."""
+    predicted, truth = np.asarray(predicted, dtype=bool), np.asarray(truth, dtype=bool)
+    hits = (predicted & truth).sum(axis=1)[samples].sum(axis=1)
+    given = (predicted.sum(axis=1) + truth.sum(axis=1))[samples].sum(axis=1)
+    return np.where(given > 0, 2 * hits / np.maximum(given, 1), 0.0)

@@ -251,6 +251,11 @@ def _parts_from_split_record(record: dict, options: DataOptions, notes: list[str
     overrides = {"train": options.train or options.data, "validation": options.validation or options.data,
                  "test": options.test or options.data}
     shape = TaskShape.from_dict(record.get("shape"), str(options.split))
+    asked = options.shape
+    if not asked.single and (asked.multi_label, asked.pair) != (shape.multi_label, shape.pair):
+        raise TextxferError(f"{options.split}: the split was made for {shape.describe()}, but the options ask for "
+                            f"{asked.describe()}; leave out the shape options (the split's own are used) or make a "
+                            "new split without --split")
     reading = DataOptions(text_column=record["text_column"], label_column=record["label_column"],
                           text_pair_column=shape.text_pair_column, label_separator=shape.label_separator,
                           label_columns=list(shape.label_columns) or None, encoding=options.encoding, drop_invalid=True)

@@ -25,7 +25,6 @@ from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
 from textxfer.core.runs import link_model_files
 from textxfer.data.tables import file_sha256
-from textxfer.data.shape import require_single
 
 MEMBERS_DIR = "members"
 
@@ -38,9 +37,12 @@ class EnsembleConfig:
 
 
 def same_labels(members: Sequence[ClassifierBase], names: Sequence[str] | None = None) -> LabelSet:
-    """The members' one label set; members with other labels, or the same labels in another order, are refused."""
-    for member in members:
-        require_single(member.shape, "an ensemble")
+    """The members' one label set; members with other labels, or the same labels in another order, or of another
+    task shape (multi-label, text pairs) than the first, are refused."""
+    for position, member in enumerate(members[1:], start=2):
+        where = f" ({names[position - 1]})" if names else ""
+        members[0].shape.refuse_other(member.shape, "member 1 of the ensemble", f"member {position}{where} is for "
+                                      f"{member.shape.describe()}; an ensemble's members must share one task shape")
     first = members[0].labels
     for position, member in enumerate(members[1:], start=2):
         if member.labels != first:
@@ -75,25 +77,29 @@ class EnsembleClassifier(ClassifierBase):
         if labels is not None and labels != self.labels:
             raise TextxferError(f"the members' labels {list(self.labels.names)} differ from the data's "
                                 f"{list(labels.names)}; train the members on this data's split")
+        self.shape, self.thresholds, self.thresholds_from = self.members[0].shape, None, ""  # the members' shape
+        if train is not None:
+            self.shape.refuse_other(train.shape, "the ensemble's members", "train them on data of this shape")
         if validation is not None and len(validation):
-            probabilities = [member.predict_proba(validation.texts) for member in self.members]
-            y = np.asarray(self.labels.encode(validation.labels))
+            probabilities = [member.predict_proba(validation.inputs) for member in self.members]
+            y = self.labels.targets(validation.labels)
         else:
             probabilities, y = [None] * len(self.members), None
         self.weights_, self.selection_ = choose(how, probabilities, y)
+        self.end_fit(validation)  # multi-label: thresholds tuned on the averaged validation probabilities
         self.fit_stats_ = {"strategy": "ensemble", "weights": self.weights_, "selection": self.selection_,
                            "members": [self._describe(m) for m in self.members]}
         return self
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """The weighted average of the members' probabilities (members of weight 0 are not run)."""
+    def predict_proba(self, texts: Sequence) -> np.ndarray:
+        """The weighted average of the members' probabilities (members of weight 0 are not run; multi-label: label
+        by label)."""
         self._check_fitted()
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = self.check_inputs(texts)
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)))
         used = [(w, m) for w, m in zip(self.weights_, self.members) if w > 0]
-        return mix([m.predict_proba(texts) for _, m in used], [w for w, _ in used])
+        return mix([m.predict_proba(texts) for _, m in used], [w for w, _ in used], self.labels.multi_label)
 
     @property
     def predict_batch_size(self) -> int | None:  # type: ignore[override]
@@ -130,7 +136,7 @@ class EnsembleClassifier(ClassifierBase):
         config = {**asdict(self.config), "chosen_weights": self.weights_, "selection": self.selection_,
                   "members": entries}
         write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {},
-                                              {"members": MEMBERS_DIR}))
+                                              {"members": MEMBERS_DIR}, self.task_info()))
 
     @classmethod
     def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",

@@ -5,6 +5,10 @@ for the weights whose averaged probabilities have the lowest validation log loss
 so it rewards members that are right *and* calibrated, and unlike accuracy it has no ties and moves
 smoothly with the weights. Accuracy and macro-F1 of every member, of equal weights and of the chosen
 weights are recorded beside the choice, all on validation.
+
+Multi-label members give one probability per label: the average is taken label by label (no row sums to 1), the
+log loss is the mean binary cross-entropy over texts and labels, and micro-F1 at thresholds tuned on validation
+is recorded instead of accuracy.
 """
 
 from __future__ import annotations
@@ -46,14 +50,21 @@ def simplex_grid(members: int) -> np.ndarray:
     return np.array([[*c, steps - sum(c)] for c in points], dtype=np.float64) / steps
 
 
-def mix(probabilities: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """The weighted average of the members' probability matrices (rows still sum to 1)."""
+def mix(probabilities: Sequence[np.ndarray], weights: Sequence[float], multi_label: bool = False) -> np.ndarray:
+    """The weighted average of the members' probability matrices (rows still sum to 1; ``multi_label``: each label's
+    probabilities averaged on their own)."""
     total = sum(w * p for w, p in zip(weights, probabilities) if w > 0)
+    if multi_label:
+        return total / sum(w for w in weights if w > 0)
     return total / total.sum(axis=1, keepdims=True)
 
 
 def log_loss(probabilities: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log probability of the true class (clipped at 1e-12)."""
+    """Mean negative log probability of the true class (clipped at 1e-12); for 0/1 ``(texts, labels)`` ``y``, the
+    mean binary cross-entropy over every text and label."""
+    if np.ndim(y) == 2:
+        p = np.clip(probabilities, 1e-12, 1 - 1e-12)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
     return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-12, 1.0))))
 
 
@@ -66,6 +77,8 @@ def choose(how: str | list[float], probabilities: Sequence[np.ndarray], y: np.nd
     """
     members = len(probabilities)
     equal = [1.0 / members] * members
+    multi = y is not None and np.ndim(y) == 2
+    blend = lambda parts, w: mix(parts, w, multi)  # noqa: E731
     if how == "equal" or isinstance(how, list):
         weights = equal if how == "equal" else list(how)
         record = {"method": "equal" if how == "equal" else "given"}
@@ -73,7 +86,7 @@ def choose(how: str | list[float], probabilities: Sequence[np.ndarray], y: np.nd
         weights, record = equal, {"method": "equal", "note": "no validation split to choose weights on: equal weights"}
     else:
         grid = simplex_grid(members)
-        losses = [log_loss(mix(probabilities, w), y) for w in grid]
+        losses = [log_loss(blend(probabilities, w), y) for w in grid]
         best = int(np.argmin(losses))
         weights = [round(float(w), 6) for w in grid[best]]
         record = {"method": "auto", "criterion": "validation log loss", "grid_points": len(grid)}
@@ -81,8 +94,8 @@ def choose(how: str | list[float], probabilities: Sequence[np.ndarray], y: np.nd
         record["validation"] = {
             "n": int(len(y)),
             "members": [_figures(p, y) for p in probabilities],
-            "equal_weights": _figures(mix(probabilities, equal), y),
-            "chosen": _figures(mix(probabilities, weights), y),
+            "equal_weights": _figures(blend(probabilities, equal), y),
+            "chosen": _figures(blend(probabilities, weights), y),
         }
     return weights, record
 
@@ -90,6 +103,10 @@ def choose(how: str | list[float], probabilities: Sequence[np.ndarray], y: np.nd
 def _figures(probabilities: np.ndarray, y: np.ndarray) -> dict:
     from sklearn.metrics import f1_score
 
+    if np.ndim(y) == 2:
+        from textxfer.core.thresholds import tuned_micro_f1
+
+        return {"micro_f1": round(tuned_micro_f1(y, probabilities), 6), "log_loss": round(log_loss(probabilities, y), 6)}
     predicted = probabilities.argmax(axis=1)
     return {"accuracy": round(float(np.mean(predicted == y)), 6),
             "macro_f1": round(float(f1_score(y, predicted, average="macro", labels=np.unique(y))), 6),

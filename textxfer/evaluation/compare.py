@@ -17,14 +17,14 @@ import numpy as np
 from textxfer.transformer import loss_curve
 from textxfer.data.dataset import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
-from textxfer.evaluation.guard import check_model, warning_line
+from textxfer.evaluation.guard import check_model, check_multilabel, warning_line
 from textxfer.transformer.loss_curve import TRAINER_LOG
 from textxfer.core.manifest import read_manifest
-from textxfer.core.metrics import score
+from textxfer.core.metrics import score_probabilities
+from textxfer.core.thresholds import decide
 from textxfer.evaluation.runner import finished_run
 from textxfer.core.runs import RUN_RECORDS
 from textxfer.data.splits import differing_part, read_split_file, write_split_file
-from textxfer.data.shape import require_single
 
 MODEL_SIZE_SKIPS = (*RUN_RECORDS, TRAINER_LOG)  # not counted in a model's size on disk
 DESCRIPTIONS = {"baseline": "word2vec + RandomForest", "finetune": "fine-tuned transformer",
@@ -50,14 +50,15 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
     if options.data is None and options.train is None and options.split is None and models:
         options.split = str(next(iter(models.values())))  # score on the split the given model was trained on
     data = load_data(options)
-    require_single(data.train.shape, "textxfer compare")
     from textxfer.evaluation.runner import describe_data
 
     describe_data(data, log)
     if not len(data.test):
         raise TextxferError("the test split is empty, so there is nothing to compare on; add data or pass --test")
     fingerprints = {name: entry["sha256"] for name, entry in data.split_record["splits"].items()}
-    entries, correct, members = {}, {}, {}
+    multi = data.labels.multi_label
+    references = data.labels.targets(data.test.labels)
+    entries, correct, members = {}, {}, {}  # correct: per-text correctness, or a multi-label model's 0/1 predictions
     for name in ("baseline", "finetune"):
         validation = None  # the validation probabilities, when training computed them
         if name in models:
@@ -71,12 +72,12 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
             folder = output / name
             model, train_seconds, validation = _train(name, configs, options.seed, data, folder, progress, log)
         log(f"{name}: scoring {len(data.test)} test texts")
-        probabilities, per_second = _timed_predict(model, data.test.texts)
-        predicted = probabilities.argmax(axis=1)
-        references = np.asarray(data.labels.encode(data.test.labels))
+        probabilities, per_second = _timed_predict(model, data.test.inputs)
+        predicted = decide(probabilities, model.thresholds) if multi else probabilities.argmax(axis=1)
         entries[name] = {
             "description": _description(model), "kind": model.kind, "folder": str(folder),
-            "metrics": score(references, predicted, data.labels), "train_seconds": train_seconds,
+            "metrics": score_probabilities(data.labels, data.test.labels, probabilities, model.thresholds),
+            "train_seconds": train_seconds,
             "predict_texts_per_second": per_second, "size_bytes": model_size(folder),
             "predictions": predicted, "probabilities": probabilities,
         }
@@ -84,27 +85,32 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
         curve = loss_curve.of_run(folder)
         if curve and curve["evaluations"]:
             entries[name]["loss_curve"] = curve
-        correct[name] = predicted == references
+        correct[name] = predicted if multi else predicted == references
         members[name] = {"model": model, "entry": entries[name], "test": probabilities, "validation": validation}
     if ensemble:
         from textxfer.evaluation.compare_ensemble import NAME, ensemble_entry
 
         log(f"{NAME}: choosing the weights of baseline + finetune on the {len(data.validation)} validation texts")
         entries[NAME] = ensemble_entry(members, data, output)
-        correct[NAME] = entries[NAME]["predictions"] == references
+        correct[NAME] = entries[NAME]["predictions"] if multi else entries[NAME]["predictions"] == references
     output.mkdir(parents=True, exist_ok=True)
     write_split_file(output / "split.json", data.split_record)
     names = data.labels.names
+    shown = _shown_predictions(entries, data)
     disagreement_rows = write_disagreements(
-        output / "disagreements.csv", data.test.texts, data.test.labels,
-        {n: [names[i] for i in e["predictions"]] for n, e in entries.items()},
-        {n: [float(p[i]) for p, i in zip(e["probabilities"], e["predictions"])] for n, e in entries.items()},
-        data.test.rows)
+        output / "disagreements.csv", data.test.texts, shown["truth"], shown["labels"], shown["scores"],
+        data.test.rows, data.test.pairs)
+    if multi:
+        from textxfer.evaluation.report_multilabel import bootstrap_pairs
+
+        paired = {"multi_label": True, **bootstrap_pairs(correct, references)}
+    else:
+        paired = mcnemar_pairs(correct)
     comparison = {
         "labels": list(names), "test_rows": len(data.test),
         "split": {"file": "split.json", "test_sha256": fingerprints.get("test"), "method": data.split_record["method"]},
         "models": {n: {k: v for k, v in e.items() if k not in ("predictions", "probabilities")} for n, e in entries.items()},
-        **mcnemar_pairs(correct),
+        **paired,
         "disagreements": {"file": "disagreements.csv", "rows": disagreement_rows},
         "settings": {n: _settings(configs.get(n), models.get(n)) for n in members},
     }
@@ -127,7 +133,25 @@ def _model_check(folder: Path, test_metrics: dict, data: PreparedData) -> dict:
         recorded = None
     if isinstance(recorded, dict) and isinstance(recorded.get("degenerate"), bool):
         return recorded
+    if data.labels.multi_label:
+        return check_multilabel(test_metrics, split="test")
     return check_model(test_metrics, data.train.labels, data.labels, split="test")
+
+
+def _shown_predictions(entries: dict, data: PreparedData) -> dict:
+    """What ``disagreements.csv`` shows: the true label, and each model's label and its probability; for
+    multi-label rows, the label sets joined by "|" in label order and the probabilities of those labels."""
+    names = data.labels.names
+    if not data.labels.multi_label:
+        return {"truth": data.test.labels,
+                "labels": {n: [names[i] for i in e["predictions"]] for n, e in entries.items()},
+                "scores": {n: [float(p[i]) for p, i in zip(e["probabilities"], e["predictions"])]
+                           for n, e in entries.items()}}
+    chosen = {n: [row.nonzero()[0] for row in e["predictions"]] for n, e in entries.items()}
+    return {"truth": ["|".join(n for n in names if n in set(row)) for row in data.test.labels],
+            "labels": {n: ["|".join(names[j] for j in ids) for ids in rows] for n, rows in chosen.items()},
+            "scores": {n: ["|".join(f"{p[j]:.4f}" for j in ids) for p, ids in zip(entries[n]["probabilities"], rows)]
+                       for n, rows in chosen.items()}}
 
 
 def _train(name: str, configs: dict, seed: int, data: PreparedData, folder: Path, progress: bool, log):
@@ -169,6 +193,7 @@ def _load_checked(folder: Path, data: PreparedData, device: str = "auto"):
         raise TextxferError(f"{folder}: this model was trained on a different split than the one being compared; "
                             f"pass --split {folder}/split.json (and the same data) so both are scored on the same rows")
     model = load(folder, device=device)
+    model.shape.refuse_other(data.train.shape, f"{folder}", "pass a model trained on data of this shape")
     if list(model.labels.names) != list(data.labels.names):
         raise TextxferError(f"{folder}: labels {list(model.labels.names)} differ from the data's {list(data.labels.names)}")
     return model

@@ -17,8 +17,9 @@ import numpy as np
 
 from textxfer.data.dataset import PreparedData
 from textxfer.ensemble.weights import choose, mix
-from textxfer.evaluation.guard import check_model
-from textxfer.core.metrics import score
+from textxfer.evaluation.guard import check_model, check_multilabel
+from textxfer.core.metrics import score, score_probabilities
+from textxfer.core.thresholds import decide, tune_thresholds
 
 NAME = "ensemble"
 
@@ -35,15 +36,23 @@ def ensemble_entry(members: dict[str, dict], data: PreparedData, output: Path) -
     names = list(members)
     has_validation = len(data.validation) > 0
     validation = [m["validation"] if m["validation"] is not None or not has_validation
-                  else m["model"].predict_proba(data.validation.texts) for m in members.values()]
-    y_validation = np.asarray(data.labels.encode(data.validation.labels)) if has_validation else None
+                  else m["model"].predict_proba(data.validation.inputs) for m in members.values()]
+    y_validation = data.labels.targets(data.validation.labels) if has_validation else None
     weights, selection = choose("auto", validation if has_validation else [None] * len(names), y_validation)
+    multi = data.labels.multi_label
+    thresholds = None
+    if multi:  # the average's own thresholds, tuned on validation as every multi-label model's are
+        thresholds = (tune_thresholds(y_validation, mix(validation, weights, True))[0] if has_validation
+                      else np.full(len(data.labels), 0.5))
     choose_seconds = time.perf_counter() - started
-    probabilities = mix([m["test"] for m in members.values()], weights)
-    predicted = probabilities.argmax(axis=1)
-    references = np.asarray(data.labels.encode(data.test.labels))
-    metrics = score(references, predicted, data.labels)
-    if has_validation:
+    probabilities = mix([m["test"] for m in members.values()], weights, multi)
+    predicted = decide(probabilities, thresholds) if multi else probabilities.argmax(axis=1)
+    metrics = score_probabilities(data.labels, data.test.labels, probabilities, thresholds)
+    if multi:
+        mixed = mix(validation, weights, True) if has_validation else None
+        check = (check_multilabel(score_probabilities(data.labels, data.validation.labels, mixed, thresholds))
+                 if has_validation else check_multilabel(metrics, split="test"))
+    elif has_validation:
         check = check_model(score(y_validation, mix(validation, weights).argmax(axis=1), data.labels),
                             data.train.labels, data.labels)
     else:
@@ -63,6 +72,7 @@ def ensemble_entry(members: dict[str, dict], data: PreparedData, output: Path) -
         "predict_texts_per_second": None if None in rates or 0 in rates else round(1 / sum(1 / r for r in rates), 1),
         "size_bytes": None if None in sizes else sum(sizes),
         "weights": dict(zip(names, weights)), "selection": selection, "choose_seconds": round(choose_seconds, 3),
+        **({"thresholds": [round(float(t), 6) for t in thresholds]} if multi else {}),
         "costs_note": "training time = the members' plus choosing the weights; predict texts/s = the members' "
                       "measured rates combined (each text goes through every member of weight > 0); size = the "
                       "members' (what `textxfer ensemble` writes)",

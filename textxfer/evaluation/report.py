@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from textxfer.core.metrics import NO_ROWS, class_f1, format_f1, has_rows
 from textxfer.transformer import loss_curve
 from textxfer.errors import TextxferError
+from textxfer.evaluation import report_multilabel as multilabel
 
 MARKDOWN, CONFUSION_PNG, COSTS_PNG = "comparison.md", "confusion_matrices.png", "metrics_costs.png"
 TITLE_CHARACTERS_PER_INCH = 11  # characters of a 10-point title that fit in one inch of axes width
@@ -99,11 +100,14 @@ def _main_rows(comparison: dict) -> list[list[str]]:
     steps = list(zip(range(len(names)), range(1, len(names))))  # each model against the one before it
     rows = [["", *names] + [f"{names[j]} − {names[i]}" for i, j in steps]]
     metrics = [models[n]["metrics"] for n in names]
-    scores = [(t, [m.get(k) for m in metrics], [_fmt4(m.get(k)) for m in metrics]) for t, k in
-              (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("weighted-F1", "weighted_f1"))]
-    # A class the test split has no row of has no F1 (0/0): NO_ROWS, not sklearn's 0.0, and no difference.
-    scores += [(f"F1[{c}]", [class_f1(m, c) for m in metrics], [format_f1(m, c) for m in metrics])
-               for c in comparison["labels"]]
+    if comparison.get("multi_label"):
+        scores = multilabel.score_rows(comparison)
+    else:
+        scores = [(t, [m.get(k) for m in metrics], [_fmt4(m.get(k)) for m in metrics]) for t, k in
+                  (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("weighted-F1", "weighted_f1"))]
+        # A class the test split has no row of has no F1 (0/0): NO_ROWS, not sklearn's 0.0, and no difference.
+        scores += [(f"F1[{c}]", [class_f1(m, c) for m in metrics], [format_f1(m, c) for m in metrics])
+                   for c in comparison["labels"]]
     for title, values, cells in scores:
         extra = ["n/a" if values[i] is None or values[j] is None else f"{values[j] - values[i]:+.4f}" for i, j in steps]
         rows.append([title, *cells, *extra])
@@ -180,6 +184,9 @@ def comparison_markdown(comparison: dict) -> str:
             out += heading + [mcnemar_sentence(comparison, pair), "",
                               f"Both right on {t['both_correct']:,}, both wrong on {t['both_wrong']:,}, of "
                               f"{_n(t['n'])}; statistic = {t['statistic']:.4g}.", ""]
+    if comparison.get("bootstrap_pairs"):
+        out += ["## Paired bootstrap on micro-F1", "", multilabel.WHY_BOOTSTRAP, ""]
+        out += [line for pair in comparison["bootstrap_pairs"] for line in (multilabel.bootstrap_sentence(pair), "")]
     out += _weights_lines(models)
     curves = [line for n, m in models.items() if m.get("loss_curve")
               for line in loss_curve.markdown(m["loss_curve"], f"### {n}")]
@@ -196,7 +203,9 @@ def comparison_markdown(comparison: dict) -> str:
             out.append(_md_row([c, _fmt4(pc.get("precision")), recall, format_f1(m["metrics"], c),
                                 f"{pc['support']:,}" if "support" in pc else "n/a"]))
         out.append("")
-    out += ["## Figures", "", f"![confusion matrices]({CONFUSION_PNG})", "", f"![metrics and costs]({COSTS_PNG})", ""]
+    first = (f"![F1 per label]({multilabel.PER_LABEL_PNG})" if comparison.get("multi_label")
+             else f"![confusion matrices]({CONFUSION_PNG})")
+    out += ["## Figures", "", first, "", f"![metrics and costs]({COSTS_PNG})", ""]
     dis = comparison.get("disagreements")
     if dis:
         out += ["## Disagreements", "", f"[{dis['file']}]({dis['file']}): {_n(dis['rows'], 'test text')} where the "
@@ -224,10 +233,15 @@ def _weights_lines(models: dict) -> list[str]:
             if selection.get("method") == "auto" else selection.get("note", selection.get("method", "")) + "."), ""]
         seen = selection.get("validation")
         if seen:
-            out += [_md_row(["on validation", "accuracy", "macro-F1", "log loss"]), _md_row(["---"] + ["---:"] * 3)]
             named = [*zip(weights, seen["members"]), ("equal weights", seen["equal_weights"]),
                      ("chosen weights", seen["chosen"])]
-            out += [_md_row([n, _fmt4(f["accuracy"]), _fmt4(f["macro_f1"]), _fmt4(f["log_loss"])]) for n, f in named]
+            if "micro_f1" in seen["chosen"]:  # multi-label: micro-F1 at thresholds tuned on validation
+                out += [_md_row(["on validation", "micro-F1 (tuned thresholds)", "log loss (binary)"]),
+                        _md_row(["---"] + ["---:"] * 2)]
+                out += [_md_row([n, _fmt4(f["micro_f1"]), _fmt4(f["log_loss"])]) for n, f in named]
+            else:
+                out += [_md_row(["on validation", "accuracy", "macro-F1", "log loss"]), _md_row(["---"] + ["---:"] * 3)]
+                out += [_md_row([n, _fmt4(f["accuracy"]), _fmt4(f["macro_f1"]), _fmt4(f["log_loss"])]) for n, f in named]
             out.append("")
     return out
 
@@ -310,13 +324,14 @@ def plot_metrics_costs(comparison: dict, path: Path | str):
     def paint(fig):
         axes = fig.subplots(1, 4)
         width = 0.8 / len(names)
+        headline = ("micro_f1", "micro-F1") if comparison.get("multi_label") else ("accuracy", "accuracy")
         for i, n in enumerate(names):
             met = models[n]["metrics"]
             xs = [x - 0.4 + width * (i + 0.5) for x in range(2)]
-            bars = axes[0].bar(xs, [met.get("accuracy") or 0.0, met.get("macro_f1") or 0.0], width,
+            bars = axes[0].bar(xs, [met.get(headline[0]) or 0.0, met.get("macro_f1") or 0.0], width,
                                color=colours[i], label=n)
             axes[0].bar_label(bars, fmt="%.4f", fontsize=7, padding=2)
-        axes[0].set(xticks=[0, 1], xticklabels=["accuracy", "macro-F1"], ylim=(0, 1.25), title="scores")
+        axes[0].set(xticks=[0, 1], xticklabels=[headline[1], "macro-F1"], ylim=(0, 1.25), title="scores")
         axes[0].legend(fontsize=7, loc="upper center", ncols=len(names))
         for ax, (title, get, fmt) in zip(axes[1:], _costs()):
             values = [get(models[n]) for n in names]
@@ -340,19 +355,26 @@ def write_report(comparison: dict, folder: Path) -> dict[str, str]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MARKDOWN).write_text(comparison_markdown(comparison), encoding="utf-8")
-        plot_confusion_matrices(comparison, folder / CONFUSION_PNG)
+        if comparison.get("multi_label"):
+            multilabel.plot_per_label_f1(comparison, folder / multilabel.PER_LABEL_PNG, draw_figure)
+        else:
+            plot_confusion_matrices(comparison, folder / CONFUSION_PNG)
         plot_metrics_costs(comparison, folder / COSTS_PNG)
     except OSError as exc:
         raise TextxferError(f"cannot write the comparison report into {folder}: {exc}") from exc
+    if comparison.get("multi_label"):
+        return {"markdown": MARKDOWN, "per_label_png": multilabel.PER_LABEL_PNG, "costs_png": COSTS_PNG}
     return {"markdown": MARKDOWN, "confusion_png": CONFUSION_PNG, "costs_png": COSTS_PNG}
 
 
 def write_disagreements(path: Path | str, texts: Sequence[str], true_labels: Sequence, predictions: dict[str, list],
-                        probabilities: dict[str, list[float]] | None = None, rows: list[int] | None = None) -> int:
+                        probabilities: dict[str, list] | None = None, rows: list[int] | None = None,
+                        second_texts: Sequence[str] | None = None) -> int:
     """CSV of the rows where the models disagree or all are wrong; returns how many rows were written.
 
-    Columns: row, text, true_label, ``<model>_label`` and ``<model>_score`` (probability of the predicted
-    label, 4 decimals, empty when unknown) per model, case ("disagree: <model> right" or "both wrong").
+    Columns: row, text (and second_text, for text pairs), true_label, ``<model>_label`` and ``<model>_score``
+    (probability of the predicted label, 4 decimals — or a string given as is, such as a multi-label row's
+    probabilities — empty when unknown) per model, case ("disagree: <model> right" or "both wrong").
     ``rows`` gives each text's row number (default: its index).
     """
     names = list(predictions)
@@ -361,7 +383,8 @@ def write_disagreements(path: Path | str, texts: Sequence[str], true_labels: Seq
                *(len(p) for p in probabilities.values()), *([len(rows)] if rows is not None else [])}
     if len(lengths) > 1:
         raise ValueError(f"write_disagreements: sequences of different lengths {sorted(lengths)}")
-    header = ["row", "text", "true_label"] + [f"{n}_{col}" for n in names for col in ("label", "score")] + ["case"]
+    pair = ["second_text"] if second_texts is not None else []
+    header = ["row", "text", *pair, "true_label"] + [f"{n}_{col}" for n in names for col in ("label", "score")] + ["case"]
     written = 0
     try:
         with open(path, "w", encoding="utf-8", newline="") as handle:
@@ -374,10 +397,16 @@ def write_disagreements(path: Path | str, texts: Sequence[str], true_labels: Seq
                     continue
                 case = ("disagree: " + " & ".join(right) + " right") if right else \
                     ("both wrong" if len(names) == 2 else "all wrong")
-                cells = [x for n, p in zip(names, preds)
-                         for x in (p, f"{probabilities[n][i]:.4f}" if n in probabilities else "")]
-                writer.writerow([rows[i] if rows is not None else i, text, truth, *cells, case])
+                cells = [x for n, p in zip(names, preds) for x in (p, _score_cell(probabilities.get(n), i))]
+                second = [second_texts[i]] if second_texts is not None else []
+                writer.writerow([rows[i] if rows is not None else i, text, *second, truth, *cells, case])
                 written += 1
     except OSError as exc:
         raise TextxferError(f"cannot write {path}: {exc}") from exc
     return written
+
+
+def _score_cell(scores: Sequence | None, i: int) -> str:
+    if scores is None:
+        return ""
+    return scores[i] if isinstance(scores[i], str) else f"{scores[i]:.4f}"

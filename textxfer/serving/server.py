@@ -25,7 +25,6 @@ from textxfer.serving.batching import MicroBatcher
 from textxfer.classifier import load, to_predictions
 from textxfer.errors import TextxferError
 from textxfer.core.manifest import read_manifest
-from textxfer.data.shape import require_single
 
 SETTINGS_ENV = "TEXTXFER_SERVE_SETTINGS"
 
@@ -59,17 +58,22 @@ class ServeSettings:
 
 
 class PredictRequest(BaseModel):
-    """Either ``texts`` (a list) or ``text`` (one string)."""
+    """Either ``texts`` (a list) or ``text`` (one); for a model of text pairs each is a ``["text", "second text"]``
+    list."""
 
     model_config = ConfigDict(extra="forbid")
-    texts: list[StrictStr] | None = Field(default=None, description="texts to classify, in order")
-    text: StrictStr | None = Field(default=None, description="one text to classify (instead of texts)")
+    texts: list[StrictStr | list[StrictStr]] | None = Field(
+        default=None, description="texts to classify, in order (a pair model: [text, second text] lists)")
+    text: StrictStr | list[StrictStr] | None = Field(default=None, description="one text (or pair) instead of texts")
 
 
 class PredictionOut(BaseModel):
-    label: str | int = Field(description="the most probable label")
-    score: float = Field(description="probability of that label")
-    probabilities: dict[str, float] = Field(description="every label's probability, in label order; sums to 1")
+    label: str | int | None = Field(default=None, description="the most probable label (single-label models)")
+    score: float | None = Field(default=None, description="probability of that label (single-label models)")
+    labels: list[str | int] | None = Field(default=None, description="multi-label models: every label whose "
+                                           "probability reaches its threshold, most probable first (may be empty)")
+    probabilities: dict[str, float] = Field(description="every label's probability, in label order (single-label: "
+                                            "they sum to 1; multi-label: each label's own)")
 
 
 class PredictResponse(BaseModel):
@@ -90,8 +94,9 @@ def _first_problem(exc: ValidationError | RequestValidationError) -> str:
     return f"{where}: {error.get('msg', 'invalid value')}"
 
 
-def parse_request(body: bytes, settings: ServeSettings) -> list[str]:
-    """The texts of a ``POST /predict`` body, or a :class:`RequestError` saying what is wrong."""
+def parse_request(body: bytes, settings: ServeSettings, pair: bool = False) -> list:
+    """The texts of a ``POST /predict`` body — ``(text, second text)`` tuples for a ``pair`` model — or a
+    :class:`RequestError` saying what is wrong."""
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -112,9 +117,16 @@ def parse_request(body: bytes, settings: ServeSettings) -> list[str]:
     if len(texts) > settings.max_texts:
         raise RequestError(413, f"{len(texts)} texts in one request; the limit is {settings.max_texts} — split the request")
     for i, text in enumerate(texts):
-        if len(text) > settings.max_text_chars:
-            raise RequestError(413, f"text {i} has {len(text):,} characters; the limit is {settings.max_text_chars:,}")
-    return texts
+        if pair and not (isinstance(text, list) and len(text) == 2):
+            raise RequestError(422, f"texts[{i}]: this model reads text pairs; send [\"text\", \"second text\"] "
+                                    f"for each, got {json.dumps(text, ensure_ascii=False):.60}")
+        if not pair and not isinstance(text, str):
+            raise RequestError(422, f"texts[{i}]: this model reads single texts (it was not trained on text pairs); "
+                                    "send a string for each")
+        for part in text if pair else [text]:
+            if len(part) > settings.max_text_chars:
+                raise RequestError(413, f"text {i} has {len(part):,} characters; the limit is {settings.max_text_chars:,}")
+    return [tuple(text) for text in texts] if pair else texts
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -140,7 +152,12 @@ def model_info(folder: Path, model) -> dict:
     config = manifest.get("config") or {}
     return {"kind": manifest["kind"], "labels": [model.labels.value(n) for n in model.labels.names],
             "base_model": config.get("base_model"), "created": manifest.get("created"),
-            "metrics": {split: {k: m.get(k) for k in ("n", "accuracy", "macro_f1")} for split, m in metrics.items()},
+            "metrics": {split: {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "micro_f1") if k in m}
+                        for split, m in metrics.items()},
+            "task": {"multi_label": model.labels.multi_label, "pair": model.shape.pair,
+                     "text_pair_column": model.shape.text_pair_column,
+                     **({"thresholds": dict(zip(map(str, model.labels.names), map(float, model.thresholds)))}
+                        if model.labels.multi_label else {})},
             "folder": str(folder), "device": model.device, "precision": model.precision}
 
 
@@ -148,7 +165,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
     """The app for ``settings.model`` (loaded now, so a bad folder fails before the server starts)."""
     folder = Path(settings.model)
     model = load(folder, settings.device, settings.precision)
-    require_single(model.shape, "textxfer serve")
     info = model_info(folder, model)
     batcher = MicroBatcher(model.predict_proba, settings.max_batch_size, settings.batch_window_ms, settings.batching)
 
@@ -180,16 +196,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     schema = PredictRequest.model_json_schema()
 
-    @app.post("/predict", response_model=PredictResponse, responses={413: {"description": "too many texts, a too long text or a too large body"},
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True, responses={413: {"description": "too many texts, a too long text or a too large body"},
                                                                      422: {"description": "malformed JSON, wrong types, or an empty list"}},
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}})
     async def predict(request: Request) -> dict:
-        """Classify ``texts`` (or one ``text``): label, its probability, and every class's probability."""
-        texts = parse_request(await _read_body(request, settings.max_body_bytes), settings)
+        """Classify ``texts`` (or one ``text``): label, its probability, and every class's probability (multi-label:
+        the labels at or above their thresholds, and every label's probability)."""
+        texts = parse_request(await _read_body(request, settings.max_body_bytes), settings, model.shape.pair)
         probabilities = await batcher.submit(texts)
-        return {"predictions": [{"label": p.label, "score": p.score,
-                                 "probabilities": {str(k): v for k, v in p.probabilities.items()}}
-                                for p in to_predictions(model, probabilities)]}
+        return {"predictions": [_prediction_out(p) for p in to_predictions(model, probabilities)]}
 
     @app.get("/health")
     async def health() -> dict:
@@ -206,6 +221,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return resources.files("textxfer.serving").joinpath("web/index.html").read_text(encoding="utf-8")
 
     return app
+
+
+def _prediction_out(prediction) -> dict:
+    shown = {"probabilities": {str(k): v for k, v in prediction.probabilities.items()}}
+    if hasattr(prediction, "labels"):  # a MultiLabelPrediction
+        return {"labels": list(prediction.labels), **shown}
+    return {"label": prediction.label, "score": prediction.score, **shown}
 
 
 def app_from_environment() -> FastAPI:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from textxfer.core.thresholds import micro_f1_resampled
+
 SEARCH_UP_TO = 1000  # above this many training texts auto fine-tunes without a search. A cost bound, not a measured
 # crossover: fine-tuning led head-only at 500 texts of the sample reviews (0.855 against 0.841), but on THUCNews the
 # fitted head led at 500 (0.809 against 0.782, BENCHMARKS.md "Little data on three corpora"), so where it belongs
@@ -85,15 +87,6 @@ def macro_f1_resampled(predicted: np.ndarray, references: np.ndarray, samples: n
             f1[start:start + 100] += np.where(tp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
             present[start:start + 100] += tp + fn > 0
     return f1 / np.maximum(present, 1)
-
-
-def micro_f1_resampled(predicted: np.ndarray, references: np.ndarray, samples: np.ndarray) -> np.ndarray:
-    """Micro-F1 of each resample of multi-label rows (``predicted`` and ``references`` 0/1 ``(texts, labels)``):
-    ``samples`` is (resamples × texts) indices into their rows."""
-    predicted, references = np.asarray(predicted, dtype=bool), np.asarray(references, dtype=bool)
-    hits = (predicted & references).sum(axis=1)[samples].sum(axis=1)
-    given = (predicted.sum(axis=1) + references.sum(axis=1))[samples].sum(axis=1)
-    return np.where(given > 0, 2 * hits / np.maximum(given, 1), 0.0)
 
 
 def winner(results: list[dict], references, num_labels: int, seed: int = 0) -> tuple[str, dict]:
