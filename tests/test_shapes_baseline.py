@@ -126,18 +126,6 @@ def multilabel_model(multilabel_data, tmp_path_factory):
     return folder
 
 
-def _refusal(what, action):
-    with pytest.raises(TextxferError, match=f"{what} does not handle multi-label texts yet") as caught:
-        action()
-    assert "\n" not in str(caught.value)
-
-
-def test_export_refuses_the_new_shapes_in_one_line_until_it_is_built(multilabel_model, tmp_path):
-    from textxfer.transformer.export import export_onnx
-
-    _refusal("textxfer export", lambda: export_onnx(multilabel_model, tmp_path / "onnx"))
-
-
 def test_study_refuses_the_new_shapes_in_one_line(tmp_path, capsys):
     from textxfer.cli import main
 

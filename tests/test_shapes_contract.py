@@ -18,7 +18,7 @@ from textxfer.errors import TextxferError
 from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SHAPES = ("multi-label texts", "text pairs", "multi-label text pairs")
+SHAPES = ("multi-label texts", "single-label text pairs", "multi-label text pairs")
 HAS_ONNX = bool(importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"))
 
 
@@ -27,7 +27,7 @@ def _rows(shape: str) -> tuple[list, dict]:
     neutral = lambda: "，".join(rng.sample(NEUTRAL, 3)) + "。"  # noqa: E731
     if shape == "multi-label texts":
         return make_multilabel_rows(200), {"label_column": "tags", "label_separator": "|"}
-    if shape == "text pairs":
+    if shape == "single-label text pairs":
         return [(neutral(), text, label) for text, label in make_hard_rows(200)], {"text_pair_column": "second"}
     return ([(neutral(), text, tags) for text, tags in make_multilabel_rows(200)],
             {"text_pair_column": "second", "label_column": "tags", "label_separator": "|"})
@@ -37,7 +37,7 @@ def _rows(shape: str) -> tuple[list, dict]:
 def shaped(request, tmp_path_factory, tiny_bert):
     """``(shape, data, {kind: model folder})`` for one shape: every kind trained, exported or combined on it."""
     rows, options = _rows(request.param)
-    label = "tags" if "multi" in request.param else "label"
+    label = "tags" if request.param.startswith("multi") else "label"
     header = ("text", label) if len(rows[0]) == 2 else ("text", "second", label)
     folder = tmp_path_factory.mktemp("shape")
     data = load_data(DataOptions(data=str(write_csv(folder / "data.csv", rows, header=header)), validation_size=0.2,

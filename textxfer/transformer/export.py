@@ -21,7 +21,6 @@ from textxfer.errors import TextxferError
 from textxfer.core.manifest import build_manifest, read_manifest, write_manifest
 from textxfer.transformer.onnx_pipeline import WEIGHTS, OnnxClassifier, require_packages
 from textxfer.core.runs import atomic_output_dir
-from textxfer.data.shape import TaskShape, require_single
 
 QUANTIZE_CHOICES = ("int8",)
 FP32_TOLERANCE = 1e-4  # max |probability difference| accepted between the fp32 graph and PyTorch
@@ -57,7 +56,6 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise TextxferError(f"unknown --quantize {quantize!r}; choose one of {list(QUANTIZE_CHOICES)} or leave it out")
     manifest = read_manifest(model_dir)
-    require_single(TaskShape.from_dict((manifest.get("task") or {}).get("shape")), "textxfer export")
     if manifest["kind"] == "baseline":
         raise TextxferError(f"{model_dir}: a baseline model is already cheap to run on CPU; nothing to export "
                             "(export a `textxfer finetune` folder)")
@@ -90,14 +88,15 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
         files = _write_companions(source, model_dir, staging)
         config = {**manifest["config"], "runtime": "onnxruntime", "quantize": quantize,
                   "source_model": str(model_dir), "opset": used_opset, "exporter": "torch.onnx.export(dynamo=True)"}
-        write_manifest(staging, build_manifest("onnx", source.labels, config, manifest.get("data") or {}, files))
+        task = source.task_info()  # the shape and a multi-label model's thresholds travel with the graph
+        write_manifest(staging, build_manifest("onnx", source.labels, config, manifest.get("data") or {}, files, task))
         log("checking the graph against the PyTorch model")
         difference = max_probability_difference(source, OnnxClassifier.load(staging))
         if quantize is None and not difference <= FP32_TOLERANCE:
             raise TextxferError(f"{model_dir}: the exported graph disagrees with the PyTorch model (max |prob diff| "
                                 f"{difference:.2e} > {FP32_TOLERANCE:.0e}); nothing was written — report this model type")
         config["verified_max_prob_diff"] = float(difference)
-        write_manifest(staging, build_manifest("onnx", source.labels, config, manifest.get("data") or {}, files))
+        write_manifest(staging, build_manifest("onnx", source.labels, config, manifest.get("data") or {}, files, task))
     log(f"exported {model_dir} -> {output} ({quantize or 'fp32'}, opset {used_opset}) in "
         f"{time.perf_counter() - started:.1f} s; max |prob diff| vs PyTorch on {len(VERIFICATION_TEXTS)} "
         f"texts: {difference:.2e}")
@@ -119,11 +118,18 @@ def _write_companions(source, model_dir: Path, staging: Path) -> dict[str, str]:
     return files
 
 
+def verification_inputs(source, texts=VERIFICATION_TEXTS) -> list:
+    """``texts`` as the model reads them: for a model of text pairs, each text paired with the one after it."""
+    texts = list(texts)
+    return list(zip(texts, texts[1:] + texts[:1])) if source.shape.pair else texts
+
+
 def max_probability_difference(source, exported: OnnxClassifier) -> float:
-    """Max |probability difference| of ``exported`` vs ``source`` on :data:`VERIFICATION_TEXTS`."""
+    """Max |probability difference| of ``exported`` vs ``source`` on :data:`VERIFICATION_TEXTS` (paired, for a pair
+    model)."""
     import numpy as np
 
-    texts = list(VERIFICATION_TEXTS)
+    texts = verification_inputs(source)
     return float(np.abs(source.predict_proba(texts) - exported.predict_proba(texts)).max())
 
 
@@ -137,7 +143,7 @@ def _example_inputs(source) -> dict:
 
     from textxfer.transformer.encoding import padded_batches
 
-    features = source.encode(list(VERIFICATION_TEXTS[2:4]))
+    features = source.encode(verification_inputs(source, VERIFICATION_TEXTS[2:4]))
     _, batch = next(padded_batches(source.tokenizer_, features, 2, "pt"))
     accepted = inspect.signature(source.model_.forward).parameters
     wanted = set(batch) | set(source.tokenizer_.model_input_names)
@@ -149,8 +155,9 @@ def _example_inputs(source) -> dict:
     return {name: batch[name] for name in names}
 
 
-def _logits_module(model):
-    """Wrap a sequence-classification model so the graph has exactly one output: ``logits``."""
+def _logits_module(model, sigmoid: bool = False):
+    """Wrap a sequence-classification model so the graph has exactly one output: ``logits`` — or, ``sigmoid``
+    (a multi-label model), ``probabilities``, each label's own sigmoid, computed inside the graph."""
     import torch
 
     class LogitsOnly(torch.nn.Module):
@@ -160,9 +167,13 @@ def _logits_module(model):
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+            return torch.sigmoid(logits) if sigmoid else logits
 
     return LogitsOnly().eval()
+
+
+OUTPUT_NAMES = {False: "logits", True: "probabilities"}  # by whether the model is multi-label
 
 
 def _export_graph(source, path: Path, opset: int | None, progress: bool, model_dir: Path) -> bool:
@@ -176,8 +187,9 @@ def _export_graph(source, path: Path, opset: int | None, progress: bool, model_d
     external = size >= _EXTERNAL_DATA_BYTES
     try:
         with torch.no_grad(), _quiet(progress):
-            torch.onnx.export(_logits_module(source.model_), (), str(path), kwargs=inputs,
-                              input_names=list(inputs), output_names=["logits"], dynamic_shapes=dynamic_shapes,
+            multi = source.labels.multi_label
+            torch.onnx.export(_logits_module(source.model_, multi), (), str(path), kwargs=inputs,
+                              input_names=list(inputs), output_names=[OUTPUT_NAMES[multi]], dynamic_shapes=dynamic_shapes,
                               opset_version=opset, dynamo=True, external_data=external, verbose=progress or False)
     except Exception as exc:  # the exporter raises many types; show the first line
         message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

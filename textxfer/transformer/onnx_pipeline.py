@@ -66,12 +66,17 @@ class OnnxClassifier(ClassifierBase):
         raise TextxferError("an exported ONNX model cannot be trained; fine-tune the source model and export again")
 
     # -- inference ------------------------------------------------------------------------------
-    def encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
-        """Model inputs for ``texts`` under the source model's max length and long-text policy."""
+    def encode(self, texts: Sequence) -> dict[str, list[list[int]]]:
+        """Model inputs for ``texts`` (or text pairs) under the source model's max length and long-text policy."""
         return encode(self.tokenizer_, texts, self.max_length_, self.long_text_, self.text_prefix_)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities (columns in ``labels`` order), batched by length, in input order."""
+    def predict_proba(self, texts: Sequence) -> np.ndarray:
+        """Class probabilities (columns in ``labels`` order), batched by length, in input order; a multi-label graph
+        gives each label's sigmoid itself (its ``probabilities`` output)."""
+        self._check_fitted()
+        texts = self.check_inputs(texts)
+        if self.output_name_ == "probabilities":
+            return self.batched_proba(texts, lambda feed: self.session_.run([self.output_name_], feed)[0].astype(np.float64))
         return self.batched_proba(texts, lambda feed: softmax(self.session_.run([self.output_name_], feed)[0]))
 
     def batches(self, texts: Sequence[str]):
@@ -105,7 +110,7 @@ class OnnxClassifier(ClassifierBase):
         if "tokenizer" in files and not (folder / files["tokenizer"]).exists():
             del files["tokenizer"]
         data = data_info if data_info is not None else self.data_
-        write_manifest(folder, build_manifest(self.kind, self.labels, self.config, data, files))
+        write_manifest(folder, build_manifest(self.kind, self.labels, self.config, data, files, self.task_info()))
 
     @classmethod
     def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",
@@ -148,7 +153,10 @@ class OnnxClassifier(ClassifierBase):
         session = create_session(weights)
         model.inputs_ = {i.name: _NUMPY_TYPES.get(i.type, np.int64) for i in session.get_inputs()}
         outputs = [o.name for o in session.get_outputs()]
-        model.output_name_ = "logits" if "logits" in outputs else outputs[0]
+        model.output_name_ = next((name for name in ("probabilities", "logits") if name in outputs), outputs[0])
+        if (model.output_name_ == "probabilities") != labels.multi_label:
+            raise TextxferError(f"{weights}: the graph's output {model.output_name_!r} does not fit a "
+                                f"{'multi' if labels.multi_label else 'single'}-label model; export the model again")
         model.session_ = session
         return model
 
