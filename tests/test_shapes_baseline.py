@@ -3,6 +3,8 @@ saved model keeps its shape and refuses inputs of the other one."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
@@ -126,15 +128,48 @@ def multilabel_model(multilabel_data, tmp_path_factory):
     return folder
 
 
-def test_study_refuses_the_new_shapes_in_one_line(tmp_path, capsys):
+def test_a_multi_label_pair_study_reports_micro_f1_and_the_paired_bootstrap(tmp_path, capsys):
+    import json
+    import random
+
+    from conftest import NEUTRAL
     from textxfer.cli import main
 
-    aspects = write_csv(tmp_path / "aspects.csv", make_multilabel_rows(120), header=("text", "tags"))
-    assert main(["study", "--data", str(aspects), "--label-column", "tags", "--label-separator", "|",
-                 "--output", str(tmp_path / "out"), "--no-progress"]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "textxfer study does not handle multi-label texts yet" in error[0]
-    assert not (tmp_path / "out").exists()
+    rng = random.Random(0)
+    rows = [("，".join(rng.sample(NEUTRAL, 3)) + "。", text, tags) for text, tags in make_multilabel_rows(300)]
+    path = write_csv(tmp_path / "pairs.csv", rows, header=("post", "reply", "tags"))
+    assert main(["study", "--data", str(path), "--text-column", "post", "--text-pair-column", "reply",
+                 "--label-column", "tags", "--label-separator", "|", "--variants", "baseline",
+                 "baseline:label_dimensions=false", "--sizes", "60", "150", "--seeds", "2", "--baseline-vector-size",
+                 "16", "--baseline-min-count", "1", "--baseline-n-estimators", "20", "--output", str(tmp_path / "s"),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    study = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert study["metrics"][0] == ["micro_f1", "test micro-F1"]
+    cell = study["cells"][0]
+    assert set(cell["test"]) == {"micro_f1", "macro_f1"}
+    entry = study["summary"]["baseline"]["150"]["micro_f1"]
+    assert entry["n"] == 2 and 0.5 < entry["mean"] <= 1.0
+    test = next(iter(study["paired"]["150"]["tests"].values()))
+    assert test["method"].startswith("paired bootstrap") and len(test["interval"]) == 2
+    report = (tmp_path / "s" / "study.md").read_text()
+    assert "## Test micro-F1" in report and "best − other [95% interval]" in report
+
+
+def test_nested_multi_label_subsets_keep_the_rarest_labels_in_their_share():
+    from collections import Counter
+
+    from textxfer.evaluation.study import nested_order
+
+    rng = random.Random(0)
+    labels = [tuple(sorted({rng.choice("aab") for _ in range(rng.randint(0, 2))} | ({"r"} if i % 25 == 0 else set())))
+              for i in range(500)]
+    order = nested_order(labels, seed=3)
+    assert sorted(order) == list(range(500))
+    for size in (50, 100, 250):
+        counts = Counter(name for i in order[:size] for name in labels[i])
+        assert abs(counts["r"] - 20 * size / 500) <= 1  # 20 rows carry the rare label 'r'
+    assert order[:50] == nested_order(labels, seed=3)[:50]
 
 
 def test_the_python_api_predicts_label_lists_and_pairs(multilabel_model, multilabel_data, pair_data, fast_config):

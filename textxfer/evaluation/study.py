@@ -16,18 +16,18 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from textxfer.core.config import parse_field
-from textxfer.data.dataset import DataOptions, PreparedData, TextDataset, load_data
+from textxfer.data.dataset import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
 from textxfer.evaluation.isolation import ChildKilled, in_child_process
 from textxfer.evaluation.runner import describe_data, finished_run, run_prepared
 from textxfer.data.splits import write_split_file
-from textxfer.data.shape import require_single
 
 ENSEMBLE = "ensemble"
 
@@ -105,13 +105,19 @@ def parse_sizes(values: list[str], train_size: int) -> list[int]:
     return sorted(sizes)
 
 
-def nested_order(labels: list[str], seed: int) -> list[int]:
+def nested_order(labels: list, seed: int) -> list[int]:
     """An order of the training rows whose every prefix is (nearly) stratified, for ``seed``.
 
     Rows are shuffled within their class; the k-th row of a class of n gets the key (k + u) / n with
     u uniform in [0, 1), and the rows are sorted by key. So the first N rows hold each class in its
     share (±1), and a smaller size's subset is a prefix of a larger one's: the subsets are nested.
+    Multi-label rows (tuples of labels) are stratified by their rarest label (rows without a label form one
+    class of their own), so every prefix keeps the rare labels in their share — what iterative stratification
+    optimises too, but kept nested.
     """
+    if labels and isinstance(labels[0], tuple):
+        counts = Counter(name for row in labels for name in row)
+        labels = [min(row, key=lambda name: (counts[name], name)) if row else "" for row in labels]
     rng = np.random.default_rng(seed)
     keys = np.empty(len(labels))
     for label in sorted(set(labels), key=str):
@@ -123,13 +129,10 @@ def nested_order(labels: list[str], seed: int) -> list[int]:
 
 def subset(data: PreparedData, order: list[int], size: int) -> PreparedData:
     """``data`` with its training split cut to the first ``size`` rows of ``order`` (kept in input order)."""
-    keep = sorted(order[:size])
-    train = data.train
-    small = TextDataset([train.texts[i] for i in keep], [train.labels[i] for i in keep],
-                        [train.rows[i] for i in keep], train.origin)
+    small = data.train.take(sorted(order[:size]))
     record = copy.deepcopy(data.split_record)
     record["splits"]["train"]["rows"] = small.rows
-    record["study_subset"] = {"size": size, "of": len(train)}
+    record["study_subset"] = {"size": size, "of": len(data.train)}
     return replace(data, train=small, split_record=record, counts={**data.counts, "train": size})
 
 
@@ -302,7 +305,6 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     check_members(variants)
     output = Path(output)
     data = load_data(options)
-    require_single(data.train.shape, "textxfer study")
     describe_data(data, log)
     if not len(data.test):
         raise TextxferError("the test split is empty, so there is nothing to score the cells on; add data or pass --test")

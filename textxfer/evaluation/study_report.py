@@ -5,6 +5,9 @@ mean (Student's t with n − 1 degrees of freedom; none from a single seed), and
 are degenerate (``model_check`` in the cell's ``report.json``). At every size the best variant (mean
 test accuracy) is tested against each other one with McNemar's test on the cells' saved test
 predictions (``predictions.json``), pooled over the seeds; a few sentences say what the curves show.
+
+A multi-label study reports micro-F1 (its headline) and macro-F1, and tests the best variant with the paired
+bootstrap of micro-F1 (:mod:`textxfer.evaluation.report_multilabel`) on the seeds' pooled test predictions.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from textxfer.evaluation.study_sections import ensemble_gains, gains_findings, g
 
 STUDY_JSON, STUDY_MD, CURVE_PNG = "study.json", "study.md", "learning_curve.png"
 METRICS = (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"))  # (key, title in running text)
+MULTILABEL_METRICS = (("micro_f1", "test micro-F1"), ("macro_f1", "test macro-F1"))
+
+
+def metrics_of(multi_label: bool) -> tuple:
+    """The study's two figures (the first is its headline): accuracy or, for multi-label texts, micro-F1."""
+    return MULTILABEL_METRICS if multi_label else METRICS
 
 
 def cell_record(cell, folder: Path) -> dict:
@@ -31,7 +40,8 @@ def cell_record(cell, folder: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise TextxferError(f"{folder}: cannot read the cell's metrics.json / report.json ({exc}); "
                             "delete the folder and run the study again to retrain it") from None
-    scores = {split: {k: metrics[split][k] for k in ("accuracy", "macro_f1")} for split in metrics}
+    scores = {split: {k: metrics[split][k] for k, _ in metrics_of(bool(metrics[split].get("multi_label")))}
+              for split in metrics}
     check = report.get("model_check") or {}
     record = {"variant": cell.variant.text, "pipeline": cell.variant.pipeline, "size": cell.size, "seed": cell.seed,
               "folder": cell.folder, **scores, "degenerate": check.get("degenerate"),
@@ -58,39 +68,49 @@ def interval(values: list[float]) -> dict:
     return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": len(array)}
 
 
-def summarise(records: list[dict], variants, sizes: list[int]) -> dict:
-    """variant → size → {accuracy, macro_f1: interval, cells, degenerate_cells}."""
+def summarise(records: list[dict], variants, sizes: list[int], metrics=METRICS) -> dict:
+    """variant → size → {accuracy (or micro_f1), macro_f1: interval, cells, degenerate_cells}."""
     summary = {}
     for variant in variants:
         summary[variant.text] = {}
         for size in sizes:
             cells = [r for r in records if r["variant"] == variant.text and r["size"] == size]
             summary[variant.text][str(size)] = {
-                **{key: interval([c["test"][key] for c in cells]) for key, _ in METRICS},
+                **{key: interval([c["test"][key] for c in cells]) for key, _ in metrics},
                 "cells": len(cells), "degenerate_cells": sum(bool(c["degenerate"]) for c in cells)}
     return summary
 
 
 def _correct(output: Path, record: dict, references: np.ndarray) -> np.ndarray | None:
-    """Per-test-text correctness of one cell, from its ``predictions.json`` (None when it has none)."""
+    """Per-test-text correctness of one cell, from its ``predictions.json`` (None when it has none); for multi-label
+    ``references`` (0/1 rows), the cell's 0/1 predictions instead."""
     try:
         saved = json.loads((output / record["folder"] / "predictions.json").read_text(encoding="utf-8"))
-        predicted = np.asarray(saved["splits"]["test"]["predicted"])
-    except (OSError, ValueError, KeyError, TypeError):
+        predicted = saved["splits"]["test"]["predicted"]
+        if references.ndim == 2:  # label-id lists per row
+            matrix = np.zeros(references.shape, dtype=np.int64)
+            for row, ids in enumerate(predicted):
+                matrix[row, ids] = 1
+            return matrix if len(predicted) == len(references) else None
+        predicted = np.asarray(predicted)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
     return predicted == references if predicted.shape == references.shape else None
 
 
-def paired_tests(output: Path, records: list[dict], variants, sizes: list[int], references: np.ndarray) -> dict:
-    """size → {"best": variant, "tests": {other: McNemar result}}: the best variant by mean test accuracy
-    against each other one, on the paired test predictions pooled over the seeds (the same seeds' cells)."""
+def paired_tests(output: Path, records: list[dict], variants, sizes: list[int], references: np.ndarray,
+                 headline: str = "accuracy") -> dict:
+    """size → {"best": variant, "tests": {other: McNemar result}}: the best variant by mean test ``headline``
+    against each other one, on the paired test predictions pooled over the seeds (the same seeds' cells); for
+    multi-label ``references``, the paired bootstrap of micro-F1 (other as ``a``, best as ``b``)."""
     from textxfer.evaluation.report import mcnemar
+    from textxfer.evaluation.report_multilabel import paired_bootstrap
 
     names = [v.text for v in variants]
     results = {}
     for size in sizes:
         cells = {(r["variant"], r["seed"]): r for r in records if r["size"] == size}
-        means = {n: np.mean([r["test"]["accuracy"] for (v, _), r in cells.items() if v == n]) for n in names
+        means = {n: np.mean([r["test"][headline] for (v, _), r in cells.items() if v == n]) for n in names
                  if any(v == n for v, _ in cells)}  # a variant whose cells were all left out has no mean
         if not means:
             continue
@@ -103,7 +123,11 @@ def paired_tests(output: Path, records: list[dict], variants, sizes: list[int], 
             if not pairs or any(a is None or b is None for a, b in pairs):
                 tests[other] = None  # a cell without predictions.json (trained by an older textxfer)
                 continue
-            tests[other] = mcnemar(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
+            best_rows, other_rows = np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])
+            if references.ndim == 2:
+                tests[other] = paired_bootstrap(other_rows, best_rows, np.concatenate([references] * len(pairs)))
+            else:
+                tests[other] = mcnemar(best_rows, other_rows)
         results[str(size)] = {"best": best, "tests": tests}
     return results
 
@@ -112,7 +136,8 @@ def findings(study: dict) -> list[str]:
     """Plain sentences: where fine-tuning overtakes the baseline, and where the variants are within noise."""
     variants, sizes, summary, paired = study["variants"], study["sizes"], study["summary"], study["paired"]
     pipelines = dict(zip(variants, study["pipelines"]))
-    mean = lambda v, n: summary[v][str(n)]["accuracy"]["mean"]  # noqa: E731  (None: every cell left out)
+    key, title = study.get("metrics", METRICS)[0]
+    mean = lambda v, n: summary[v][str(n)][key]["mean"]  # noqa: E731  (None: every cell left out)
     best_of = lambda group, n: max((mean(v, n) for v in group if mean(v, n) is not None), default=None)  # noqa: E731
     out = []
     baselines = [v for v in variants if pipelines[v] == "baseline"]
@@ -124,31 +149,33 @@ def findings(study: dict) -> list[str]:
         if start is None:
             out.append("Fine-tuning does not stay ahead of the baseline at the largest sizes studied.")
         else:
-            out.append(f"Fine-tuning's best variant is ahead of the best baseline in mean test accuracy from "
+            out.append(f"Fine-tuning's best variant is ahead of the best baseline in mean {title} from "
                        f"{start:,} training texts on" + (" (every size studied)." if start == sizes[0] else "."))
     if len(variants) < 2:  # nothing to compare across variants: say how the one variant's curve goes instead
-        return out + [_curve_sentence(variants[0], sizes, mean)] if variants else out
+        return out + [_curve_sentence(variants[0], sizes, mean, title)] if variants else out
+    test_name = "paired bootstrap of micro-F1" if key == "micro_f1" else "McNemar"
     for n in (n for n in sizes if str(n) in paired):
         entry = paired[str(n)]
         tied = [o for o, t in entry["tests"].items() if t is not None and not t["significant"]]
         beaten = [o for o, t in entry["tests"].items() if t is not None and t["significant"]]
         sentence = f"At {n:,} texts `{entry['best']}` is best ({mean(entry['best'], n):.4f})"
         if tied:
-            sentence += "; within noise of it (McNemar, pooled over seeds, p ≥ 0.05): " + ", ".join(f"`{o}`" for o in tied)
+            sentence += (f"; within noise of it ({test_name}, pooled over seeds, p ≥ 0.05): "
+                         + ", ".join(f"`{o}`" for o in tied))
         if beaten:
             sentence += "; significantly below it: " + ", ".join(f"`{o}`" for o in beaten)
         out.append(sentence + ".")
     return out + gains_findings(study.get("ensembles") or {})
 
 
-def _curve_sentence(variant: str, sizes: list[int], mean) -> str:
-    """One variant's mean test accuracy size by size, and whether the curve dips anywhere."""
+def _curve_sentence(variant: str, sizes: list[int], mean, title: str = "test accuracy") -> str:
+    """One variant's mean test accuracy (or ``title``'s figure) size by size, and whether the curve dips anywhere."""
     sizes = [n for n in sizes if mean(variant, n) is not None]  # sizes whose cells were all left out: no point
     points = ", ".join(f"{n:,} texts {mean(variant, n):.4f}" for n in sizes)
     dips = [(a, b) for a, b in zip(sizes, sizes[1:]) if mean(variant, b) < mean(variant, a)]
     verdict = ("it never dips as the texts grow" if not dips else
                "it dips " + ", ".join(f"from {a:,} to {b:,} texts" for a, b in dips))
-    return f"`{variant}` mean test accuracy: {points}; " + (verdict if len(sizes) > 1 else "one size only") + "."
+    return f"`{variant}` mean {title}: {points}; " + (verdict if len(sizes) > 1 else "one size only") + "."
 
 
 def _cell_text(entry: dict, key: str) -> str:
@@ -166,6 +193,8 @@ def _cell_text(entry: dict, key: str) -> str:
 def _paired_markdown(study: dict) -> list[str]:
     """The McNemar table: at each size the best variant against each other one."""
     sizes = study["sizes"]
+    if study.get("metrics", METRICS)[0][0] == "micro_f1":
+        return _bootstrap_markdown(study)
     out = ["## Best variant against each other one", "",
            "McNemar's test on the paired test predictions, pooled over the seeds (each seed's cells share "
            "their training subset and the test split).", "",
@@ -185,6 +214,28 @@ def _paired_markdown(study: dict) -> list[str]:
     return out
 
 
+def _bootstrap_markdown(study: dict) -> list[str]:
+    """:func:`_paired_markdown` for a multi-label study: the paired bootstrap of micro-F1."""
+    out = ["## Best variant against each other one", "",
+           "The paired bootstrap of micro-F1 over the test texts, the seeds' predictions pooled (each seed's cells "
+           "share their training subset and the test split).", "",
+           "| training texts | best (mean micro-F1) | against | best − other [95% interval] | p | verdict |",
+           "|---:|---|---|---:|---:|---|"]
+    for size in (n for n in study["sizes"] if str(n) in study["paired"]):
+        entry = study["paired"][str(size)]
+        best = entry["best"]
+        for other, test in entry["tests"].items():
+            if test is None:
+                out.append(f"| {size:,} | `{best}` | `{other}` | – | – | no saved predictions |")
+                continue
+            low, high = test["interval"]
+            verdict = "significant" if test["significant"] else "within noise"
+            out.append(f"| {size:,} | `{best}` ({study['summary'][best][str(size)]['micro_f1']['mean']:.4f}) | "
+                       f"`{other}` | {test['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {test['p_value']:.3g} | "
+                       f"{verdict} |")
+    return out
+
+
 def study_markdown(study: dict) -> str:
     """``study.md``: one table per metric (rows: sizes, columns: variants), then the degenerate cells."""
     variants, sizes, seeds = study["variants"], study["sizes"], study["seeds"]
@@ -194,7 +245,7 @@ def study_markdown(study: dict) -> str:
            f"the one training split ({study['train_size']:,} texts) and is scored on the same test split "
            f"({study['test_size']:,} texts); sizes of one seed are nested (a smaller subset lies inside a larger one).",
            ""]
-    for key, title in METRICS:
+    for key, title in study.get("metrics", METRICS):
         out += [f"## {title[0].upper() + title[1:]}: mean ± sd over seeds [95% interval of the mean]", "",
                 "| training texts | " + " | ".join(f"`{v}`" for v in variants) + " |",
                 "|---:|" + "---|" * len(variants)]
@@ -204,7 +255,7 @@ def study_markdown(study: dict) -> str:
         out.append("")
     if len(variants) > 1:  # one variant has no other to be tested against
         out += _paired_markdown(study)
-    out += ["", *gains_markdown(study.get("ensembles") or {})]
+    out += ["", *gains_markdown(study.get("ensembles") or {}, study.get("metrics", METRICS)[0][1])]
     out += ["## In words", "", *(f"- {line}" for line in study["findings"]), ""]
     out += loss_markdown(study["cells"])
     degenerate = [c for c in study["cells"] if c["degenerate"]]
@@ -231,7 +282,7 @@ def plot_learning_curve(study: dict, path: Path):
     sizes = study["sizes"]
 
     def paint(fig):
-        for ax, (key, title) in zip(fig.subplots(1, 2), METRICS):
+        for ax, (key, title) in zip(fig.subplots(1, 2), study.get("metrics", METRICS)):
             for i, variant in enumerate(study["variants"]):
                 points = [(n, study["summary"][variant][str(n)][key]) for n in sizes]
                 points = [(n, e) for n, e in points if e["n"]]  # a size whose cells were all left out: no point
@@ -255,7 +306,8 @@ def write_study(output: Path, records: list[dict], variants, sizes: list[int], s
                 failed: list[dict] = ()) -> dict:
     """Write ``study.json``, ``study.md`` and ``learning_curve.png`` into ``output``; returns the study dict.
     ``failed``: cells that did not finish (:func:`textxfer.evaluation.study.failed_cell`), listed, left out."""
-    references = np.asarray(data.labels.encode(data.test.labels))
+    references = data.labels.targets(data.test.labels)
+    metrics = metrics_of(data.labels.multi_label)
     degenerate = [r for r in records if r["degenerate"]]
     warnings = []
     if failed:
@@ -267,10 +319,11 @@ def write_study(output: Path, records: list[dict], variants, sizes: list[int], s
         warnings.append(f"WARNING: {len(degenerate)} of {len(records)} cells are degenerate ({where}{more}); "
                         f"they are flagged in {STUDY_MD}")
     study = {"variants": [v.text for v in variants], "sizes": sizes, "seeds": seeds, "train_size": len(data.train),
+             **({"metrics": [list(m) for m in metrics]} if data.labels.multi_label else {}),
              "test_size": len(data.test), "split": "split.json", "cells": records,
-             "pipelines": [v.pipeline for v in variants], "summary": summarise(records, variants, sizes),
-             "paired": paired_tests(output, records, variants, sizes, references), "warnings": warnings,
-             "ensembles": ensemble_gains(records, variants, sizes), "failed_cells": list(failed),
+             "pipelines": [v.pipeline for v in variants], "summary": summarise(records, variants, sizes, metrics),
+             "paired": paired_tests(output, records, variants, sizes, references, metrics[0][0]), "warnings": warnings,
+             "ensembles": ensemble_gains(records, variants, sizes, metrics[0][0]), "failed_cells": list(failed),
              "files": {"json": STUDY_JSON, "markdown": STUDY_MD, "plot": CURVE_PNG}}
     overfit = [r for r in records if (r.get("loss_curve") or {}).get("overfitting")]
     if overfit:

@@ -8,10 +8,11 @@ import numpy as np
 from textxfer.transformer.loss_curve import RISES
 
 
-def ensemble_gains(records: list[dict], variants, sizes: list[int]) -> dict:
+def ensemble_gains(records: list[dict], variants, sizes: list[int], key: str = "accuracy") -> dict:
     """ensemble variant → size → ``{"best_member", "gain": {mean, sd, n}, "seeds"}``: the ensemble's test
-    accuracy minus that of its member with the best mean accuracy at that size, paired by seed."""
-    accuracy = {(r["variant"], r["size"], r["seed"]): r["test"]["accuracy"] for r in records}
+    accuracy (``key``: micro-F1 for multi-label texts) minus that of its member with the best mean at that size,
+    paired by seed."""
+    accuracy = {(r["variant"], r["size"], r["seed"]): r["test"][key] for r in records}
     gains = {}
     for variant in (v for v in variants if v.pipeline == "ensemble"):
         members = variant.settings["members"]
@@ -29,13 +30,14 @@ def ensemble_gains(records: list[dict], variants, sizes: list[int]) -> dict:
     return gains
 
 
-def gains_markdown(gains: dict) -> list[str]:
-    """The "what the ensembles add" table (nothing when the study has no ensemble)."""
+def gains_markdown(gains: dict, title: str = "test accuracy") -> list[str]:
+    """The "what the ensembles add" table (nothing when the study has no ensemble); ``title``: the figure compared."""
     if not gains:
         return []
-    out = ["## What the ensembles add", "", "Test accuracy of the ensemble minus that of its best member (by mean "
-           "accuracy at that size), paired by seed: mean ± sd over seeds. Weights are chosen on each cell's "
-           "validation split.", "", "| ensemble | training texts | best member | gain |", "|---|---:|---|---:|"]
+    figure = title[len("test "):] if title.startswith("test ") else title
+    out = ["## What the ensembles add", "", f"{title[0].upper() + title[1:]} of the ensemble minus that of its best "
+           f"member (by mean {figure} at that size), paired by seed: mean ± sd over seeds. Weights are chosen on each "
+           "cell's validation split.", "", "| ensemble | training texts | best member | gain |", "|---|---:|---|---:|"]
     for variant, by_size in gains.items():
         for size, entry in by_size.items():
             gain = entry["gain"]
