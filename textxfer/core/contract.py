@@ -54,8 +54,10 @@ class ClassifierBase(abc.ABC):
     @abc.abstractmethod
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """A ``(len(texts), len(labels))`` float array: each row the class probabilities of one text, in input
-        order, summing to 1; every string (empty, huge, odd Unicode) gets a row; an untrained model raises a
-        :class:`TextxferError`. A text's row does not depend on the other texts or their order."""
+        order, summing to 1 (a multi-label model: each label's own probability, in [0, 1]); every string (empty,
+        huge, odd Unicode) gets a row; a pair model takes ``(text, second text)`` pairs (:meth:`check_inputs`); an
+        untrained model raises a :class:`TextxferError`. A text's row does not depend on the other texts or their
+        order."""
 
     @abc.abstractmethod
     def write(self, folder: Path, data_info: dict | None = None) -> None:
