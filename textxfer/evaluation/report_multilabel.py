@@ -100,4 +100,4 @@ def plot_per_label_f1(comparison: dict, path: Path | str, draw_figure):
         ax.set(ylim=(0, 1.1), ylabel="test F1", title="F1 per label (test rows with the label in brackets)")
         ax.legend(fontsize=8, loc="upper right", ncols=len(names))
 
-    return draw_figure(Path(path), (max(6.0, 0.6 * len(labels) * len(names) / 2 + 3), 4.2), paint)
+    return draw_figure(Path(path), (min(14.0, max(6.0, 0.25 * len(labels) * len(names) + 3)), 4.2), paint)
