@@ -61,7 +61,7 @@ def test_the_three_multi_label_inputs_read_the_same_label_sets(tmp_path, films_c
         assert all(truth[text] == labels for text, labels in zip(data.train.texts, data.train.labels))
     assert by_separator.split_record["splits"] == by_columns.split_record["splits"]
     unlabelled = sum(1 for r in rows if not r["tags"])
-    assert any(f"rows have no label" in note for note in by_separator.notes)
+    assert any("rows have no label" in note for note in by_separator.notes)
     counted = sum(v for k, v in by_separator.counts.items() if k.endswith("rows_without_labels"))
     assert counted == unlabelled > 0
 
@@ -225,3 +225,15 @@ def test_label_counts_in_thin_class_notes_count_each_label_of_a_multi_label_row(
     counts = Counter(label for names in data.test.labels for label in names)
     note = next(n for n in data.notes if n.startswith("test has fewer than 10 rows"))
     assert f"'musical' {counts['musical']}" in note
+
+
+@pytest.mark.parametrize("options, why", [
+    ({"label_column": "tags", "label_separator": "|"}, "one confident class per text, not a set of labels"),
+    ({"text_pair_column": "answer", "label_column": "action"}, "one text per row, not pairs"),
+])
+def test_unlabelled_texts_are_refused_for_the_new_shapes_with_the_reason(films_csv, tmp_path, options, why):
+    unlabelled = tmp_path / "more.txt"
+    unlabelled.write_text("\n".join(f"another film {i}" for i in range(50)) + "\n", encoding="utf-8")
+    with pytest.raises(TextxferError, match="self-training on .* is not supported") as caught:
+        load_data(DataOptions(data=str(films_csv), unlabelled=str(unlabelled), **options))
+    assert why in str(caught.value) and "\n" not in str(caught.value)

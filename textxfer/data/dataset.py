@@ -180,8 +180,10 @@ def load_data(options: DataOptions) -> PreparedData:
         from textxfer.data.unlabelled import check_against_split, read_unlabelled
 
         if not shape.single:
+            why = ("an unlabelled file holds one text per row, not pairs" if shape.pair else
+                   "its pseudo-labels are one confident class per text, not a set of labels")
             raise TextxferError(f"--unlabelled {options.unlabelled}: self-training on {shape.describe()} is not supported "
-                                "yet; leave out --unlabelled")
+                                f"({why}); leave out --unlabelled")
         if not datasets["validation"].texts:
             raise TextxferError(f"--unlabelled {options.unlabelled}: self-training needs a validation split to tell "
                                 "whether the pseudo-labels helped; pass --validation or a --validation-size above 0")
