@@ -79,11 +79,3 @@ class TaskShape:
 
 
 SINGLE = TaskShape()
-
-
-def require_single(shape: TaskShape, what: str) -> None:
-    """One line when ``what`` (a model kind or a command) meets a shape it does not handle yet."""
-    if not shape.single:
-        raise TextxferError(f"{what} does not handle {shape.describe()} yet (so far `textxfer baseline` and `textxfer "
-                            "finetune` train and score them and `textxfer predict` uses such models; the other commands "
-                            "are being built); use single-label texts")
