@@ -86,11 +86,16 @@ def micro_f1(truth: np.ndarray, decided: np.ndarray) -> float:
     return 2 * true_positives / denominator if denominator else 0.0
 
 
+def decide_tuned(truth: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """:func:`decide` at the thresholds :func:`tune_thresholds` picks on these very rows (validation)."""
+    return decide(probabilities, tune_thresholds(truth, probabilities)[0])
+
+
 def tuned_micro_f1(truth: np.ndarray, probabilities: np.ndarray) -> float:
     """Micro-F1 on validation at the thresholds tuned on it — what a multi-label model will be judged by once
     :func:`tune_thresholds` has run, so it ranks checkpoints and settings the way the finished model is used (a
     fixed 0.5 ranks them by how soon rare labels' probabilities climb past 0.5 instead)."""
-    return micro_f1(truth, decide(probabilities, tune_thresholds(truth, probabilities)[0]))
+    return micro_f1(truth, decide_tuned(truth, probabilities))
 
 
 def micro_f1_resampled(predicted: np.ndarray, truth: np.ndarray, samples: np.ndarray) -> np.ndarray:

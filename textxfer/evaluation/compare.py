@@ -148,7 +148,7 @@ def _shown_predictions(entries: dict, data: PreparedData) -> dict:
                 "scores": {n: [float(p[i]) for p, i in zip(e["probabilities"], e["predictions"])]
                            for n, e in entries.items()}}
     chosen = {n: [row.nonzero()[0] for row in e["predictions"]] for n, e in entries.items()}
-    return {"truth": ["|".join(n for n in names if n in set(row)) for row in data.test.labels],
+    return {"truth": ["|".join(names[j] for j in row.nonzero()[0]) for row in data.labels.targets(data.test.labels)],
             "labels": {n: ["|".join(names[j] for j in ids) for ids in rows] for n, rows in chosen.items()},
             "scores": {n: ["|".join(f"{p[j]:.4f}" for j in ids) for p, ids in zip(entries[n]["probabilities"], rows)]
                        for n, rows in chosen.items()}}

@@ -190,49 +190,36 @@ def _cell_text(entry: dict, key: str) -> str:
     return text
 
 
+# Per paired test: (the sentence above the table, the test's column headings, its cells).
+_MCNEMAR = ("McNemar's test on the paired test predictions, pooled over the seeds",
+            ("only best right", "only other right"),
+            lambda t: (f"{t['a_only_correct']:,}", f"{t['b_only_correct']:,}"))
+_BOOTSTRAP = ("The paired bootstrap of micro-F1 over the test texts, the seeds' predictions pooled",
+              ("best − other [95% interval]",),
+              lambda t: (f"{t['difference']:+.4f} [{t['interval'][0]:+.4f}, {t['interval'][1]:+.4f}]",))
+
+
 def _paired_markdown(study: dict) -> list[str]:
-    """The McNemar table: at each size the best variant against each other one."""
-    sizes = study["sizes"]
-    if study.get("metrics", METRICS)[0][0] == "micro_f1":
-        return _bootstrap_markdown(study)
+    """The paired-test table: at each size the best variant against each other one (McNemar's test, or for a
+    multi-label study the paired bootstrap of micro-F1)."""
+    key = study.get("metrics", METRICS)[0][0]
+    sentence, headings, cells = _BOOTSTRAP if key == "micro_f1" else _MCNEMAR
+    figure = "micro-F1" if key == "micro_f1" else "accuracy"
     out = ["## Best variant against each other one", "",
-           "McNemar's test on the paired test predictions, pooled over the seeds (each seed's cells share "
-           "their training subset and the test split).", "",
-           "| training texts | best (mean accuracy) | against | only best right | only other right | p | verdict |",
-           "|---:|---|---|---:|---:|---:|---|"]
-    for size in (n for n in sizes if str(n) in study["paired"]):
-        entry = study["paired"][str(size)]
-        best = entry["best"]
-        for other, test in entry["tests"].items():
-            if test is None:
-                out.append(f"| {size:,} | `{best}` | `{other}` | – | – | – | no saved predictions |")
-                continue
-            verdict = "significant" if test["significant"] else "within noise"
-            out.append(f"| {size:,} | `{best}` ({study['summary'][best][str(size)]['accuracy']['mean']:.4f}) | "
-                       f"`{other}` | {test['a_only_correct']:,} | {test['b_only_correct']:,} | "
-                       f"{test['p_value']:.3g} | {verdict} |")
-    return out
-
-
-def _bootstrap_markdown(study: dict) -> list[str]:
-    """:func:`_paired_markdown` for a multi-label study: the paired bootstrap of micro-F1."""
-    out = ["## Best variant against each other one", "",
-           "The paired bootstrap of micro-F1 over the test texts, the seeds' predictions pooled (each seed's cells "
-           "share their training subset and the test split).", "",
-           "| training texts | best (mean micro-F1) | against | best − other [95% interval] | p | verdict |",
-           "|---:|---|---|---:|---:|---|"]
+           f"{sentence} (each seed's cells share their training subset and the test split).", "",
+           f"| training texts | best (mean {figure}) | against | " + " | ".join(headings) + " | p | verdict |",
+           "|---:|---|---|" + "---:|" * len(headings) + "---:|---|"]
     for size in (n for n in study["sizes"] if str(n) in study["paired"]):
         entry = study["paired"][str(size)]
         best = entry["best"]
         for other, test in entry["tests"].items():
             if test is None:
-                out.append(f"| {size:,} | `{best}` | `{other}` | – | – | no saved predictions |")
+                out.append(f"| {size:,} | `{best}` | `{other}` | " + "– | " * (len(headings) + 1)
+                           + "no saved predictions |")
                 continue
-            low, high = test["interval"]
             verdict = "significant" if test["significant"] else "within noise"
-            out.append(f"| {size:,} | `{best}` ({study['summary'][best][str(size)]['micro_f1']['mean']:.4f}) | "
-                       f"`{other}` | {test['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {test['p_value']:.3g} | "
-                       f"{verdict} |")
+            out.append(f"| {size:,} | `{best}` ({study['summary'][best][str(size)][key]['mean']:.4f}) | `{other}` | "
+                       + " | ".join(cells(test)) + f" | {test['p_value']:.3g} | {verdict} |")
     return out
 
 

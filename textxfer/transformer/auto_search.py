@@ -85,9 +85,9 @@ def _decisions(probabilities: np.ndarray, references: np.ndarray) -> np.ndarray:
     tuned on validation (as its finished model would have them)."""
     if references.ndim == 1:
         return probabilities.argmax(axis=1)
-    from textxfer.core.thresholds import decide, tune_thresholds
+    from textxfer.core.thresholds import decide_tuned
 
-    return decide(probabilities, tune_thresholds(references, probabilities)[0])
+    return decide_tuned(references, probabilities)
 
 
 def _estimate(strategy: str, cfg, train_texts: int, measured: dict) -> float:

@@ -86,9 +86,11 @@ def _shared_label_pairs(indicators: np.ndarray, iterations: int, seed: int):
                 alike, unlike = holders[int(rng.choice(own_labels))], disjoint[key]
             else:
                 alike, unlike = (unlabelled if len(unlabelled) > 1 else np.array([row])), labelled
-            first.append(row), second.append(int(rng.choice(alike))), target.append(1.0)
-            if len(unlike):
-                first.append(row), second.append(int(rng.choice(unlike))), target.append(0.0)
+            partners = [(int(rng.choice(alike)), 1.0)] + ([(int(rng.choice(unlike)), 0.0)] if len(unlike) else [])
+            for partner, same in partners:
+                first.append(row)
+                second.append(partner)
+                target.append(same)
     return np.array(first), np.array(second), np.array(target, dtype=np.float32)
 
 
