@@ -17,8 +17,13 @@ no step floor — on the same split.
 ``--pair-rules``: ``--strategy contrastive`` on ``--max-train`` training texts (a stratified subset; 64 is where
 ``auto`` would choose it) with ``--multilabel-pairs shared-label`` and ``label-set``, multi-label corpora only.
 
+``--ensemble`` (with ``--kind finetune``): per seed, also the baseline on the same split and seed, and the ensemble of
+the two (``textxfer ensemble``'s code: weights chosen on validation by log loss; multi-label: thresholds tuned on the
+averaged validation probabilities). ``--recipe default``: every training text at textxfer's default epochs instead
+of the demo budget (MovieLens about 9 minutes a seed on 2 cores, EPITOME 12, ESConv 40).
+
 Run: ``python scripts/bench_shapes.py [--corpora movielens epitome esconv] [--seeds 3] [--kind baseline|finetune]
-[--pair-rules] [--max-train N] [--output runs/bench_shapes]``.
+[--ensemble] [--recipe demo|default] [--pair-rules] [--max-train N] [--output runs/bench_shapes]``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from textxfer.baseline.pipeline import BaselineClassifier, BaselineConfig  # noq
 from textxfer.core.metrics import score_probabilities  # noqa: E402
 from textxfer.data.dataset import DataOptions, TextDataset, load_data  # noqa: E402
 from textxfer.data.shape import TaskShape  # noqa: E402
+from textxfer.ensemble.pipeline import EnsembleClassifier  # noqa: E402
 
 HEADLINE = {True: "micro_f1", False: "accuracy"}
 
@@ -50,17 +56,32 @@ def concatenated(dataset: TextDataset) -> TextDataset:
                    shape=TaskShape(dataset.shape.multi_label, dataset.shape.label_separator, dataset.shape.label_columns))
 
 
-def _model(kind: str, seed: int, max_train: int, changes: dict):
+def _model(kind: str, seed: int, max_train: int | None, changes: dict):
+    """The model to train: the baseline at its defaults, or the fine-tuned model at the demo budget (``max_train``
+    texts, 1 epoch, no step floor) or, with ``max_train`` None, at textxfer's default recipe."""
     if kind == "baseline":
         return BaselineClassifier(BaselineConfig(seed=seed))
     from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
 
-    return FinetuneClassifier(FinetuneConfig(seed=seed, max_train_samples=max_train, epochs=1, min_steps=0) if not changes
-                              else FinetuneConfig(seed=seed, max_train_samples=max_train, **changes))
+    if changes or max_train is None:
+        return FinetuneClassifier(FinetuneConfig(seed=seed, max_train_samples=max_train, **changes))
+    return FinetuneClassifier(FinetuneConfig(seed=seed, max_train_samples=max_train, epochs=1, min_steps=0))
 
 
-def run_corpus(name: str, seeds: list[int], kind: str = "baseline", max_train: int = 2000,
-               pair_rules: bool = False) -> dict:
+def _scored(model, data, test, seconds: float, seed: int) -> dict:
+    """One trained model's test figures (multi-label: also at 0.5 for every label, and its tuned thresholds)."""
+    probabilities = model.predict_proba(test.inputs)
+    run = {"seed": seed, "seconds": round(seconds, 1), "train_texts": model.fit_stats.get("train_texts"),
+           "test": _figures(score_probabilities(data.labels, test.labels, probabilities, model.thresholds))}
+    if data.labels.multi_label:
+        half = np.full(len(data.labels), 0.5)
+        run["test_at_half"] = _figures(score_probabilities(data.labels, test.labels, probabilities, half))
+        run["thresholds"] = [round(float(t), 4) for t in model.thresholds]
+    return run
+
+
+def run_corpus(name: str, seeds: list[int], kind: str = "baseline", max_train: int | None = 2000,
+               pair_rules: bool = False, ensemble: bool = False) -> dict:
     """Every figure of one corpus: per seed, per variant, the test scores."""
     data = load_data(DataOptions(data=str(corpora.build(name)), **corpora.SHAPES[name]))
     multi = data.labels.multi_label
@@ -75,21 +96,27 @@ def run_corpus(name: str, seeds: list[int], kind: str = "baseline", max_train: i
     results = {"corpus": name, "shape": data.train.shape.describe(), "labels": len(data.labels), "kind": kind,
                "rows": {k: len(v) for k, v in data.splits().items()}, "variants": {}}
     for variant, (train, validation, test, changes) in variants.items():
-        runs = []
+        runs, extra = [], {}
         for seed in seeds:
             started = time.perf_counter()
             model = _model(kind, seed, max_train, changes).fit(train, validation, data.labels)
-            seconds = time.perf_counter() - started
-            probabilities = model.predict_proba(test.inputs)
-            run = {"seed": seed, "seconds": round(seconds, 1), "train_texts": model.fit_stats.get("train_texts"),
-                   "test": _figures(score_probabilities(data.labels, test.labels, probabilities, model.thresholds))}
-            if multi:
-                half = np.full(len(data.labels), 0.5)
-                run["test_at_half"] = _figures(score_probabilities(data.labels, test.labels, probabilities, half))
-                run["thresholds"] = [round(float(t), 4) for t in model.thresholds]
+            run = _scored(model, data, test, time.perf_counter() - started, seed)
             runs.append(run)
-            print(f"{name} · {kind} · {variant} · seed {seed}: {json.dumps(run['test'])} ({seconds:.0f} s)", flush=True)
+            print(f"{name} · {kind} · {variant} · seed {seed}: {json.dumps(run['test'])} ({run['seconds']:.0f} s)",
+                  flush=True)
+            if ensemble:  # the baseline on the same split and seed, and both averaged with weights chosen on validation
+                started = time.perf_counter()
+                baseline = _model("baseline", seed, max_train, {}).fit(train, validation, data.labels)
+                extra.setdefault("baseline, same seed", []).append(
+                    _scored(baseline, data, test, time.perf_counter() - started, seed))
+                mixed = EnsembleClassifier([baseline, model]).fit(train, validation, data.labels)
+                scored = _scored(mixed, data, test, 0.0, seed)
+                scored["weights"] = mixed.weights_
+                extra.setdefault("ensemble (baseline + fine-tuned)", []).append(scored)
+                print(f"{name} · baseline / ensemble · seed {seed}: {json.dumps(extra['baseline, same seed'][-1]['test'])}"
+                      f" / {json.dumps(scored['test'])} (weights {mixed.weights_})", flush=True)
         results["variants"][variant] = runs
+        results["variants"].update(extra)
     return results
 
 
@@ -117,9 +144,10 @@ def markdown(all_results: list[dict]) -> str:
                        _mean_sd([r["test_at_half"]["macro_f1"] for r in runs])] if multi else ["—", "—"])
             seconds = statistics.mean(r["seconds"] for r in runs)
             texts = runs[0].get("train_texts")
-            lines.append(f"| {result['corpus']} | {result['shape']} | {result.get('kind', 'baseline')} | {variant} | "
+            model = next((m for m in ("baseline", "ensemble") if variant.startswith(m)), result.get("kind", "baseline"))
+            lines.append(f"| {result['corpus']} | {result['shape']} | {model} | {variant} | "
                          f"{texts if texts is not None else '—'} | " + " | ".join(cells)
-                         + f" | {seconds:.0f} |")
+                         + (f" | {seconds:.0f} |" if seconds else " | — |"))
     return "\n".join(lines) + "\n"
 
 
@@ -132,14 +160,23 @@ def main() -> None:
     parser.add_argument("--pair-rules", action="store_true", help="contrastive: shared-label against label-set pairs")
     parser.add_argument("--max-train", type=int, default=None, help="fine-tuning's training texts (default: 2,000; "
                         "64 with --pair-rules)")
+    parser.add_argument("--recipe", choices=("demo", "default"), default="demo",
+                        help="--kind finetune: the make demo budget (--max-train texts, 1 epoch) or textxfer's "
+                             "default recipe (every training text, its default epochs)")
+    parser.add_argument("--ensemble", action="store_true", help="--kind finetune: also the baseline on the same "
+                        "seed and the ensemble of both (weights chosen on validation)")
     parser.add_argument("--output", type=Path, default=Path("runs/bench_shapes"))
     args = parser.parse_args()
     kind = "finetune" if args.pair_rules else args.kind
     max_train = args.max_train or (64 if args.pair_rules else 2000)
-    results = [run_corpus(name, [42 + i for i in range(args.seeds)], kind, max_train, args.pair_rules)
+    if kind == "finetune" and args.recipe == "default" and not args.pair_rules:
+        max_train = None
+    results = [run_corpus(name, [42 + i for i in range(args.seeds)], kind, max_train, args.pair_rules,
+                          args.ensemble and kind == "finetune")
                for name in args.corpora]
     args.output.mkdir(parents=True, exist_ok=True)
     stem = "bench_shapes" + ("_pair_rules" if args.pair_rules else f"_{kind}" if kind != "baseline" else "")
+    stem += "_default" if max_train is None else ""
     (args.output / f"{stem}.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     table = markdown(results)
     (args.output / f"{stem}.md").write_text(table, encoding="utf-8")

@@ -105,6 +105,13 @@ def test_compare_scores_multi_label_runs_with_per_label_figures(tmp_path, tiny_b
     assert not (out / "confusion_matrices.png").exists()
     report = (out / "comparison.md").read_text()
     assert "## Paired bootstrap on micro-F1" in report and "![F1 per label](per_label_f1.png)" in report
+    saved = load(out / "baseline").thresholds  # each label's threshold, as the model uses it
+    assert comparison["models"]["baseline"]["thresholds"] == pytest.approx(saved.tolist(), abs=1e-6)
+    section = report.split("### baseline")[1].split("###")[0]
+    assert "| threshold |" in section
+    for name, threshold in zip(comparison["labels"], saved):
+        assert any(line.startswith(f"| {name} |") and line.endswith(f"| {threshold:.3f} |")
+                   for line in section.splitlines()), (name, threshold)
     header = (out / "disagreements.csv").read_text().splitlines()[0]
     assert header.startswith("row,text,true_label,baseline_label")
 

@@ -80,6 +80,7 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
             "train_seconds": train_seconds,
             "predict_texts_per_second": per_second, "size_bytes": model_size(folder),
             "predictions": predicted, "probabilities": probabilities,
+            **({"thresholds": [round(float(t), 6) for t in model.thresholds]} if multi else {}),
         }
         entries[name]["model_check"] = _model_check(folder, entries[name]["metrics"], data)
         curve = loss_curve.of_run(folder)

@@ -195,13 +195,15 @@ def comparison_markdown(comparison: dict) -> str:
                 "training loss = the mean over the last logged steps).", "", *curves]
     out += ["## Per-class scores", ""]
     for name, m in models.items():
-        out += [f"### {name} — {m.get('description') or name}", "",
-                _md_row(["class", "precision", "recall", "F1", "support"]), _md_row(["---"] + ["---:"] * 4)]
-        for c in labels:
+        thresholds = m.get("thresholds")  # multi-label: each label's decision threshold (tuned on validation)
+        head = ["class", "precision", "recall", "F1", "support"] + (["threshold"] if thresholds else [])
+        out += [f"### {name} — {m.get('description') or name}", "", _md_row(head), _md_row(["---"] + ["---:"] * (len(head) - 1))]
+        for j, c in enumerate(labels):
             pc = m["metrics"].get("per_class", {}).get(c, {})
             recall = _fmt4(pc.get("recall")) if has_rows(m["metrics"], c) else NO_ROWS  # 0/0 without rows, as F1
             out.append(_md_row([c, _fmt4(pc.get("precision")), recall, format_f1(m["metrics"], c),
-                                f"{pc['support']:,}" if "support" in pc else "n/a"]))
+                                f"{pc['support']:,}" if "support" in pc else "n/a"]
+                               + ([f"{thresholds[j]:.3f}"] if thresholds else [])))
         out.append("")
     first = (f"![F1 per label]({multilabel.PER_LABEL_PNG})" if comparison.get("multi_label")
              else f"![confusion matrices]({CONFUSION_PNG})")
