@@ -20,7 +20,7 @@ no step floor — on the same split.
 ``--ensemble`` (with ``--kind finetune``): per seed, also the baseline on the same split and seed, and the ensemble of
 the two (``textxfer ensemble``'s code: weights chosen on validation by log loss; multi-label: thresholds tuned on the
 averaged validation probabilities). ``--recipe default``: every training text at textxfer's default epochs instead
-of the demo budget (MovieLens about 9 minutes a seed on 2 cores, EPITOME 12, ESConv 40).
+of the demo budget (fine-tuning alone, one seed on 2 cores: MovieLens 4 minutes, EPITOME 12, ESConv about 36).
 
 Run: ``python scripts/bench_shapes.py [--corpora movielens epitome esconv] [--seeds 3] [--kind baseline|finetune]
 [--ensemble] [--recipe demo|default] [--pair-rules] [--max-train N] [--output runs/bench_shapes]``.
