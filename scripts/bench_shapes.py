@@ -113,8 +113,9 @@ def run_corpus(name: str, seeds: list[int], kind: str = "baseline", max_train: i
                 scored = _scored(mixed, data, test, 0.0, seed)
                 scored["weights"] = mixed.weights_
                 extra.setdefault("ensemble (baseline + fine-tuned)", []).append(scored)
-                print(f"{name} · baseline / ensemble · seed {seed}: {json.dumps(extra['baseline, same seed'][-1]['test'])}"
-                      f" / {json.dumps(scored['test'])} (weights {mixed.weights_})", flush=True)
+                alone = extra["baseline, same seed"][-1]["test"]
+                print(f"{name} · baseline / ensemble · seed {seed}: {json.dumps(alone)} / {json.dumps(scored['test'])} "
+                      f"(weights {mixed.weights_})", flush=True)
         results["variants"][variant] = runs
         results["variants"].update(extra)
     return results
@@ -144,7 +145,8 @@ def markdown(all_results: list[dict]) -> str:
                        _mean_sd([r["test_at_half"]["macro_f1"] for r in runs])] if multi else ["—", "—"])
             seconds = statistics.mean(r["seconds"] for r in runs)
             texts = runs[0].get("train_texts")
-            model = next((m for m in ("baseline", "ensemble") if variant.startswith(m)), result.get("kind", "baseline"))
+            model = next((m for m in ("baseline", "ensemble") if variant.startswith(m)),
+                         result.get("kind", "baseline"))
             lines.append(f"| {result['corpus']} | {result['shape']} | {model} | {variant} | "
                          f"{texts if texts is not None else '—'} | " + " | ".join(cells)
                          + (f" | {seconds:.0f} |" if seconds else " | — |"))

@@ -195,9 +195,10 @@ def comparison_markdown(comparison: dict) -> str:
                 "training loss = the mean over the last logged steps).", "", *curves]
     out += ["## Per-class scores", ""]
     for name, m in models.items():
-        thresholds = m.get("thresholds")  # multi-label: each label's decision threshold (tuned on validation)
+        thresholds = m.get("thresholds")  # multi-label: each label's threshold as applied (tuned, or --threshold)
         head = ["class", "precision", "recall", "F1", "support"] + (["threshold"] if thresholds else [])
-        out += [f"### {name} — {m.get('description') or name}", "", _md_row(head), _md_row(["---"] + ["---:"] * (len(head) - 1))]
+        out += [f"### {name} — {m.get('description') or name}", "", _md_row(head),
+                _md_row(["---"] + ["---:"] * (len(head) - 1))]
         for j, c in enumerate(labels):
             pc = m["metrics"].get("per_class", {}).get(c, {})
             recall = _fmt4(pc.get("recall")) if has_rows(m["metrics"], c) else NO_ROWS  # 0/0 without rows, as F1
