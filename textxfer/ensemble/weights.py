@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from textxfer.core.calibration import log_loss
 from textxfer.errors import TextxferError
 
 GRID_STEPS = {2: 20, 3: 20, 4: 10, 5: 10}  # members → divisions of the total weight (more members: 5)
@@ -57,15 +58,6 @@ def mix(probabilities: Sequence[np.ndarray], weights: Sequence[float], multi_lab
     if multi_label:
         return total / sum(w for w in weights if w > 0)
     return total / total.sum(axis=1, keepdims=True)
-
-
-def log_loss(probabilities: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log probability of the true class (clipped at 1e-12); for 0/1 ``(texts, labels)`` ``y``, the
-    mean binary cross-entropy over every text and label."""
-    if np.ndim(y) == 2:
-        p = np.clip(probabilities, 1e-12, 1 - 1e-12)
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-12, 1.0))))
 
 
 def choose(how: str | list[float], probabilities: Sequence[np.ndarray], y: np.ndarray | None) -> tuple[list[float], dict]:
