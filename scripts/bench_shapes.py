@@ -107,15 +107,13 @@ def run_corpus(name: str, seeds: list[int], kind: str = "baseline", max_train: i
             if ensemble:  # the baseline on the same split and seed, and both averaged with weights chosen on validation
                 started = time.perf_counter()
                 baseline = _model("baseline", seed, max_train, {}).fit(train, validation, data.labels)
-                extra.setdefault("baseline, same seed", []).append(
-                    _scored(baseline, data, test, time.perf_counter() - started, seed))
+                alone = _scored(baseline, data, test, time.perf_counter() - started, seed)
                 mixed = EnsembleClassifier([baseline, model]).fit(train, validation, data.labels)
-                scored = _scored(mixed, data, test, 0.0, seed)
-                scored["weights"] = mixed.weights_
-                extra.setdefault("ensemble (baseline + fine-tuned)", []).append(scored)
-                alone = extra["baseline, same seed"][-1]["test"]
-                print(f"{name} · baseline / ensemble · seed {seed}: {json.dumps(alone)} / {json.dumps(scored['test'])} "
-                      f"(weights {mixed.weights_})", flush=True)
+                both = {**_scored(mixed, data, test, 0.0, seed), "weights": mixed.weights_}
+                extra.setdefault("baseline, same seed", []).append(alone)
+                extra.setdefault("ensemble (baseline + fine-tuned)", []).append(both)
+                print(f"{name} · baseline / ensemble · seed {seed}: {json.dumps(alone['test'])} / "
+                      f"{json.dumps(both['test'])} (weights {mixed.weights_})", flush=True)
         results["variants"][variant] = runs
         results["variants"].update(extra)
     return results
