@@ -84,7 +84,6 @@ def run_corpus(name: str, seeds: list[int], kind: str = "baseline", max_train: i
                pair_rules: bool = False, ensemble: bool = False) -> dict:
     """Every figure of one corpus: per seed, per variant, the test scores."""
     data = load_data(DataOptions(data=str(corpora.build(name)), **corpora.SHAPES[name]))
-    multi = data.labels.multi_label
     native = "pair input" if data.train.shape.pair else "texts"
     variants = {native: (data.train, data.validation, data.test, {})}
     if data.train.shape.pair and kind == "baseline":
