@@ -36,10 +36,10 @@ def compared(tmp_path_factory, sample_csv, tiny_bert):
 
 def test_compare_writes_every_artifact(compared, capsys):
     names = {p.name for p in compared.iterdir()}
-    assert {"comparison.json", "comparison.md", "confusion_matrices.png", "metrics_costs.png",
+    assert {"comparison.json", "comparison.md", "confusion_matrices.png", "metrics_costs.png", "reliability.png",
             "disagreements.csv", "split.json", "baseline", "finetune"} <= names
     assert not [n for n in names if n.startswith(".")]  # no temporary or checkpoint folders left
-    for png in ("confusion_matrices.png", "metrics_costs.png"):
+    for png in ("confusion_matrices.png", "metrics_costs.png", "reliability.png"):
         assert (compared / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     comparison = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
     markdown = (compared / "comparison.md").read_text(encoding="utf-8")
@@ -59,6 +59,28 @@ def test_compare_writes_every_artifact(compared, capsys):
     assert "## Training and validation loss" in markdown and \
         f"| {last['step']} | {last['epoch']:.2f} | {last['training_loss']:.4f} | {last['validation_loss']:.4f} |" in markdown
     assert "loss_curve" not in comparison["models"]["baseline"]
+
+
+def test_calibration_figures_are_the_models_own_before_and_after_their_temperature(compared):
+    from textxfer.core.calibration import figures, reliability_bins
+
+    comparison = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
+    markdown = (compared / "comparison.md").read_text(encoding="utf-8")
+    data = load_data(DataOptions(split=str(compared / "split.json")))
+    y = data.labels.targets(data.test.labels)
+    assert "## Calibration" in markdown and "](reliability.png)" in markdown
+    assert comparison["files"]["reliability_png"] == "reliability.png"
+    for name in ("baseline", "finetune"):
+        model = classifier.load(compared / name)
+        entry = comparison["models"][name]["calibration"]
+        raw, calibrated = model.raw_proba(data.test.texts), model.predict_proba(data.test.texts)
+        assert entry["temperature"] == model.temperature and entry["method"] == "temperature"
+        assert entry["test"]["before"] == pytest.approx(figures(raw, y), abs=1e-6)
+        assert entry["test"]["after"] == pytest.approx(figures(calibrated, y), abs=1e-6)
+        assert entry["validation"] == model.calibration["validation"]  # what the temperature was fitted on
+        assert [b["n"] for b in entry["reliability"]["after"]] == [b["n"] for b in reliability_bins(calibrated, y)]
+        after = entry["test"]["after"]
+        assert f"{entry['test']['before']['ece']:.4f} → {after['ece']:.4f}" in markdown
 
 
 def test_figures_match_a_direct_evaluation(compared, sample_csv):
@@ -134,6 +156,13 @@ def test_the_ensemble_column_is_chosen_on_validation_and_is_what_textxfer_ensemb
     saved = json.loads((built / "predictions.json").read_text(encoding="utf-8"))["splits"]["test"]
     assert saved["predicted"] == mixed.tolist() and saved["rows"] == data.test.rows
     assert json.loads((built / "metrics.json").read_text(encoding="utf-8"))["test"] == entry["metrics"]
+    # the saved ensemble's temperature is the column's, so its calibrated test figures are the column's too
+    from textxfer.core.calibration import figures
+
+    saved_model = classifier.load(built)
+    assert saved_model.temperature == entry["calibration"]["temperature"]
+    assert figures(saved_model.predict_proba(data.test.texts), references) == pytest.approx(
+        entry["calibration"]["test"]["after"], abs=1e-6)
     markdown = (compared / "comparison.md").read_text(encoding="utf-8")
     assert "ensemble − finetune" in markdown and "Ensemble weights" in markdown and "### ensemble against finetune" in markdown
     capsys.readouterr()
@@ -202,6 +231,19 @@ def test_a_compare_that_fails_mid_run_keeps_the_earlier_output(tmp_path, compare
     assert snapshot() == before  # every earlier file, byte for byte
 
 
+class Member:
+    """A stand-in compare member of the data's labels and shape that must not be asked to predict (compare has its
+    probabilities already)."""
+
+    kind, base_model = "baseline", None
+
+    def __init__(self, data):
+        self.labels, self.shape = data.labels, data.train.shape
+
+    def predict_proba(self, texts):
+        raise AssertionError("compare has this member's probabilities; it must not predict again")
+
+
 def test_without_a_validation_split_the_ensemble_column_has_equal_weights_and_says_so(sample_csv, tmp_path):
     from textxfer.evaluation.compare_ensemble import ensemble_entry
     from textxfer.ensemble.weights import mix
@@ -209,13 +251,9 @@ def test_without_a_validation_split_the_ensemble_column_has_equal_weights_and_sa
     data = load_data(DataOptions(data=str(sample_csv), validation_size=0.0))
     assert len(data.validation) == 0
 
-    class Fixed:  # a member that must not be asked about validation (there is none)
-        def predict_proba(self, texts):
-            raise AssertionError("no validation texts to predict")
-
     rng = np.random.default_rng(0)
     tests = [rng.dirichlet([1, 1], len(data.test)) for _ in range(2)]
-    members = {name: {"model": Fixed(), "test": p, "validation": None,
+    members = {name: {"model": Member(data), "test": p, "validation": None,
                       "entry": {"folder": tmp_path / name, "train_seconds": 1.0, "predict_texts_per_second": 100.0,
                                 "size_bytes": 10}}
                for name, p in zip(("baseline", "finetune"), tests)}
@@ -224,6 +262,8 @@ def test_without_a_validation_split_the_ensemble_column_has_equal_weights_and_sa
     assert "equal weights: no validation split" in entry["description"]
     assert (entry["predictions"] == mix(tests, [0.5, 0.5]).argmax(axis=1)).all()
     assert entry["model_check"]["split"] == "test"
+    assert entry["calibration"]["method"] == "none" and entry["calibration"]["why"] == ("no validation split to fit a "
+                                                                                        "temperature on")
     assert entry["predict_texts_per_second"] == 50.0 and entry["size_bytes"] == 20 and entry["train_seconds"] >= 2.0
 
 
@@ -243,7 +283,7 @@ def test_the_ensemble_column_takes_the_known_best_weights_on_validation_not_test
         baseline_right = (np.arange(len(y)) % 4 == 0) if split == "validation" else (np.arange(len(y)) % 4 != 0)
         probabilities["baseline"][split] = np.where(baseline_right[:, None], one_hot, 1 - one_hot)
         probabilities["finetune"][split] = np.where(baseline_right[:, None], 1 - one_hot, one_hot)
-    members = {name: {"model": None, "test": p["test"], "validation": p["validation"],
+    members = {name: {"model": Member(data), "test": p["test"], "validation": p["validation"],
                       "entry": {"folder": tmp_path / name, "train_seconds": 1.0, "predict_texts_per_second": 100.0,
                                 "size_bytes": 10}}
                for name, p in probabilities.items()}

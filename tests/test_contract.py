@@ -88,6 +88,15 @@ def test_every_kind_keeps_the_contract(kind, models_by_kind, tmp_path):
     assert np.allclose(probabilities.sum(axis=1), 1) and (probabilities >= 0).all()
     assert model.predict(TEXTS) == [model.labels.value(model.labels.names[i]) for i in probabilities.argmax(axis=1)]
     assert model.predict_proba([]).shape == (0, n)
+    # predict_proba is raw_proba at the saved temperature, which never moves the argmax (an exported graph divides
+    # its logits by the source model's temperature itself, so nothing is left to apply).
+    raw = model.raw_proba(TEXTS)
+    assert np.allclose(probabilities, model.calibrated(raw), atol=1e-12)
+    assert np.array_equal(probabilities.argmax(axis=1), raw.argmax(axis=1))
+    if kind == "onnx":  # (tests/test_export.py exports a model whose temperature is not 1)
+        assert model.temperature == 1.0
+    elif kind in ("baseline", "finetune"):  # trained with a validation split: a temperature fitted on it, saved
+        assert model.calibration["method"] == "temperature" and model.temperature == model.calibration["temperature"]
     # A text's row depends neither on the order of the texts nor on the others in the batch.
     assert np.allclose(model.predict_proba(TEXTS[::-1])[::-1], probabilities, atol=1e-6)
     alone = np.vstack([model.predict_proba([text]) for text in TEXTS])

@@ -17,6 +17,7 @@ from textxfer.ensemble.weights import choose, mix, parse_weights, simplex_grid
 from textxfer.errors import TextxferError
 from textxfer.data.labels import LabelSet
 from textxfer.core.contract import ClassifierBase
+from textxfer.core.calibration import scale
 from textxfer.ensemble.pipeline import EnsembleClassifier, EnsembleConfig
 
 
@@ -32,7 +33,7 @@ class Fixed(ClassifierBase):
     def fit(self, train, validation=None, labels=None, progress=False):
         return self
 
-    def predict_proba(self, texts):
+    def raw_proba(self, texts):
         self.seen.extend(texts)
         return np.array([self.rows_[t] for t in texts], dtype=float).reshape(len(texts), len(self.labels))
 
@@ -120,7 +121,11 @@ def test_auto_weights_are_the_known_optimum_on_validation_and_never_see_train_or
     for k, member in enumerate(members):
         for j, other in enumerate(members):
             other.rows_["test text"] = [0.0, 1.0] if j == k else [1.0, 0.0]
-        assert model.predict_proba(["test text"]) == pytest.approx(np.array([[1 - shares[k], shares[k]]]), abs=1e-12)
+        mixed = model.raw_proba(["test text"])
+        assert mixed == pytest.approx(np.array([[1 - shares[k], shares[k]]]), abs=1e-12)
+        # and predict_proba is that mixture at the ensemble's own temperature, fitted on the mixed validation rows
+        assert model.predict_proba(["test text"]) == pytest.approx(scale(mixed, model.temperature), abs=1e-12)
+    assert model.calibration["method"] == "temperature"
     assert all(m.seen[-1] == "test text" for m in members)  # predict runs the members; fit never did on this text
 
 

@@ -59,6 +59,31 @@ def test_fp32_export_matches_the_torch_model(exported, torch_model, texts, train
     assert model.predict_proba([]).shape == (0, len(model.labels))
 
 
+def test_the_graph_carries_the_models_temperature(trained_models, torch_model, texts, tmp_path):
+    # A copy of the fine-tuned run whose manifest says T = 2.5 (the fixture's own validation split is separated,
+    # so its fitted temperature is 1): the exported graph must divide its logits by 2.5 itself, so any runtime
+    # reading model.onnx gets the calibrated probabilities, and textxfer applies nothing more.
+    source = tmp_path / "calibrated"
+    shutil.copytree(trained_models["finetune"], source)
+    manifest = json.loads((source / "textxfer.json").read_text(encoding="utf-8"))
+    manifest["calibration"] = {"method": "temperature", "temperature": 2.5, "fitted_on": "validation"}
+    (source / "textxfer.json").write_text(json.dumps(manifest), encoding="utf-8")
+    calibrated = classifier.load(source)
+    assert calibrated.temperature == 2.5
+    model = classifier.load(export_onnx(source, tmp_path / "onnx"))
+    assert model.calibration == {**manifest["calibration"], "in_graph": True} and model.temperature == 1.0
+    probabilities = model.predict_proba(texts)
+    assert np.abs(probabilities - calibrated.predict_proba(texts)).max() <= 1e-5
+    assert np.abs(probabilities - torch_model.predict_proba(texts)).max() > 1e-3  # softer than the uncalibrated model
+    import onnxruntime  # the graph alone, outside textxfer: its logits are the model's divided by 2.5
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = next(model.batches(texts[:1]))[1]
+    logits = session.run(["logits"], feed)[0]
+    reference = calibrated.model_(**{k: __import__("torch").as_tensor(v) for k, v in feed.items()}).logits
+    assert np.allclose(logits, reference.detach().numpy() / 2.5, atol=1e-4)
+
+
 def test_int8_export_mostly_agrees(exported_int8, torch_model, texts):
     model = classifier.load(exported_int8)
     assert type(model) is OnnxClassifier

@@ -79,7 +79,7 @@ def test_small_or_one_class_splits_are_judged_only_for_a_single_predicted_class(
 class OneClassBaseline(BaselineClassifier):
     """A planted degenerate model: a real baseline that answers 'positive' for every text."""
 
-    def predict_proba(self, texts):
+    def raw_proba(self, texts):
         column = self.labels.names.index("positive")
         out = np.zeros((len(texts), len(self.labels)))
         out[:, column] = 1.0
@@ -130,4 +130,5 @@ def test_a_healthy_run_logs_its_table_and_nothing_else(tmp_path, sample_csv, fas
     lines: list[str] = []
     result = run_prepared(BaselineClassifier(fast_config), data, tmp_path / "ok", progress=False, log=lines.append)
     assert result.report["model_check"]["degenerate"] is False
-    assert len(lines) == 1 and lines[0].split()[:3] == ["split", "n", "accuracy"]
+    assert len(lines) == 2 and lines[0].split()[:3] == ["split", "n", "accuracy"]
+    assert lines[1].startswith("calibration: ")  # the table, then the calibration line; no warning

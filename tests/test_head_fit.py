@@ -82,7 +82,7 @@ def test_head_only_writes_the_regression_into_the_classifier_layer(tmp_path, dat
     reference = LogisticRegression(C=best_c, max_iter=3000, random_state=tiny_config.seed).fit(standard(train_x), y_train)
     # The model's own predictions are that regression's on the frozen features (up to the float32 layer the
     # standardisation is folded into: ~1e-3 here; the neighbouring grid values of C differ by ~0.1).
-    np.testing.assert_allclose(model.predict_proba(data.test.texts), reference.predict_proba(standard(test_x)), atol=3e-3)
+    np.testing.assert_allclose(model.raw_proba(data.test.texts), reference.predict_proba(standard(test_x)), atol=3e-3)
     assert model.fit_stats_["best_validation_macro_f1"] == pytest.approx(max(f1.values()), abs=1e-6)
     model.write(tmp_path / "saved")
     again = load(tmp_path / "saved")
@@ -94,6 +94,7 @@ def test_the_feature_cache_is_reused_only_for_the_same_texts_and_model(tmp_path,
     from textxfer.transformer import feature_cache
 
     tiny_config.strategy, tiny_config.feature_cache = "head-only", str(tmp_path / "cache")
+    tiny_config.calibration = "none"  # no pass over validation after training: every encoding seen is the cache's
     first = FinetuneClassifier(tiny_config).fit(data.train, data.validation, labels=data.labels)
     files = sorted((tmp_path / "cache").glob("*.safetensors"))
     assert len(files) == 2  # training and validation features

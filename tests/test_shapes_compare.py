@@ -46,7 +46,7 @@ def test_a_multi_label_ensemble_tunes_thresholds_on_the_average_and_round_trips(
                _forest(2, label_dimensions=False).fit(multilabel_data.train, multilabel_data.validation)]
     ensemble = EnsembleClassifier(members, EnsembleConfig("equal")).fit(multilabel_data.train, multilabel_data.validation)
     texts = multilabel_data.test.texts
-    np.testing.assert_allclose(ensemble.predict_proba(texts),
+    np.testing.assert_allclose(ensemble.raw_proba(texts),
                                (members[0].predict_proba(texts) + members[1].predict_proba(texts)) / 2)
     assert ensemble.thresholds_from == "validation"
     assert not np.allclose(ensemble.thresholds, members[0].thresholds)  # its own, not a member's

@@ -111,6 +111,26 @@ def test_study_writes_one_run_folder_per_cell_on_nested_subsets(study_run):
     assert (output / "learning_curve.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_calibration_table_averages_each_cells_report(study_run):
+    output, _ = study_run
+    study = json.loads((output / "study.json").read_text(encoding="utf-8"))
+    markdown = (output / "study.md").read_text(encoding="utf-8")
+    assert "## Calibration on the test split" in markdown
+    for variant in study["variants"]:
+        for size in study["sizes"]:
+            cells = [c for c in study["cells"] if c["variant"] == variant and c["size"] == size]
+            reports = [json.loads((output / c["folder"] / "report.json").read_text())["calibration"] for c in cells]
+            entry = study["calibration"][variant][str(size)]
+            for when in ("before", "after"):
+                assert entry["ece"][when]["mean"] == pytest.approx(np.mean([r["splits"]["test"][when]["ece"]
+                                                                            for r in reports]), abs=1e-9)
+            assert entry["temperature"]["mean"] == pytest.approx(np.mean([r["temperature"] for r in reports]))
+            assert entry["ece"]["after"]["n"] == len(cells) == 2
+            row = (f"| `{variant}` | {size:,} | {entry['temperature']['mean']:.3g} | "
+                   f"{entry['ece']['before']['mean']:.4f} → {entry['ece']['after']['mean']:.4f} ± ")
+            assert row in markdown
+
+
 def test_study_resumes_finished_cells_and_retrains_changed_ones(study_run, tmp_path, capsys):
     import shutil
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from importlib import metadata
 
+from textxfer.core.calibration import CALIBRATION_HELP, CALIBRATIONS
 from textxfer.core.config import add_arguments, collect, field_names, from_dict, read_config_file
 from textxfer.data.dataset import DataOptions
 from textxfer.transformer.devices import DEVICE_HELP, PRECISIONS
@@ -176,7 +177,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from textxfer.core.runs import default_run_dir
 
     output = args.output or default_run_dir("ensemble")
-    result = build(args.runs, output, weights=args.weights, data=args.data, encoding=args.encoding,
+    result = build(args.runs, output, weights=args.weights, calibration=args.calibration, data=args.data, encoding=args.encoding,
                    device=args.device, precision=args.precision, progress=not args.no_progress)
     print(f"saved to {result.output} (model with its members, split.json, metrics.json, report.json)")
     return 0
@@ -302,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--weights", default="auto",
                           help="auto: chosen on the validation split by log loss (never test) | equal | one number per "
                                "run, e.g. 0.7,0.3 (default: auto)")
+    ensemble.add_argument("--calibration", default="temperature", choices=CALIBRATIONS,
+                          help="of the averaged probabilities: " + CALIBRATION_HELP + " (default: temperature)")
     ensemble.add_argument("--data", help="the data file when it has moved since the runs were trained (default: the "
                                          "path in their split.json)")
     ensemble.add_argument("--encoding", default="utf-8", help="text encoding of the data file (default: utf-8)")

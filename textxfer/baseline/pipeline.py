@@ -14,6 +14,7 @@ from textxfer.errors import TextxferError
 from textxfer.core.imports import skops_io
 from textxfer.data.labels import LabelSet
 from textxfer.data.tables import unicode_safe
+from textxfer.core.calibration import CALIBRATION_HELP, CALIBRATIONS, check_calibration
 from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
 from textxfer.core.thresholds import THRESHOLD_HELP, check_threshold
@@ -53,9 +54,11 @@ class BaselineConfig:
     n_jobs: int = field(default=-1, metadata={"help": "parallel jobs for word2vec and the forest (-1: all cores)"})
     seed: int = field(default=42, metadata={"help": "random seed"})
     threshold: float | None = field(default=None, metadata={"help": THRESHOLD_HELP})
+    calibration: str = field(default="temperature", metadata={"help": CALIBRATION_HELP, "choices": CALIBRATIONS})
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold)
+        check_calibration(self.calibration)
         if self.tokenizer not in TOKENIZERS:
             raise TextxferError(f"unknown tokenizer {self.tokenizer!r}; choose one of {list(TOKENIZERS)}")
         if self.weighting not in WEIGHTINGS:
@@ -96,8 +99,8 @@ class BaselineClassifier(ClassifierBase):
             progress: bool = False) -> "BaselineClassifier":
         """Train vectors (or read pretrained ones) and the forest on ``train``; returns ``self``.
 
-        ``validation`` sets a multi-label model's per-label thresholds; a single-label forest does not use it (it
-        has no early stopping). Text pairs: both texts' tokens train the vectors and the word statistics, and
+        ``validation`` sets the temperature of the forest's probabilities (``--calibration``) and a multi-label
+        model's per-label thresholds; the forest itself never sees it (it has no early stopping). Text pairs: both texts' tokens train the vectors and the word statistics, and
         the forest reads :func:`pair_features` of the two averaged vectors.
         """
         cfg = self.config
@@ -126,7 +129,7 @@ class BaselineClassifier(ClassifierBase):
         self.vectors_ = WordVectors(vocab, matrix, word_weights(idf, log_ratio, cfg.weighting))
         features, empty = _combine([self.vectors_.embed(part) for part in parts])
         self.forest_ = self._fit_forest(features, y, progress)
-        self.end_fit(validation, cfg.threshold)
+        self.end_fit(validation, cfg.threshold, cfg.calibration)
         self.fit_stats_ = {"train_texts": len(train), "vocabulary": len(vocab),
                            "train_texts_without_known_words": empty, "tokenizer": self.tokenizer_,
                            "tokenizer_engine": self.tokenizer_engine_,
@@ -177,7 +180,7 @@ class BaselineClassifier(ClassifierBase):
                  else [[unicode_safe(t) for t in inputs]])
         return _combine([self.vectors_.embed(tokenize(part, self.tokenizer_)) for part in parts])
 
-    def predict_proba(self, texts: Sequence) -> np.ndarray:
+    def raw_proba(self, texts: Sequence) -> np.ndarray:
         """Class probabilities, one row per text, columns in ``self.labels`` order (for a multi-label model, each
         label's probability of applying)."""
         features, _ = self.features(texts)
@@ -220,7 +223,8 @@ class BaselineClassifier(ClassifierBase):
         files["forest"] = FOREST_FILE
         config = {**asdict(self.config), "resolved_tokenizer": self.tokenizer_,
                   "tokenizer_engine": self.tokenizer_engine_}
-        write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files, self.task_info()))
+        write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files, self.task_info(),
+                                              self.calibration))
 
     @classmethod
     def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",

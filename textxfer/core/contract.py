@@ -43,6 +43,10 @@ class ClassifierBase(abc.ABC):
     shape: TaskShape = SINGLE
     thresholds: np.ndarray | None = None
     thresholds_from: str = ""
+    # The temperature :meth:`predict_proba` applies to :meth:`raw_proba` (1: none), and the manifest's
+    # ``calibration`` entry describing it (set by end_fit and load; empty for a model saved before calibration).
+    temperature: float = 1.0
+    calibration: dict = {}
 
     # -- what every kind implements --------------------------------------------------------------
     @abc.abstractmethod
@@ -52,8 +56,9 @@ class ClassifierBase(abc.ABC):
         a kind that cannot be trained (an export) raises a :class:`TextxferError` saying how to make one."""
 
     @abc.abstractmethod
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """A ``(len(texts), len(labels))`` float array: each row the class probabilities of one text, in input
+    def raw_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """The model's own probabilities, before calibration (:meth:`predict_proba` is what callers use): a
+        ``(len(texts), len(labels))`` float array: each row the class probabilities of one text, in input
         order, summing to 1 (a multi-label model: each label's own probability, in [0, 1]); every string (empty,
         huge, odd Unicode) gets a row; a pair model takes ``(text, second text)`` pairs (:meth:`check_inputs`); an
         untrained model raises a :class:`TextxferError`. A text's row does not depend on the other texts or their
@@ -98,7 +103,24 @@ class ClassifierBase(abc.ABC):
         if model.shape.multi_label:
             model.thresholds = np.asarray(task["thresholds"], dtype=np.float64)
             model.thresholds_from = task.get("thresholds_from", "")
+        model.calibration = manifest.get("calibration") or {}
+        # An exported graph divides its logits by the temperature itself (``in_graph``): nothing left to apply.
+        in_graph = model.calibration.get("in_graph", False)
+        model.temperature = 1.0 if in_graph else float(model.calibration.get("temperature", 1.0))
         return model
+
+    def predict_proba(self, texts: Sequence) -> np.ndarray:
+        """Calibrated class probabilities: :meth:`raw_proba` at the model's :attr:`temperature` (the same argmax;
+        for a multi-label model the same order of each label's probabilities, its thresholds tuned on these)."""
+        return self.calibrated(self.raw_proba(texts))
+
+    def calibrated(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` (from :meth:`raw_proba`) at this model's temperature."""
+        if self.temperature == 1.0 or not len(raw):
+            return raw
+        from textxfer.core.calibration import scale
+
+        return scale(raw, self.temperature, self.labels.multi_label)
 
     def predict(self, texts: Sequence) -> list:
         """The most probable label per text (integers for integer label sets); for a multi-label model, the list
@@ -117,24 +139,39 @@ class ClassifierBase(abc.ABC):
         """Record ``train``'s shape and return the label set to train on (``labels`` or ``train``'s own)."""
         self.shape = train.shape
         self.thresholds, self.thresholds_from = None, ""
+        self.temperature, self.calibration = 1.0, {}
         labels = labels or LabelSet.from_labels(train.labels, train.shape.multi_label)
         self.shape.refuse_other(TaskShape(labels.multi_label, text_pair_column=train.shape.text_pair_column),
                                 "the label set", "pass labels of the data's own shape")
         return labels
 
-    def end_fit(self, validation, threshold: float | None = None) -> None:
-        """For a multi-label model: one threshold per label, maximising each label's F1 on ``validation``, or
-        ``threshold`` for all labels when given (``--threshold 0.5``) or when there is no validation split."""
+    def end_fit(self, validation, threshold: float | None = None, calibration: str = "temperature",
+                raw_validation: np.ndarray | None = None) -> None:
+        """After training: the temperature (``calibration="temperature"``: the one minimising log loss on
+        ``validation``; ``"none"``, or no validation split: 1), then, for a multi-label model, one threshold per
+        label maximising each label's F1 on the calibrated ``validation`` probabilities, or ``threshold`` for all
+        labels when given (``--threshold 0.5``) or when there is no validation split. ``raw_validation``: the
+        validation split's :meth:`raw_proba`, when the caller has it already."""
+        from textxfer.core.calibration import fit_report
+
+        has_validation = validation is not None and len(validation) > 0
+        if has_validation and (calibration != "none" or (self.labels.multi_label and threshold is None)):
+            raw = self.raw_proba(validation.inputs) if raw_validation is None else raw_validation
+        self.temperature, self.calibration = 1.0, {"method": "none", "why": "--calibration none"}
+        if calibration != "none" and not has_validation:
+            self.calibration["why"] = "no validation split to fit a temperature on"
+        elif calibration != "none":
+            self.temperature, self.calibration = fit_report(raw, self.labels.targets(validation.labels))
         if not self.labels.multi_label:
             return
         from textxfer.core.thresholds import DEFAULT_THRESHOLD, tune_thresholds
 
-        if threshold is not None or validation is None or not len(validation):
+        if threshold is not None or not has_validation:
             self.thresholds = np.full(len(self.labels), DEFAULT_THRESHOLD if threshold is None else float(threshold))
             self.thresholds_from = "given" if threshold is not None else "fixed: no validation split"
             return
         truth = self.labels.indicators(validation.labels)
-        self.thresholds, kept = tune_thresholds(truth, self.predict_proba(validation.inputs))
+        self.thresholds, kept = tune_thresholds(truth, self.calibrated(raw))
         self.thresholds_from = "validation" + (f" ({len(kept)} label(s) kept at 0.5: no positive or negative "
                                                "validation row)" if kept else "")
 

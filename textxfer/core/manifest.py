@@ -38,10 +38,11 @@ def library_versions() -> dict[str, str]:
 
 
 def build_manifest(kind: str, labels: LabelSet, config: dict, data: dict, files: dict[str, str],
-                   task: dict | None = None) -> dict:
+                   task: dict | None = None, calibration: dict | None = None) -> dict:
     """The manifest dict for a model of ``kind``; ``files`` maps a role to a file name in the folder. ``task``
     (``ClassifierBase.task_info``): the task shape and, for multi-label models, the decision thresholds — written
-    only for shapes other than single-label texts, so those manifests stay as they were."""
+    only for shapes other than single-label texts, so those manifests stay as they were. ``calibration``
+    (``ClassifierBase.calibration``): the temperature ``predict_proba`` applies, and its validation figures."""
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}")
     return {
@@ -53,6 +54,7 @@ def build_manifest(kind: str, labels: LabelSet, config: dict, data: dict, files:
         "data": data,
         "files": files,
         **({"task": task} if task else {}),
+        **({"calibration": calibration} if calibration else {}),
         "libraries": library_versions(),
     }
 
@@ -102,7 +104,26 @@ def read_manifest(folder: str | Path) -> dict:
     _check_labels(path, manifest.get("labels"))
     _check_consistency(path, folder, manifest)
     _check_task(path, manifest)
+    _check_calibration(path, manifest.get("calibration"))
     return manifest
+
+
+def _check_calibration(path: Path, calibration) -> None:
+    """The ``calibration`` entry (absent in models saved before calibration): a method, and for ``temperature`` a
+    positive finite temperature (a zero, negative or missing one would make every probability wrong)."""
+    import math
+
+    if calibration is None:
+        return
+    method = calibration.get("method") if isinstance(calibration, dict) else None
+    if method not in ("temperature", "none"):
+        raise TextxferError(f"{path}: corrupt manifest (calibration.method must be 'temperature' or 'none', got "
+                            f"{method!r:.40}); re-train or restore the folder")
+    temperature = calibration.get("temperature")
+    if method == "temperature" and not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+                                        and math.isfinite(temperature) and temperature > 0):
+        raise TextxferError(f"{path}: corrupt manifest (calibration.temperature must be a positive number, got "
+                            f"{temperature!r:.40}); re-train or restore the folder")
 
 
 def _check_task(path: Path, manifest: dict) -> None:

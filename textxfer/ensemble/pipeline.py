@@ -21,6 +21,7 @@ import numpy as np
 from textxfer.ensemble.weights import choose, mix, parse_weights
 from textxfer.errors import TextxferError
 from textxfer.data.labels import LabelSet
+from textxfer.core.calibration import check_calibration
 from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
 from textxfer.core.runs import link_model_files
@@ -31,9 +32,15 @@ MEMBERS_DIR = "members"
 
 @dataclass
 class EnsembleConfig:
-    """``weights``: ``auto`` (chosen on validation), ``equal``, or one number per member (``"0.7,0.3"``)."""
+    """``weights``: ``auto`` (chosen on validation), ``equal``, or one number per member (``"0.7,0.3"``);
+    ``calibration``: ``temperature`` (one temperature for the averaged probabilities, fitted on validation) or
+    ``none``. The weights are chosen on the members' own calibrated probabilities."""
 
     weights: str = "auto"
+    calibration: str = "temperature"
+
+    def __post_init__(self) -> None:
+        check_calibration(self.calibration)
 
 
 def same_labels(members: Sequence[ClassifierBase], names: Sequence[str] | None = None) -> LabelSet:
@@ -73,25 +80,33 @@ class EnsembleClassifier(ClassifierBase):
         for member in self.members:
             if not member.fitted:
                 member.fit(train, validation, labels=labels, progress=progress)
-        self.labels = same_labels(self.members)
-        if labels is not None and labels != self.labels:
-            raise TextxferError(f"the members' labels {list(self.labels.names)} differ from the data's "
+        shared = same_labels(self.members)
+        if labels is not None and labels != shared:
+            raise TextxferError(f"the members' labels {list(shared.names)} differ from the data's "
                                 f"{list(labels.names)}; train the members on this data's split")
-        self.shape, self.thresholds, self.thresholds_from = self.members[0].shape, None, ""  # the members' shape
         if train is not None:
-            self.shape.refuse_other(train.shape, "the ensemble's members", "train them on data of this shape")
-        if validation is not None and len(validation):
-            probabilities = [member.predict_proba(validation.inputs) for member in self.members]
-            y = self.labels.targets(validation.labels)
-        else:
-            probabilities, y = [None] * len(self.members), None
-        self.weights_, self.selection_ = choose(how, probabilities, y)
-        self.end_fit(validation)  # multi-label: thresholds tuned on the averaged validation probabilities
+            self.members[0].shape.refuse_other(train.shape, "the ensemble's members", "train them on data of this shape")
+        has_validation = validation is not None and len(validation) > 0
+        return self.fit_on([member.predict_proba(validation.inputs) for member in self.members] if has_validation
+                           else None, validation if has_validation else None, how)
+
+    def fit_on(self, probabilities: Sequence[np.ndarray] | None, validation, how=None) -> "EnsembleClassifier":
+        """Set the weights, then the temperature of the average (and, multi-label, its thresholds), from the fitted
+        members' (calibrated) ``probabilities`` on ``validation`` (None, None: no validation split; equal weights
+        unless given) — what :meth:`fit` does once the members are trained, for a caller that has those
+        probabilities already (``compare``)."""
+        how = parse_weights(self.config.weights, len(self.members)) if how is None else how
+        self.labels = same_labels(self.members)
+        self.shape, self.thresholds, self.thresholds_from = self.members[0].shape, None, ""  # the members' shape
+        y = self.labels.targets(validation.labels) if probabilities is not None else None
+        self.weights_, self.selection_ = choose(how, probabilities or [None] * len(self.members), y)
+        mixed = mix(probabilities, self.weights_, self.labels.multi_label) if y is not None else None
+        self.end_fit(validation if y is not None else None, calibration=self.config.calibration, raw_validation=mixed)
         self.fit_stats_ = {"strategy": "ensemble", "weights": self.weights_, "selection": self.selection_,
                            "members": [self._describe(m) for m in self.members]}
         return self
 
-    def predict_proba(self, texts: Sequence) -> np.ndarray:
+    def raw_proba(self, texts: Sequence) -> np.ndarray:
         """The weighted average of the members' probabilities (members of weight 0 are not run; multi-label: label
         by label)."""
         self._check_fitted()
@@ -136,7 +151,7 @@ class EnsembleClassifier(ClassifierBase):
         config = {**asdict(self.config), "chosen_weights": self.weights_, "selection": self.selection_,
                   "members": entries}
         write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {},
-                                              {"members": MEMBERS_DIR}, self.task_info()))
+                                              {"members": MEMBERS_DIR}, self.task_info(), self.calibration))
 
     @classmethod
     def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",

@@ -17,6 +17,7 @@ import numpy as np
 from textxfer.transformer import loss_curve
 from textxfer.data.dataset import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
+from textxfer.evaluation import report_calibration
 from textxfer.evaluation.guard import check_model, check_multilabel, warning_line
 from textxfer.transformer.loss_curve import TRAINER_LOG
 from textxfer.core.manifest import read_manifest
@@ -72,7 +73,7 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
             folder = output / name
             model, train_seconds, validation = _train(name, configs, options.seed, data, folder, progress, log)
         log(f"{name}: scoring {len(data.test)} test texts")
-        probabilities, per_second = _timed_predict(model, data.test.inputs)
+        raw, probabilities, per_second = _timed_predict(model, data.test.inputs)
         predicted = decide(probabilities, model.thresholds) if multi else probabilities.argmax(axis=1)
         entries[name] = {
             "description": _description(model), "kind": model.kind, "folder": str(folder),
@@ -81,6 +82,7 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
             "predict_texts_per_second": per_second, "size_bytes": model_size(folder),
             "predictions": predicted, "probabilities": probabilities,
             **({"thresholds": [round(float(t), 6) for t in model.thresholds]} if multi else {}),
+            "calibration": report_calibration.entry(model, raw, probabilities, references),
         }
         entries[name]["model_check"] = _model_check(folder, entries[name]["metrics"], data)
         curve = loss_curve.of_run(folder)
@@ -215,13 +217,15 @@ def _recorded_fit_seconds(folder: Path) -> float | None:
         return None
 
 
-def _timed_predict(model, texts: list[str]) -> tuple[np.ndarray, float]:
-    """Probabilities for ``texts`` and the texts/s of that call (after a small warm-up call)."""
+def _timed_predict(model, texts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Probabilities for ``texts`` before and after calibration, and the texts/s of predicting them (both steps,
+    after a small warm-up call)."""
     model.predict_proba(texts[:WARM_UP_TEXTS])
     started = time.perf_counter()
-    probabilities = model.predict_proba(texts)
+    raw = model.raw_proba(texts)
+    probabilities = model.calibrated(raw)
     elapsed = time.perf_counter() - started
-    return probabilities, round(len(texts) / elapsed, 1) if elapsed > 0 else float("inf")
+    return raw, probabilities, round(len(texts) / elapsed, 1) if elapsed > 0 else float("inf")
 
 
 def model_size(folder: Path) -> int:

@@ -40,7 +40,8 @@ def same_split(runs: list[Path]) -> dict:
     return first
 
 
-def build(runs: list[str], output: str | Path, weights: str = "auto", data: str | None = None,
+def build(runs: list[str], output: str | Path, weights: str = "auto", calibration: str = "temperature",
+          data: str | None = None,
           encoding: str = "utf-8", device: str = "auto", precision: str = "auto", progress: bool = True,
           log=print) -> RunResult:
     """Load ``runs``, check they share a split and labels, choose ``weights`` on validation, score, write ``output``."""
@@ -58,7 +59,7 @@ def build(runs: list[str], output: str | Path, weights: str = "auto", data: str 
     same_labels(members, [str(folder) for folder in folders])
     prepared = load_data(DataOptions(data=data, split=str(folders[0]), encoding=encoding))
     describe_data(prepared, log)
-    model = EnsembleClassifier(members, EnsembleConfig(weights))
+    model = EnsembleClassifier(members, EnsembleConfig(weights, calibration))
     result = run_prepared(model, prepared, output, progress, log)
     chosen = ", ".join(f"{folder} {weight:.2f}" for folder, weight in zip(folders, model.weights_))
     log(f"ensemble weights ({model.selection_['method']}): {chosen}")

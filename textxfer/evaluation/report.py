@@ -1,4 +1,4 @@
-"""The comparison report: McNemar's test, a Markdown/terminal table, two figures, a disagreements CSV.
+"""The comparison report: McNemar's test, a Markdown/terminal table, its figures, a disagreements CSV.
 
 Figures are drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot, no
 global backend switch). Label names in Chinese render with a CJK font when one is installed;
@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from textxfer.core.metrics import NO_ROWS, class_f1, format_f1, has_rows
 from textxfer.transformer import loss_curve
 from textxfer.errors import TextxferError
+from textxfer.evaluation import report_calibration as calibration
 from textxfer.evaluation import report_multilabel as multilabel
 
 MARKDOWN, CONFUSION_PNG, COSTS_PNG = "comparison.md", "confusion_matrices.png", "metrics_costs.png"
@@ -188,6 +189,7 @@ def comparison_markdown(comparison: dict) -> str:
         out += ["## Paired bootstrap on micro-F1", "", multilabel.WHY_BOOTSTRAP, ""]
         out += [line for pair in comparison["bootstrap_pairs"] for line in (multilabel.bootstrap_sentence(pair), "")]
     out += _weights_lines(models)
+    out += calibration.markdown(models)
     curves = [line for n, m in models.items() if m.get("loss_curve")
               for line in loss_curve.markdown(m["loss_curve"], f"### {n}")]
     if curves:
@@ -353,8 +355,11 @@ def plot_metrics_costs(comparison: dict, path: Path | str):
 
 
 def write_report(comparison: dict, folder: Path) -> dict[str, str]:
-    """Write ``comparison.md`` and the two PNGs into ``folder``; return role → file name."""
+    """Write ``comparison.md`` and the PNGs (confusion matrices or per-label F1, metrics and costs, and the
+    reliability diagram when the models carry calibration figures) into ``folder``; return role → file name."""
     folder = Path(folder)
+    files = {"markdown": MARKDOWN, **({"per_label_png": multilabel.PER_LABEL_PNG} if comparison.get("multi_label")
+                                      else {"confusion_png": CONFUSION_PNG}), "costs_png": COSTS_PNG}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MARKDOWN).write_text(comparison_markdown(comparison), encoding="utf-8")
@@ -363,11 +368,12 @@ def write_report(comparison: dict, folder: Path) -> dict[str, str]:
         else:
             plot_confusion_matrices(comparison, folder / CONFUSION_PNG)
         plot_metrics_costs(comparison, folder / COSTS_PNG)
+        if any(m.get("calibration") for m in comparison["models"].values()):
+            calibration.plot_reliability(comparison, folder / calibration.RELIABILITY_PNG, draw_figure)
+            files["reliability_png"] = calibration.RELIABILITY_PNG
     except OSError as exc:
         raise TextxferError(f"cannot write the comparison report into {folder}: {exc}") from exc
-    if comparison.get("multi_label"):
-        return {"markdown": MARKDOWN, "per_label_png": multilabel.PER_LABEL_PNG, "costs_png": COSTS_PNG}
-    return {"markdown": MARKDOWN, "confusion_png": CONFUSION_PNG, "costs_png": COSTS_PNG}
+    return files
 
 
 def write_disagreements(path: Path | str, texts: Sequence[str], true_labels: Sequence, predictions: dict[str, list],

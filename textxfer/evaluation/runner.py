@@ -10,8 +10,9 @@ from pathlib import Path
 
 from textxfer.data.dataset import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
-from textxfer.evaluation import self_training
+from textxfer.evaluation import report_calibration, self_training
 from textxfer.evaluation.guard import check_model, check_multilabel, warning_line
+from textxfer.core.calibration import figures
 from textxfer.core.manifest import read_manifest
 from textxfer.core.metrics import format_table, score_probabilities
 from textxfer.core.thresholds import chosen_labels
@@ -33,18 +34,49 @@ class RunResult:
     model: object = None  # the fitted classifier written (with --unlabelled: the one validation kept)
 
 
-def evaluate_classifier(classifier, data: PreparedData, known: dict | None = None) -> tuple[dict[str, dict], dict]:
-    """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits, and its probabilities
-    per split (rows in the split's order, columns in label order); ``known``: probabilities already computed."""
-    results, probabilities = {}, {}
+def evaluate_classifier(classifier, data: PreparedData, known: dict | None = None) -> tuple[dict[str, dict], dict, dict]:
+    """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits, its (calibrated)
+    probabilities per split (rows in the split's order, columns in label order), and the calibration figures per
+    split before and after its temperature (:func:`calibration_figures`); ``known``: probabilities before
+    calibration (``raw_proba``) already computed."""
+    results, probabilities, calibration = {}, {}, {}
     for name in EVALUATION_SPLITS:
         dataset = getattr(data, name)
         if len(dataset):
-            probabilities[name] = (known or {}).get(name)
-            if probabilities[name] is None:
-                probabilities[name] = classifier.predict_proba(dataset.inputs)
+            raw = (known or {}).get(name)
+            if raw is None:
+                raw = classifier.raw_proba(dataset.inputs)
+            probabilities[name] = classifier.calibrated(raw)
             results[name] = score_probabilities(data.labels, dataset.labels, probabilities[name], classifier.thresholds)
-    return results, probabilities
+            calibration[name] = calibration_figures(raw, probabilities[name], data.labels.targets(dataset.labels))
+    return results, probabilities, calibration
+
+
+def calibration_figures(raw, calibrated, y) -> dict:
+    """ECE, log loss and Brier score of one split's probabilities before (``raw``) and after calibration."""
+    return {"before": figures(raw, y), "after": figures(calibrated, y)}
+
+
+def calibration_record(classifier, splits: dict) -> dict:
+    """``report.json``'s ``calibration``: the model's method and temperature (or why it has none), and per
+    evaluation split the figures before and after."""
+    return {**report_calibration.describe(classifier), "splits": splits}
+
+
+def calibration_line(record: dict) -> str:
+    """One line for the log: the temperature and the test split's (else validation's) ECE and log loss before and
+    after — or that the probabilities are the model's own, and why."""
+    if record["method"] == "none":
+        return f"calibration: none ({record.get('why', 'not fitted')}); the probabilities are the model's own"
+    if record.get("why"):
+        return f"calibration: temperature 1: {record['why']}"
+    name = "test" if "test" in record["splits"] else next(iter(record["splits"]), None)
+    line = f"calibration: temperature {record['temperature']:.3g} fitted on validation"
+    if name is None:
+        return line
+    before, after = record["splits"][name]["before"], record["splits"][name]["after"]
+    return (f"{line}; {name} ECE {before['ece']:.4f} → {after['ece']:.4f}, log loss {before['log_loss']:.4f} → "
+            f"{after['log_loss']:.4f} (report.json: calibration)")
 
 
 def predicted_ids(classifier, probabilities) -> list:
@@ -100,13 +132,14 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
         classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    metrics, probabilities = evaluate_classifier(classifier, data, known)
+    metrics, probabilities, calibration = evaluate_classifier(classifier, data, known)
     predictions = {name: predicted_ids(classifier, p) for name, p in probabilities.items()}
     evaluated = sum(m["n"] for m in metrics.values())
     predict_seconds = time.perf_counter() - started
     report = {
         "data": {"notes": data.notes, "counts": data.counts},
         "fit": classifier.fit_stats,
+        "calibration": calibration_record(classifier, calibration),
         "evaluation_inputs": {name: report for name in metrics
                               if (report := classifier.input_report(getattr(data, name).inputs))},
         "timing": {"fit_seconds": round(fit_seconds, 3), "evaluate_seconds": round(predict_seconds, 3),
@@ -133,6 +166,7 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
                                                encoding="utf-8")
     if metrics:
         log(format_table(metrics))
+        log(calibration_line(report["calibration"]))
     else:
         log("note: validation and test are empty (too few rows per label to hold any out), so nothing was "
             "scored; add data or pass --validation/--test files")
@@ -147,9 +181,9 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
 # Settings that do not change the trained model: a finished run that differs only in these is reused.
 NOT_MODEL_SETTINGS = {"checkpoint_dir", "resume", "n_jobs", "eval_batch_size", "logging_steps", "feature_cache"}
 # A setting missing from an older run's manifest counts as its default, except these: before they existed the
-# run behaved as this value, which today's default (``auto``) may not mean (bundled encoders now pool by mean
-# and E5 texts get a prefix).
-BEFORE_IT_EXISTED = {"pooling": "cls", "text_prefix": "none"}
+# run behaved as this value, which today's default may not mean (bundled encoders now pool by mean, E5 texts get
+# a prefix, and every model fits a temperature).
+BEFORE_IT_EXISTED = {"pooling": "cls", "text_prefix": "none", "calibration": "none"}
 
 
 def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:

@@ -55,16 +55,18 @@ def _scores(model, data: PreparedData, split: str, kept: dict | None = None) -> 
     dataset = getattr(data, split)
     if not len(dataset):
         return None
-    probabilities = model.predict_proba(dataset.texts)
+    raw = model.raw_proba(dataset.texts)
     if kept is not None:
-        kept[split] = probabilities
+        kept[split] = raw  # before calibration: the run scores them (and their calibration) once
+    probabilities = model.calibrated(raw)
     metrics = score(data.labels.encode(dataset.labels), probabilities.argmax(axis=1), data.labels)
     return {"macro_f1": round(metrics["macro_f1"], 6), "accuracy": round(metrics["accuracy"], 6)}
 
 
 def fit(classifier, data: PreparedData, progress: bool = False, log=print):
     """Fit ``classifier`` on ``data.train``, then self-train with ``data.unlabelled``; returns ``(model kept, record,
-    probabilities)``: the kept model's validation (and test, when scored) probabilities, split → array."""
+    probabilities)``: the kept model's validation (and test, when scored) probabilities before calibration, split →
+    array."""
     if classifier.kind not in KINDS:
         raise TextxferError(f"--unlabelled: self-training trains a second {classifier.kind} model from a config; it "
                             f"works for {' and '.join(KINDS)} models, not {classifier.kind}")

@@ -20,7 +20,8 @@ import numpy as np
 
 from textxfer.transformer import loss_curve
 from textxfer.errors import TextxferError
-from textxfer.evaluation.study_sections import ensemble_gains, gains_findings, gains_markdown, loss_markdown
+from textxfer.evaluation.study_sections import (calibration_markdown, calibration_of, calibration_summary,
+                                                ensemble_gains, gains_findings, gains_markdown, loss_markdown)
 
 STUDY_JSON, STUDY_MD, CURVE_PNG = "study.json", "study.md", "learning_curve.png"
 METRICS = (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"))  # (key, title in running text)
@@ -46,6 +47,9 @@ def cell_record(cell, folder: Path) -> dict:
     record = {"variant": cell.variant.text, "pipeline": cell.variant.pipeline, "size": cell.size, "seed": cell.seed,
               "folder": cell.folder, **scores, "degenerate": check.get("degenerate"),
               "fit_seconds": (report.get("timing") or {}).get("fit_seconds")}
+    calibration = calibration_of(report)
+    if calibration:
+        record["calibration"] = calibration
     curve = loss_curve.of_run(folder)
     if curve and curve["evaluations"]:
         record["loss_curve"] = curve
@@ -244,6 +248,7 @@ def study_markdown(study: dict) -> str:
         out += _paired_markdown(study)
     out += ["", *gains_markdown(study.get("ensembles") or {}, study.get("metrics", METRICS)[0][1])]
     out += ["## In words", "", *(f"- {line}" for line in study["findings"]), ""]
+    out += calibration_markdown(study.get("calibration") or {})
     out += loss_markdown(study["cells"])
     degenerate = [c for c in study["cells"] if c["degenerate"]]
     if study.get("failed_cells"):
@@ -311,6 +316,7 @@ def write_study(output: Path, records: list[dict], variants, sizes: list[int], s
              "pipelines": [v.pipeline for v in variants], "summary": summarise(records, variants, sizes, metrics),
              "paired": paired_tests(output, records, variants, sizes, references, metrics[0][0]), "warnings": warnings,
              "ensembles": ensemble_gains(records, variants, sizes, metrics[0][0]), "failed_cells": list(failed),
+             "calibration": calibration_summary(records, variants, sizes),
              "files": {"json": STUDY_JSON, "markdown": STUDY_MD, "plot": CURVE_PNG}}
     overfit = [r for r in records if (r.get("loss_curve") or {}).get("overfitting")]
     if overfit:

@@ -1,5 +1,6 @@
-"""Two sections of the study report: what each ensemble adds over its best member, and the fine-tuning cells'
-training loss against validation loss (:mod:`textxfer.transformer.loss_curve`)."""
+"""Sections of the study report: what each ensemble adds over its best member, the fine-tuning cells' training loss
+against validation loss (:mod:`textxfer.transformer.loss_curve`), and the cells' calibration before and after their
+temperature."""
 
 from __future__ import annotations
 
@@ -81,3 +82,56 @@ def loss_markdown(records: list[dict]) -> list[str]:
     notes = [f"- `{r['variant']}`, {r['size']:,} texts, seed {r['seed']}: {r['loss_curve']['note']}."
              for r in cells if r["loss_curve"]["overfitting"]]
     return out + [""] + (notes + [""] if notes else [])
+
+
+CALIBRATION_FIGURES = (("ece", "ECE"), ("log_loss", "log loss"), ("brier", "Brier"))
+
+
+def calibration_of(report: dict) -> dict | None:
+    """A cell record's ``calibration`` from its ``report.json``: the temperature, and per split the figures before and
+    after (None for a run written before calibration existed)."""
+    record = report.get("calibration")
+    if not isinstance(record, dict) or not record.get("splits"):
+        return None
+    return {"method": record.get("method"), "temperature": record.get("temperature"), **record["splits"]}
+
+
+def calibration_summary(records: list[dict], variants, sizes: list[int]) -> dict:
+    """variant → size → the test split's ECE, log loss and Brier score before and after calibration, and the
+    temperature: ``{"ece": {"before": {mean, sd, n}, "after": …}, …, "temperature": {mean, sd, n}}``."""
+    def spread(values: list[float]) -> dict:
+        return {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                "n": len(values)}
+
+    summary = {}
+    for variant in variants:
+        summary[variant.text] = {}
+        for size in sizes:
+            cells = [r["calibration"] for r in records if r["variant"] == variant.text and r["size"] == size
+                     and (r.get("calibration") or {}).get("test")]
+            if not cells:
+                continue
+            summary[variant.text][str(size)] = {
+                **{key: {when: spread([c["test"][when][key] for c in cells]) for when in ("before", "after")}
+                   for key, _ in CALIBRATION_FIGURES},
+                "temperature": spread([c["temperature"] for c in cells])}
+    return {variant: by_size for variant, by_size in summary.items() if by_size}
+
+
+def calibration_markdown(summary: dict) -> list[str]:
+    """The study's *Calibration* table: per variant and size, the temperature and the test figures before → after
+    (means over seeds, ± sd of the after figure); nothing when no cell carries calibration figures."""
+    if not summary:
+        return []
+    out = ["## Calibration on the test split", "",
+           "Each cell's probabilities before → after the temperature it fitted on its validation split (means over "
+           "seeds; ± the sd of the calibrated figure). ECE: expected calibration error over 15 equal-mass bins; "
+           "lower is better for all three. The temperature never changes a predicted label.", "",
+           "| variant | training texts | temperature | " + " | ".join(title for _, title in CALIBRATION_FIGURES) + " |",
+           "|---|---:|---:|" + "---|" * len(CALIBRATION_FIGURES)]
+    for variant, by_size in summary.items():
+        for size, entry in by_size.items():
+            cells = [f"{entry[key]['before']['mean']:.4f} → {entry[key]['after']['mean']:.4f} ± "
+                     f"{entry[key]['after']['sd']:.4f}" for key, _ in CALIBRATION_FIGURES]
+            out.append(f"| `{variant}` | {int(size):,} | {entry['temperature']['mean']:.3g} | " + " | ".join(cells) + " |")
+    return out + [""]

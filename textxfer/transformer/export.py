@@ -89,14 +89,17 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
         config = {**manifest["config"], "runtime": "onnxruntime", "quantize": quantize,
                   "source_model": str(model_dir), "opset": used_opset, "exporter": "torch.onnx.export(dynamo=True)"}
         task = source.task_info()  # the shape and a multi-label model's thresholds travel with the graph
-        write_manifest(staging, build_manifest("onnx", source.labels, config, manifest.get("data") or {}, files, task))
+        calibration = {**source.calibration, "in_graph": True} if source.temperature != 1.0 else source.calibration
+        write_manifest(staging, build_manifest("onnx", source.labels, config, manifest.get("data") or {}, files, task,
+                                              calibration))
         log("checking the graph against the PyTorch model")
         difference = max_probability_difference(source, OnnxClassifier.load(staging))
         if quantize is None and not difference <= FP32_TOLERANCE:
             raise TextxferError(f"{model_dir}: the exported graph disagrees with the PyTorch model (max |prob diff| "
                                 f"{difference:.2e} > {FP32_TOLERANCE:.0e}); nothing was written — report this model type")
         config["verified_max_prob_diff"] = float(difference)
-        write_manifest(staging, build_manifest("onnx", source.labels, config, manifest.get("data") or {}, files, task))
+        write_manifest(staging, build_manifest("onnx", source.labels, config, manifest.get("data") or {}, files, task,
+                                              calibration))
     log(f"exported {model_dir} -> {output} ({quantize or 'fp32'}, opset {used_opset}) in "
         f"{time.perf_counter() - started:.1f} s; max |prob diff| vs PyTorch on {len(VERIFICATION_TEXTS)} "
         f"texts: {difference:.2e}")
@@ -155,9 +158,11 @@ def _example_inputs(source) -> dict:
     return {name: batch[name] for name in names}
 
 
-def _logits_module(model, sigmoid: bool = False):
+def _logits_module(model, sigmoid: bool = False, temperature: float = 1.0):
     """Wrap a sequence-classification model so the graph has exactly one output: ``logits`` — or, ``sigmoid``
-    (a multi-label model), ``probabilities``, each label's own sigmoid, computed inside the graph."""
+    (a multi-label model), ``probabilities``, each label's own sigmoid, computed inside the graph. The logits are
+    divided by the model's calibration ``temperature`` in the graph, so any runtime reading it gets the calibrated
+    probabilities."""
     import torch
 
     class LogitsOnly(torch.nn.Module):
@@ -168,6 +173,8 @@ def _logits_module(model, sigmoid: bool = False):
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+            if temperature != 1.0:
+                logits = logits / temperature
             return torch.sigmoid(logits) if sigmoid else logits
 
     return LogitsOnly().eval()
@@ -188,7 +195,7 @@ def _export_graph(source, path: Path, opset: int | None, progress: bool, model_d
     try:
         with torch.no_grad(), _quiet(progress):
             multi = source.labels.multi_label
-            torch.onnx.export(_logits_module(source.model_, multi), (), str(path), kwargs=inputs,
+            torch.onnx.export(_logits_module(source.model_, multi, source.temperature), (), str(path), kwargs=inputs,
                               input_names=list(inputs), output_names=[OUTPUT_NAMES[multi]], dynamic_shapes=dynamic_shapes,
                               opset_version=opset, dynamo=True, external_data=external, verbose=progress or False)
     except Exception as exc:  # the exporter raises many types; show the first line

@@ -70,7 +70,7 @@ class OnnxClassifier(ClassifierBase):
         """Model inputs for ``texts`` (or text pairs) under the source model's max length and long-text policy."""
         return encode(self.tokenizer_, texts, self.max_length_, self.long_text_, self.text_prefix_)
 
-    def predict_proba(self, texts: Sequence) -> np.ndarray:
+    def raw_proba(self, texts: Sequence) -> np.ndarray:
         """Class probabilities (columns in ``labels`` order), batched by length, in input order; a multi-label graph
         gives each label's sigmoid itself (its ``probabilities`` output)."""
         self._check_fitted()
@@ -110,7 +110,8 @@ class OnnxClassifier(ClassifierBase):
         if "tokenizer" in files and not (folder / files["tokenizer"]).exists():
             del files["tokenizer"]
         data = data_info if data_info is not None else self.data_
-        write_manifest(folder, build_manifest(self.kind, self.labels, self.config, data, files, self.task_info()))
+        write_manifest(folder, build_manifest(self.kind, self.labels, self.config, data, files, self.task_info(),
+                                              self.calibration))
 
     @classmethod
     def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",

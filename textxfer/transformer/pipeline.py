@@ -20,6 +20,7 @@ from textxfer.transformer.encoding import LONG_TEXT_POLICIES, choose_max_length,
 from textxfer.errors import TextxferError
 from textxfer.data.labels import LabelSet
 from textxfer.transformer.loss_curve import TRAINER_LOG
+from textxfer.core.calibration import CALIBRATION_HELP, CALIBRATIONS, check_calibration
 from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.core.contract import ClassifierBase
 from textxfer.core.thresholds import THRESHOLD_HELP, check_threshold
@@ -63,6 +64,7 @@ class FinetuneConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases / norms)"})
     class_weighted: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency (multi-label: each label's positives by its negatives ÷ positives)"})
     threshold: float | None = field(default=None, metadata={"help": THRESHOLD_HELP})
+    calibration: str = field(default="temperature", metadata={"help": CALIBRATION_HELP, "choices": CALIBRATIONS})
     eval_strategy: str = field(default="auto", metadata={"help": "when to evaluate and save: auto (every epoch; every min-steps/3 steps while the step floor binds) | epoch | steps | no", "choices": ("auto", "epoch", "steps", "no")})
     eval_steps: int = field(default=200, metadata={"help": "evaluate/save every N steps with --eval-strategy steps"})
     early_stopping: int = field(default=2, metadata={"help": "stop after N evaluations without validation macro-F1 gain (0: off); the best model is kept"})
@@ -79,6 +81,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold)
+        check_calibration(self.calibration)
         if self.strategy not in ("auto", *STRATEGIES):
             raise TextxferError(f"unknown strategy {self.strategy!r}; choose one of {['auto', *STRATEGIES]}")
         if self.long_text not in LONG_TEXT_POLICIES:
@@ -178,7 +181,7 @@ class FinetuneClassifier(ClassifierBase):
             self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
         finally:
             del self._encoded
-        self.end_fit(validation if has_validation else None, cfg.threshold)
+        self.end_fit(validation if has_validation else None, cfg.threshold, cfg.calibration)
         augmented = {"augmented": {"method": cfg.augment, "copies": cfg.augment_copies, "texts_added": len(train) - given}}
         self.fit_stats_ = {"train_texts": len(train), "base_model": self.source_, **length_stats, **train_stats,
                            **(augmented if cfg.augment != "none" else {}),
@@ -228,7 +231,7 @@ class FinetuneClassifier(ClassifierBase):
         """The pretrained checkpoint this model was fine-tuned from."""
         return getattr(self, "source_", None)
 
-    def predict_proba(self, texts: Sequence) -> np.ndarray:
+    def raw_proba(self, texts: Sequence) -> np.ndarray:
         """Class probabilities (columns in ``labels`` order; each label's own sigmoid for a multi-label model),
         batched by length, in input order."""
         import torch
@@ -266,7 +269,8 @@ class FinetuneClassifier(ClassifierBase):
             files["tokenizer"] = "tokenizer.json"
         config = {**asdict(self.config), "resolved_max_length": self.max_length_, "base_model": self.source_,
                   "resolved_text_prefix": self.text_prefix_}
-        write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files, self.task_info()))
+        write_manifest(folder, build_manifest(self.kind, self.labels, config, data_info or {}, files, self.task_info(),
+                                              self.calibration))
 
     @classmethod
     def from_manifest(cls, folder: Path, manifest: dict, labels: LabelSet, device: str = "auto",
