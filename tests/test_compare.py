@@ -81,6 +81,8 @@ def test_calibration_figures_are_the_models_own_before_and_after_their_temperatu
         assert [b["n"] for b in entry["reliability"]["after"]] == [b["n"] for b in reliability_bins(calibrated, y)]
         after = entry["test"]["after"]
         assert f"{entry['test']['before']['ece']:.4f} → {after['ece']:.4f}" in markdown
+    eces = [f"{m['calibration']['test']['after']['ece']:.4f}" for m in comparison["models"].values()]
+    assert "| test ECE (calibrated) | " + " | ".join(eces) + " | " in markdown  # in the main table too
 
 
 def test_figures_match_a_direct_evaluation(compared, sample_csv):

@@ -109,6 +109,8 @@ def _main_rows(comparison: dict) -> list[list[str]]:
         # A class the test split has no row of has no F1 (0/0): NO_ROWS, not sklearn's 0.0, and no difference.
         scores += [(f"F1[{c}]", [class_f1(m, c) for m in metrics], [format_f1(m, c) for m in metrics])
                    for c in comparison["labels"]]
+    if all(models[n].get("calibration") for n in names):  # lower is better: the calibrated probabilities' quality
+        scores += [(title, values, [_fmt4(v) for v in values]) for title, values in calibration.score_rows(models)]
     for title, values, cells in scores:
         extra = ["n/a" if values[i] is None or values[j] is None else f"{values[j] - values[i]:+.4f}" for i, j in steps]
         rows.append([title, *cells, *extra])

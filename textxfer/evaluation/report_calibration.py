@@ -34,6 +34,12 @@ def entry(model, raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray) -> dict
             "reliability": {"before": reliability_bins(raw, y), "after": reliability_bins(calibrated, y)}}
 
 
+def score_rows(models: dict) -> list[tuple[str, list[float]]]:
+    """The main table's calibration rows: each model's test ECE and log loss after its temperature."""
+    return [(f"test {title} (calibrated)", [m["calibration"]["test"]["after"][key] for m in models.values()])
+            for key, title in (("ece", "ECE"), ("log_loss", "log loss"))]
+
+
 def _pair(split: dict | None, key: str) -> str:
     if not split:
         return "n/a"
