@@ -109,6 +109,7 @@ class PreparedData:
     notes: list[str]
     counts: dict[str, int]
     unlabelled: "UnlabelledTexts | None" = None  # --unlabelled, checked against validation and test
+    label_findings: list = field(default_factory=list)  # label problems of the training rows (data.label_checks)
 
     def splits(self) -> dict[str, TextDataset]:
         """Split name → dataset."""
@@ -127,6 +128,7 @@ class _Pool:
     labels: list
     pairs: list[str] | None = None
     shape: TaskShape = SINGLE
+    findings: list = field(default_factory=list)  # label problems of a training table (data.label_checks)
 
     @property
     def keys(self) -> list:
@@ -189,8 +191,9 @@ def load_data(options: DataOptions) -> PreparedData:
                                 "whether the pseudo-labels helped; pass --validation or a --validation-size above 0")
         unlabelled = check_against_split(read_unlabelled(options.unlabelled, text_column, options.encoding), datasets)
         notes += unlabelled.notes
+    findings = [finding for pool in {id(pool): pool for pool, _ in parts.values()}.values() for finding in pool.findings]
     return PreparedData(datasets["train"], datasets["validation"], datasets["test"], labels, record, notes, dict(counts),
-                        unlabelled)
+                        unlabelled, findings)
 
 
 def _parts_from_sources(options: DataOptions, notes: list[str], counts: Counter) -> tuple[dict, str]:
@@ -332,7 +335,14 @@ def _pool(location: str, key: str, table: Table, options: DataOptions, notes: li
         where = (f"columns {list(shape.label_columns)}" if shape.label_columns
                  else f"column {options.label_column!r}")
         check_training_labels(labels, rows, table.origin, where)
-    return _Pool(location, key, table, rows, texts, labels, pairs if pairs_raw is not None else None, shape)
+    findings = []
+    if training:
+        from textxfer.data.label_checks import label_findings
+
+        cells = None if shape.label_columns else table.column(options.label_column, "label")
+        findings = label_findings(table.origin, rows, texts, labels, cells and [cells[row - 1] for row in rows],
+                                  options.text_column, options.label_column, shape.multi_label)
+    return _Pool(location, key, table, rows, texts, labels, pairs if pairs_raw is not None else None, shape, findings)
 
 
 def _split_by_column(pool: _Pool, column: str) -> dict:

@@ -112,11 +112,14 @@ def run(classifier, options: DataOptions, output: str | Path, progress: bool = T
 
 
 def describe_data(data: PreparedData, log=print) -> None:
-    """Log the split sizes, the labels and every hygiene note."""
+    """Log the split sizes, the labels, every hygiene note and every label problem (``textxfer audit`` lists their
+    rows)."""
     log(f"data: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test rows, "
         f"labels {list(data.labels.names)}")
     for note in data.notes:
         log(f"note: {note}")
+    for finding in data.label_findings:
+        log(f"WARNING: {finding.message}")
 
 
 def run_prepared(classifier, data: PreparedData, output: str | Path, progress: bool = True, log=print) -> RunResult:

@@ -142,12 +142,6 @@ class FinetuneClassifier(ClassifierBase):
         """Fine-tune on ``train``; ``validation`` drives early stopping and best-model selection (and, for multi-label
         texts, each label's threshold). Text pairs are read as one input each (:func:`encoding.encode`); multi-label
         texts train sigmoid outputs with binary cross-entropy."""
-        from contextlib import nullcontext
-
-        from transformers import set_seed
-
-        from textxfer.transformer import pooling, text_prefix
-        from textxfer.transformer.models import load_for_training, quiet_progress, resolve_model
         from textxfer.transformer.training import train_model
 
         cfg = self.config
@@ -155,27 +149,8 @@ class FinetuneClassifier(ClassifierBase):
         train = _subset(train, cfg.max_train_samples, cfg.seed)
         given = len(train)
         train = augment(train, cfg.augment, cfg.augment_copies, cfg.seed)  # "none": unchanged
-        # The new classifier head is drawn from torch's global generator as the model loads, before the Trainer
-        # seeds anything: seed it here, or two fits with one --seed differ by what ran earlier in the process.
-        set_seed(cfg.seed)
-        with nullcontext() if progress else quiet_progress():  # no "Loading weights" bar without progress
-            self.tokenizer_, self.model_, self.source_ = load_for_training(
-                cfg.model, self.labels, trust_remote_code=cfg.trust_remote_code,
-                allow_pickle_weights=cfg.allow_pickle_weights)
-        chosen, pooling_why = pooling.choose(cfg.pooling, cfg.model, resolve_model(cfg.model), self.model_)
-        pooling.install(self.model_, chosen)  # recorded in the model's config (pooling.of)
         has_validation = validation is not None and len(validation) > 0
-        # Token lengths of the training *and* validation texts (no labels used): with few training texts
-        # their own 99th percentile is just the longest one (one 512-token review among 32 made every
-        # step several times slower), while the validation texts make it a stable estimate.
-        self.text_prefix_, prefix_why = text_prefix.choose(cfg.text_prefix, cfg.model)
-        self.input_choices_ = [why for why in (pooling_why, prefix_why) if why]  # announced with the recipe
-        length_texts = text_prefix.apply(self.text_prefix_, train.inputs + (validation.inputs if has_validation else []))
-        self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, length_texts, cfg.max_length)
-        length_stats["length_texts"] = len(length_texts)
-        # On this process's GPU when there is one (the Trainer's device too), so that frozen features, the
-        # validation and test scoring and a fitted head's feature extraction all run there.
-        self.to_device("auto", cfg.precision)
+        length_stats = self.prepare(train.inputs + (validation.inputs if has_validation else []), progress)
         self._encoded = {}  # tokenized texts, kept for this fit only
         try:
             self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
@@ -187,6 +162,41 @@ class FinetuneClassifier(ClassifierBase):
                            **(augmented if cfg.augment != "none" else {}),
                            "loss_curve": loss_curve.summary(self.log_history_)}
         return self
+
+    def prepare(self, length_texts: list, progress: bool = False) -> dict:
+        """Everything a fit does before training, for ``self.labels``: the pretrained model with a new head, its
+        pooling, text prefix and max length (from ``length_texts``: the training *and* validation inputs, no labels
+        used), on this process's GPU when there is one. Returns the length statistics. (``textxfer audit`` reads
+        frozen features of a model prepared this way.)"""
+        from contextlib import nullcontext
+
+        from transformers import set_seed
+
+        from textxfer.transformer import pooling, text_prefix
+        from textxfer.transformer.models import load_for_training, quiet_progress, resolve_model
+
+        cfg = self.config
+        # The new classifier head is drawn from torch's global generator as the model loads, before the Trainer
+        # seeds anything: seed it here, or two fits with one --seed differ by what ran earlier in the process.
+        set_seed(cfg.seed)
+        with nullcontext() if progress else quiet_progress():  # no "Loading weights" bar without progress
+            self.tokenizer_, self.model_, self.source_ = load_for_training(
+                cfg.model, self.labels, trust_remote_code=cfg.trust_remote_code,
+                allow_pickle_weights=cfg.allow_pickle_weights)
+        chosen, pooling_why = pooling.choose(cfg.pooling, cfg.model, resolve_model(cfg.model), self.model_)
+        pooling.install(self.model_, chosen)  # recorded in the model's config (pooling.of)
+        # Token lengths of the training *and* validation texts: with few training texts their own 99th percentile
+        # is just the longest one (one 512-token review among 32 made every step several times slower), while the
+        # validation texts make it a stable estimate.
+        self.text_prefix_, prefix_why = text_prefix.choose(cfg.text_prefix, cfg.model)
+        self.input_choices_ = [why for why in (pooling_why, prefix_why) if why]  # announced with the recipe
+        length_texts = text_prefix.apply(self.text_prefix_, list(length_texts))
+        self.max_length_, length_stats = choose_max_length(self.tokenizer_, self.model_.config, length_texts, cfg.max_length)
+        length_stats["length_texts"] = len(length_texts)
+        # On this process's GPU when there is one (the Trainer's device too), so that frozen features, the
+        # validation and test scoring and a fitted head's feature extraction all run there.
+        self.to_device("auto", cfg.precision)
+        return length_stats
 
     def encode(self, texts: Sequence) -> dict[str, list[list[int]]]:
         """Model inputs for ``texts`` (or ``(text, second text)`` pairs) under this model's max length and long-text
