@@ -37,6 +37,7 @@ from textxfer.core.calibration import figures, fit_temperature, scale  # noqa: E
 from textxfer.ensemble.weights import choose, mix  # noqa: E402
 
 WHEN = ("before", "after")
+PROBABILITIES = ""  # set by main: <output>/<corpus>-<seed>.npz, the raw validation/test probabilities and labels
 
 
 def corpus_path(name: str) -> Path:
@@ -69,13 +70,18 @@ def run_one(name: str, seed: int) -> dict:
             "seconds": round(time.perf_counter() - started, 1), "temperature": model.temperature,
             "why": model.calibration.get("why"), "argmax_unchanged": same,
             "accuracy": float(np.mean(calibrated.argmax(axis=1) == y["test"])),
-            "test": {"before": figures(raw[kind]["test"], y["test"]), "after": figures(calibrated, y["test"])}}
+            "validation": model.calibration.get("validation"),
+            "test": {"before": figures(raw[kind]["test"], y["test"]), "after": figures(calibrated, y["test"]),
+                     "floor": ece_floor(calibrated)}}
         print(f"{name} · seed {seed} · {kind}: T = {model.temperature:.3g}, {record['models'][kind]}", flush=True)
     temperatures = {kind: models[kind].temperature for kind in models}
     members = list(models)
     calibrated = {kind: {split: scale(p, temperatures[kind]) for split, p in raw[kind].items()} for kind in members}
     rules = {"auto on raw members (until now)": ("auto", raw), "auto on calibrated members (now)": ("auto", calibrated),
              "equal weights, raw members": ("equal", raw)}
+    np.savez_compressed(PROBABILITIES.format(name=name, seed=seed), **{
+        f"{kind}_{split}": p for kind in members for split, p in raw[kind].items()},
+        **{f"y_{split}": labels for split, labels in y.items()})
     record["ensembles"] = {}
     for rule, (how, probabilities) in rules.items():
         weights, _ = choose(how, [probabilities[k]["validation"] for k in members], y["validation"])
@@ -86,6 +92,20 @@ def run_one(name: str, seed: int) -> dict:
             "accuracy": float(np.mean(mixed["test"].argmax(axis=1) == y["test"])),
             "test_after": figures(scale(mixed["test"], temperature), y["test"])}
     return record
+
+
+def ece_floor(probabilities: np.ndarray, draws: int = 200, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model would still show on a split of this size: labels drawn from
+    ``probabilities`` themselves, ECE averaged over ``draws`` draws (sampling noise alone)."""
+    from textxfer.core.calibration import expected_calibration_error
+
+    rng = np.random.default_rng(seed)
+    cumulative = probabilities.cumsum(axis=1)
+    values = []
+    for _ in range(draws):
+        drawn = (rng.random((len(probabilities), 1)) > cumulative).sum(axis=1).clip(0, probabilities.shape[1] - 1)
+        values.append(expected_calibration_error(probabilities, drawn))
+    return round(float(np.mean(values)), 6)
 
 
 def mean_sd(values: list[float], digits: int = 4) -> str:
@@ -130,6 +150,8 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="train nothing: report the cached runs")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
+    global PROBABILITIES
+    PROBABILITIES = str(args.output / "{name}-{seed}.npz")
     records = []
     for name in args.corpora:
         for seed in range(42, 42 + args.seeds):
