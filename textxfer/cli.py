@@ -132,6 +132,19 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Score every training and validation text out-of-fold and list the rows whose label is probably wrong (confident
+    learning), near-duplicates under different labels, texts with nothing to read or too long, texts in another
+    script, and label-column mistakes: audit.csv (most suspect first), audit.md, audit.json."""
+    from textxfer.audit.run import audit
+    from textxfer.core.runs import default_run_dir
+
+    data, configs = _pipeline_configs(args)
+    output = args.output or default_run_dir("audit")
+    audit(data, output, args.auditor, configs, folds=args.folds, fix_file=args.fix_file, progress=not args.no_progress)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict texts given on the command line, or every row of a CSV/TSV/JSONL file (or stdin)."""
     from textxfer import classifier
@@ -274,6 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(study, FinetuneConfig, "fine-tuning (--finetune-*)", skip=("seed", "max_train_samples"),
                   prefix="finetune")
     study.set_defaults(handler=cmd_study)
+    from textxfer.audit.run import AUDITOR_HELP, AUDITORS
+
+    audit = commands.add_parser("audit", help="which labels are probably wrong: out-of-fold scores, duplicates, "
+                                              "odd texts", description=cmd_audit.__doc__)
+    _add_common(audit)
+    audit.add_argument("--model", dest="auditor", default="head-only", choices=AUDITORS,
+                       help=AUDITOR_HELP + " (default: head-only)")
+    audit.add_argument("--folds", type=int, default=5, help="cross-fitting folds (default: 5)")
+    audit.add_argument("--fix-file", help="also write a copy of the --data file with a 'suspect' column (the reasons of "
+                                          "each suspect row, empty elsewhere); the input is never modified")
+    add_arguments(audit, BaselineConfig, "baseline auditor (--baseline-*)", skip=("seed",), prefix="baseline")
+    add_arguments(audit, FinetuneConfig, "encoder and fine-tuning auditor (--finetune-*)", skip=("seed",),
+                  prefix="finetune")
+    audit.set_defaults(handler=cmd_audit)
     predict = commands.add_parser("predict", help="predict texts or a CSV/TSV/JSONL file with a trained model",
                                   description=cmd_predict.__doc__)
     predict.add_argument("texts", nargs="*", help="texts to predict (printed as label, score, text; for a multi-label model: its labels, text)")

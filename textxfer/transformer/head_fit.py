@@ -39,7 +39,7 @@ def last_linear(head):
     return linears[-1]
 
 
-def _estimator(c: float, class_weighted: bool, seed: int):
+def estimator(c: float, class_weighted: bool, seed: int):
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=c, max_iter=3000, class_weight="balanced" if class_weighted else None,
@@ -59,7 +59,7 @@ def choose_c(train_x, train_y, validation_x, validation_y, num_labels: int, clas
     scores = []
     if validation_x is not None and len(validation_x):
         for c in C_GRID:
-            predicted = _estimator(c, class_weighted, seed).fit(train_x, train_y).predict(validation_x)
+            predicted = estimator(c, class_weighted, seed).fit(train_x, train_y).predict(validation_x)
             scores.append({"C": c, "validation_macro_f1": round(_macro_f1(validation_y, predicted, num_labels), 6),
                            "validation_accuracy": round(float(np.mean(predicted == validation_y)), 6)})
         best = max(scores, key=lambda s: s["validation_macro_f1"])  # max keeps the first of equal scores
@@ -71,20 +71,20 @@ def choose_c(train_x, train_y, validation_x, validation_y, num_labels: int, clas
 
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for c in C_GRID:
-        f1 = cross_val_score(_estimator(c, class_weighted, seed), train_x, train_y, cv=splitter, scoring="f1_macro")
+        f1 = cross_val_score(estimator(c, class_weighted, seed), train_x, train_y, cv=splitter, scoring="f1_macro")
         scores.append({"C": c, "cv_macro_f1": round(float(np.mean(f1)), 6)})
     best = max(scores, key=lambda s: s["cv_macro_f1"])
     return best["C"], scores, f"{folds}-fold cross-validated macro-F1 on the training texts"
 
 
-def _fit_labels(c: float, x: np.ndarray, targets: np.ndarray, class_weighted: bool, seed: int) -> list:
+def fit_labels(c: float, x: np.ndarray, targets: np.ndarray, class_weighted: bool, seed: int) -> list:
     """One fitted regression per label column of 0/1 ``targets`` — or, for a label that is always 0 (1) in them,
     the constant ``False`` (``True``)."""
-    return [_estimator(c, class_weighted, seed).fit(x, column) if 0 < column.sum() < len(column) else bool(column[0])
+    return [estimator(c, class_weighted, seed).fit(x, column) if 0 < column.sum() < len(column) else bool(column[0])
             for column in targets.T]
 
 
-def _label_probabilities(models: list, x: np.ndarray) -> np.ndarray:
+def label_probabilities(models: list, x: np.ndarray) -> np.ndarray:
     return np.column_stack([m.predict_proba(x)[:, 1] if not isinstance(m, bool) else np.full(len(x), float(m))
                             for m in models])
 
@@ -97,7 +97,7 @@ def choose_c_multilabel(train_x, targets, validation_x, validation_targets, clas
     scores = []
     if validation_x is not None and len(validation_x):
         for c in C_GRID:
-            probabilities = _label_probabilities(_fit_labels(c, train_x, targets, class_weighted, seed), validation_x)
+            probabilities = label_probabilities(fit_labels(c, train_x, targets, class_weighted, seed), validation_x)
             scores.append({"C": c, "validation_micro_f1": round(tuned_micro_f1(validation_targets, probabilities), 6)})
         best = max(scores, key=lambda s: s["validation_micro_f1"])
         return best["C"], scores, "validation micro-F1 (thresholds tuned on validation)"
@@ -109,8 +109,8 @@ def choose_c_multilabel(train_x, targets, validation_x, validation_targets, clas
     for c in C_GRID:
         out_of_fold = np.zeros(targets.shape)
         for fit_rows, held_rows in folds:
-            models = _fit_labels(c, train_x[fit_rows], targets[fit_rows], class_weighted, seed)
-            out_of_fold[held_rows] = _label_probabilities(models, train_x[held_rows])
+            models = fit_labels(c, train_x[fit_rows], targets[fit_rows], class_weighted, seed)
+            out_of_fold[held_rows] = label_probabilities(models, train_x[held_rows])
         scores.append({"C": c, "cv_micro_f1": round(tuned_micro_f1(targets, out_of_fold), 6)})
     best = max(scores, key=lambda s: s["cv_micro_f1"])
     return best["C"], scores, "3-fold cross-validated micro-F1 on the training texts"
@@ -173,13 +173,13 @@ def fit_head(classifier, train_texts, train_y, validation_texts, validation_y, f
     if multi:
         c, scores, how = choose_c_multilabel(train_standard, train_y, validation_standard, validation_y,
                                              cfg.class_weighted, cfg.seed)
-        models = _fit_labels(c, train_standard, train_y, cfg.class_weighted, cfg.seed)
+        models = fit_labels(c, train_standard, train_y, cfg.class_weighted, cfg.seed)
         weight, bias = label_weights(models, scaler.mean_, scale, train_x.shape[1])
         iterations = max([int(np.max(m.n_iter_)) for m in models if not isinstance(m, bool)], default=0)
     else:
         c, scores, how = choose_c(train_standard, train_y, validation_standard, validation_y, num_labels,
                                   cfg.class_weighted, cfg.seed)
-        model = _estimator(c, cfg.class_weighted, cfg.seed).fit(train_standard, train_y)
+        model = estimator(c, cfg.class_weighted, cfg.seed).fit(train_standard, train_y)
         weight, bias = linear_weights(model, scaler.mean_, scale, num_labels)
         iterations = int(np.max(model.n_iter_))
     with torch.no_grad():
