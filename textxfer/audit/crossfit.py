@@ -47,7 +47,8 @@ def frozen_features(config, dataset: TextDataset, labels: LabelSet, progress: bo
     model = FinetuneClassifier(config)
     model.labels, model.shape = labels, dataset.shape
     model.prepare(dataset.inputs, progress)
-    features = classifier_inputs(model, dataset.inputs, last_linear(head_module(model.model_)), config.feature_cache)
+    features = classifier_inputs(model, dataset.inputs, last_linear(head_module(model.model_)), config.feature_cache,
+                                 progress)
     return features.reshape(len(dataset), -1), model
 
 

@@ -255,7 +255,8 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     if labels.multi_label and not fits_head(strategy, cfg.head_solver):
         start_at_label_shares(model, y_train)
     y_validation = labels.targets(validation.labels) if validation is not None else np.zeros(0, dtype=np.int64)
-    features = lambda texts, module: classifier_inputs(classifier, texts, module, cfg.feature_cache)  # noqa: E731
+    features = lambda texts, module: classifier_inputs(  # noqa: E731
+        classifier, texts, module, cfg.feature_cache, progress)
     if fits_head(strategy, cfg.head_solver):
         from textxfer.transformer import contrastive
         from textxfer.transformer.head_fit import describe as describe_head, fit_head
@@ -360,10 +361,12 @@ def start_at_label_shares(model, targets: np.ndarray) -> None:
         bias.copy_(torch.as_tensor(np.log(share / (1 - share)), dtype=bias.dtype))
 
 
-def classifier_inputs(classifier, texts: list, module, cache: str | None = None) -> np.ndarray:
+def classifier_inputs(classifier, texts: list, module, cache: str | None = None, progress: bool = False) -> np.ndarray:
     """What ``module`` (part of the frozen model's classifier head) receives for each text — the first
-    token only for a module fed whole sequences — computed once; kept in ``cache`` (a folder) when given."""
+    token only for a module fed whole sequences — computed once; kept in ``cache`` (a folder) when given;
+    ``progress``: a bar over the texts."""
     import torch
+    from tqdm.auto import tqdm
 
     from textxfer.transformer import feature_cache
 
@@ -383,9 +386,11 @@ def classifier_inputs(classifier, texts: list, module, cache: str | None = None)
     handle = module.register_forward_pre_hook(keep)
     features = None
     try:  # the precision prediction uses too (bf16 on a GPU), so the fitted head sees the features it will get
-        with torch.inference_mode(), devices.autocast(device, getattr(classifier, "precision_", "fp32")):
+        with torch.inference_mode(), devices.autocast(device, getattr(classifier, "precision_", "fp32")), \
+                tqdm(total=len(texts), desc="frozen features", unit="text", leave=False, disable=not progress) as bar:
             for rows, batch in classifier.batches(texts):
                 model(**batch)
+                bar.update(len(rows))
                 if features is None:
                     features = np.empty((len(texts), *captured[-1].shape[1:]), dtype=np.float32)
                 features[rows] = captured.pop()
