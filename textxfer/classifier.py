@@ -45,7 +45,8 @@ class MultiLabelPrediction:
 
 
 # The kinds and the loader live beside the pipelines (an ensemble loads its members through them).
-__all__ = ["KINDS", "MultiLabelPrediction", "Prediction", "cached", "clear_cache", "kind_class", "load", "predict", "to_predictions"]
+__all__ = ["KINDS", "MultiLabelPrediction", "Prediction", "cached", "clear_cache", "explain", "kind_class", "load", "predict",
+           "to_predictions"]
 
 
 def _cache_key(folder: Path, device: str, precision: str) -> tuple:
@@ -121,4 +122,19 @@ def predict(texts, model, device: str = "auto", precision: str = "auto"):
     single = isinstance(texts, str) or (model.shape.pair and isinstance(texts, tuple))
     batch = model.check_inputs([texts] if single else texts)
     results = to_predictions(model, model.predict_proba(batch))
+    return results[0] if single else results
+
+
+def explain(texts, model, method: str = "auto", device: str = "auto", precision: str = "auto"):
+    """Why the model predicts what it does: for one text an :class:`textxfer.core.explain.Explanation` (a list of
+    them for a list of texts) — the most probable label, its probability, and each word (jieba words for Chinese)
+    with its contribution to that probability. ``method``: ``auto`` (a fine-tuned model: integrated gradients on its
+    input embeddings; other kinds: occlusion), ``occlusion`` (every kind: the drop in the label's probability when the
+    word is removed) or ``integrated-gradients``. ``model``: as for :func:`predict`."""
+    if isinstance(model, (str, Path)):
+        model = cached(model, device, precision)
+    if not isinstance(model, ClassifierBase):
+        raise TextxferError(f"model must be a model folder or a loaded textxfer classifier, got {type(model).__name__}")
+    single = isinstance(texts, str) or (model.shape.pair and isinstance(texts, tuple))
+    results = model.explain([texts] if single else texts, method)
     return results[0] if single else results

@@ -160,12 +160,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if model.shape.pair:
             raise TextxferError(f"{args.model}: this model reads text pairs; pass them in a file: --input FILE with "
                                 f"--text-column and --text-pair-column (default {model.shape.text_pair_column!r})")
-        for text, result in zip(args.texts, classifier.predict(list(args.texts), model=model)):
+        explained = (classifier.explain(list(args.texts), model=model, method=args.explain_method) if args.explain
+                     else [None] * len(args.texts))
+        for text, result, why in zip(args.texts, classifier.predict(list(args.texts), model=model), explained):
             if model.labels.multi_label:
                 print(f"{(model.shape.label_separator or '|').join(map(str, result.labels)) or '(none)'}\t{text}")
             else:
                 print(f"{result.label}\t{result.score:.4f}\t{text}")
+            if why is not None:
+                print(_explanation_line(why))
         return 0
+    if args.explain:
+        raise TextxferError("--explain explains texts given on the command line; for a file, use "
+                            "textxfer.classifier.explain from Python")
     from textxfer.serving.predict_files import ProcessGroup, predict_file
 
     group = ProcessGroup()
@@ -181,6 +188,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         empty = f"; {summary['empty_texts']} empty texts" if summary["empty_texts"] else ""
         print(f"wrote {summary['output']}{empty}", file=sys.stderr)
     return 0
+
+
+def _explanation_line(why, shown: int = 6) -> str:
+    """One indented line: the words that speak for the label (most first) and against it, with their contributions."""
+    ranked = sorted(zip(why.words, why.contributions), key=lambda pair: -pair[1])
+    side = lambda pairs: ", ".join(f"{w.text} {c:+.3f}" for w, c in pairs) or "—"  # noqa: E731
+    label = f" (to {why.label!r})" if why.label is not None else ""
+    return (f"  {why.method}{label}: for: {side([p for p in ranked if p[1] > 0][:shown])} | against: "
+            f"{side([p for p in ranked[::-1] if p[1] < 0][:shown // 2])}")
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
@@ -317,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--predict-batch-size", type=int, help="texts per forward pass of a transformer model "
                                                                 "(named apart from finetune's training --batch-size; default: 16 on "
                                                         "the CPU; on a GPU batches of up to 32,768 padded tokens)")
+    predict.add_argument("--explain", action="store_true",
+                         help="after each prediction, the words that raised and lowered its probability (jieba words "
+                              "for Chinese), with their contributions")
+    predict.add_argument("--explain-method", default="auto", choices=("auto", "integrated-gradients", "occlusion"),
+                         help="auto: integrated gradients for a fine-tuned model, occlusion (the drop in probability "
+                              "when a word is removed) for every other kind (default: auto)")
     _add_device(predict)
     predict.add_argument("--encoding", default="utf-8", help="text encoding of the input")
     predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")

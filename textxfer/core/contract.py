@@ -47,6 +47,8 @@ class ClassifierBase(abc.ABC):
     # ``calibration`` entry describing it (set by end_fit and load; empty for a model saved before calibration).
     temperature: float = 1.0
     calibration: dict = {}
+    # How this kind explains a prediction (:meth:`explain`), its default first; every kind can explain by occlusion.
+    explanation_methods: tuple[str, ...] = ("occlusion",)
 
     # -- what every kind implements --------------------------------------------------------------
     @abc.abstractmethod
@@ -133,6 +135,36 @@ class ClassifierBase(abc.ABC):
                     for ids in chosen_labels(probabilities, self.thresholds)]
         ids = probabilities.argmax(axis=1)
         return [self.labels.value(self.labels.names[i]) for i in ids]
+
+    def explain(self, texts: Sequence, method: str = "auto", max_words: int | None = None) -> list:
+        """Per input, an :class:`textxfer.core.explain.Explanation` of its most probable label: each word (jieba words
+        for Chinese) with its contribution to that label's probability, by ``method`` (``auto``: this kind's default,
+        the first of :attr:`explanation_methods`; ``occlusion`` works for every kind)."""
+        from textxfer.core.explain import MAX_WORDS, Explanation, words_of
+
+        inputs = self.check_inputs(texts)
+        chosen = self.explanation_methods[0] if method == "auto" else method
+        if chosen not in self.explanation_methods:
+            raise TextxferError(f"a {self.kind} model explains by {' or '.join(self.explanation_methods)}, not "
+                                f"{method!r}")
+        if not inputs:
+            return []
+        probabilities = self.predict_proba(inputs)
+        label_ids = probabilities.argmax(axis=1)
+        split = [words_of(item, max_words or MAX_WORDS) for item in inputs]
+        words = [w for w, _ in split]
+        scores = self.word_contributions(inputs, label_ids, words, chosen, probabilities)
+        return [Explanation(item, self.labels.value(self.labels.names[j]), float(probabilities[i, j]), chosen, ws,
+                            [float(s) for s in score], notes)
+                for i, (item, j, ws, score, (_, notes)) in enumerate(zip(inputs, label_ids, words, scores, split))]
+
+    def word_contributions(self, inputs: list, label_ids: np.ndarray, words: list, method: str,
+                           probabilities: np.ndarray) -> list[np.ndarray]:
+        """Each input's word contributions to label ``label_ids[i]`` by ``method`` (one of
+        :attr:`explanation_methods`): occlusion here; a kind with a method of its own overrides this."""
+        from textxfer.core.explain import occlusion
+
+        return occlusion(self, inputs, label_ids, words, probabilities)
 
     # -- task shapes: what a kind calls from fit and write ------------------------------------------
     def begin_fit(self, train, labels: LabelSet | None) -> LabelSet:

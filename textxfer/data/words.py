@@ -77,3 +77,24 @@ def tokenize(texts: Iterable[str], name: str, progress: bool = False, total: int
 
         texts = tqdm(texts, total=total, desc=f"tokenizing ({name})", unit="text", leave=False)
     return [cut(capped(text)) for text in texts]
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """The ``(start, end)`` character spans of ``text``'s words, in order: jieba's words for a text that is at least
+    :data:`AUTO_CJK_SHARE` Chinese, else regex words; whitespace and pure punctuation are not words (emoji and other
+    symbols are). What an explanation scores (:mod:`textxfer.core.explain`)."""
+    import unicodedata
+
+    if resolve_tokenizer("auto", [text]) == "jieba":
+        _, cut = jieba_engine()
+        spans, position = [], 0
+        for token in cut(text):
+            start = text.find(token, position)
+            if start < 0:  # the segmenter changed the characters: fall back to where we are
+                start = position
+            spans.append((start, start + len(token)))
+            position = start + len(token)
+    else:
+        spans = [m.span() for m in _WORD.finditer(text)]
+    return [(a, b) for a, b in spans
+            if any(not ch.isspace() and not unicodedata.category(ch).startswith("P") for ch in text[a:b])]

@@ -132,6 +132,7 @@ class FinetuneClassifier(ClassifierBase):
     kind = "finetune"
     follows_device = True
     fitted_attribute = "model_"
+    explanation_methods = ("integrated-gradients", "occlusion")
 
     def __init__(self, config: FinetuneConfig | None = None) -> None:
         self.config = config or FinetuneConfig()
@@ -254,6 +255,15 @@ class FinetuneClassifier(ClassifierBase):
         squash = torch.sigmoid if self.labels.multi_label else (lambda logits: torch.softmax(logits, dim=-1))
         with torch.inference_mode(), devices.autocast(device, self.precision):
             return self.batched_proba(texts, lambda batch: squash(model(**batch).logits.double()).cpu().numpy())
+
+    def word_contributions(self, inputs: list, label_ids: np.ndarray, words: list, method: str,
+                           probabilities: np.ndarray) -> list[np.ndarray]:
+        """Integrated gradients on the input embeddings (:mod:`textxfer.transformer.gradients`), or occlusion."""
+        if method == "integrated-gradients":
+            from textxfer.transformer.gradients import integrated_gradients
+
+            return integrated_gradients(self, inputs, label_ids, words)
+        return super().word_contributions(inputs, label_ids, words, method, probabilities)
 
     def batches(self, texts: Sequence[str]):
         """Yield ``(row indices, padded model inputs on the model's device)``, shortest texts first (on a GPU
