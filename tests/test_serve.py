@@ -31,7 +31,8 @@ def running_server(model: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def server(trained_models):
-    with running_server(trained_models["finetune"], "--max-texts", "8", "--max-text-chars", "500") as (url, _):
+    with running_server(trained_models["finetune"], "--max-texts", "8", "--max-text-chars", "500",
+                        "--max-explain-texts", "2") as (url, _):
         yield url
 
 
@@ -51,6 +52,23 @@ def test_predict_matches_the_python_api(server, trained_models):
         assert abs(sum(got["probabilities"].values()) - 1) < 1e-6
     one = httpx.post(f"{server}/predict", json={"text": TEXTS[0]}).json()["predictions"]
     assert len(one) == 1 and one[0]["label"] == expected[0].label
+
+
+def test_explain_matches_the_python_api_and_has_its_own_limit(server, trained_models):
+    texts = TEXTS[:2]
+    expected = classifier.explain(texts, model=trained_models["finetune"])
+    response = httpx.post(f"{server}/explain", json={"texts": texts}, timeout=120)
+    assert response.status_code == 200
+    got = response.json()["explanations"]
+    assert [g["label"] for g in got] == [e.label for e in expected]
+    for g, e in zip(got, expected):
+        assert g["method"] == "integrated-gradients" == e.method
+        assert [w["word"] for w in g["words"]] == [w.text for w in e.words]
+        assert [w["contribution"] for w in g["words"]] == pytest.approx(e.contributions, abs=1e-5)
+        assert all(w["word"] == e.input[w["start"]:w["end"]] for w in g["words"])
+    too_many = httpx.post(f"{server}/explain", json={"texts": TEXTS[:3]}, timeout=60)
+    assert too_many.status_code == 413 and "3 texts to explain in one request; the limit is 2" in too_many.json()["error"]
+    assert httpx.post(f"{server}/explain", json={"texts": []}).status_code == 422
 
 
 def test_health_model_and_docs(server):

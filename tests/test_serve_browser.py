@@ -178,3 +178,27 @@ def test_page_refuses_an_empty_text_and_keeps_working(browser_page):
     page.fill("#text", "")
     page.click("#predict")
     check_error_then_recovery(page, folder)
+
+
+def test_page_highlights_the_words_of_the_explanation(browser_page):
+    from playwright.sync_api import expect
+
+    from textxfer.classifier import explain
+
+    page, _, folder = browser_page
+    text = "房间很干净，服务热情，早餐很差"
+    predict_in_page(page, text)
+    expect(page.locator("#why")).to_be_visible()
+    expected = explain(text, model=folder)  # one text: one Explanation
+    marks = page.locator("#why mark")
+    expect(marks).to_have_count(len(expected.words))
+    expect(page.locator("#why-label")).to_have_text(str(expected.label))
+    expect(page.locator("#why-method")).to_have_text(expected.method)
+    for mark, word, contribution in zip(marks.all(), expected.words, expected.contributions):
+        assert mark.inner_text() == word.text
+        assert float(mark.get_attribute("data-contribution")) == pytest.approx(contribution, abs=1e-5)
+        assert mark.get_attribute("class") == ("for" if contribution >= 0 else "against")
+    # the text reads as typed, words and all in between
+    assert page.locator("#why .text").inner_text() == text
+    strongest = max(range(len(expected.words)), key=lambda i: abs(expected.contributions[i]))
+    assert marks.nth(strongest).get_attribute("style").endswith(", 0.6);")  # the strongest word: the deepest colour

@@ -230,6 +230,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise TextxferError(f"--workers must be at least 1, got {args.workers}")
     settings = ServeSettings(model=args.model, max_batch_size=args.max_batch_size, batch_window_ms=args.batch_window_ms,
                              batching=not args.no_batching, max_texts=args.max_texts, max_text_chars=args.max_text_chars,
+                             max_explain_texts=args.max_explain_texts,
                              device=args.device, precision=args.precision)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"textxfer: note: listening on {args.host}, reachable from other machines; there is no authentication",
@@ -381,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--no-batching", action="store_true", help="predict every request on its own")
     server.add_argument("--max-texts", type=int, default=64, help="most texts in one request (more: 413)")
     server.add_argument("--max-text-chars", type=int, default=10_000, help="longest text in characters (longer: 413)")
+    server.add_argument("--max-explain-texts", type=int, default=8,
+                        help="texts per POST /explain request (more: 413; each costs many predictions) (default: 8)")
     server.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     _add_device(server)
     server.set_defaults(handler=cmd_serve)

@@ -1,6 +1,7 @@
 """``textxfer serve``: a FastAPI app that predicts with one loaded model, batching across requests.
 
-Endpoints: ``POST /predict``, ``GET /health``, ``GET /model``, ``GET /`` (a small web page),
+Endpoints: ``POST /predict``, ``POST /explain`` (each word's contribution to the predicted label), ``GET /health``,
+``GET /model``, ``GET /`` (a small web page that highlights those words),
 ``GET /docs`` (OpenAPI). Every error is JSON ``{"error": "<one line>"}``: 413 for too many texts, a
 too long text or a too large body; 422 for malformed JSON, wrong types, a missing field or an empty
 list; 500 only for a fault of the server itself.
@@ -8,6 +9,7 @@ list; 500 only for a fault of the server itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from contextlib import asynccontextmanager
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,9 +44,10 @@ class ServeSettings:
     max_text_chars: int = 10_000
     device: str = "auto"
     precision: str = "auto"
+    max_explain_texts: int = 8  # texts per POST /explain (each costs many predictions)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_texts", "max_text_chars"):
+        for name in ("max_batch_size", "max_texts", "max_text_chars", "max_explain_texts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TextxferError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
@@ -78,6 +82,26 @@ class PredictionOut(BaseModel):
 
 class PredictResponse(BaseModel):
     predictions: list[PredictionOut]
+
+
+class WordOut(BaseModel):
+    word: str = Field(description="the word (a jieba word for Chinese), as it appears in the text")
+    start: int = Field(description="its first character's position in the text")
+    end: int = Field(description="the position after its last character")
+    part: int | None = Field(default=None, description="pair models: 1 for a word of the second text")
+    contribution: float = Field(description="how much it raises (+) or lowers (−) the label's probability")
+
+
+class ExplanationOut(BaseModel):
+    label: str | int = Field(description="the most probable label, which the words are scored for")
+    score: float = Field(description="its probability")
+    method: str = Field(description="integrated-gradients (fine-tuned models) or occlusion (the others)")
+    words: list[WordOut]
+    notes: list[str] | None = None
+
+
+class ExplainResponse(BaseModel):
+    explanations: list[ExplanationOut]
 
 
 class RequestError(Exception):
@@ -205,6 +229,25 @@ def create_app(settings: ServeSettings) -> FastAPI:
         texts = parse_request(await _read_body(request, settings.max_body_bytes), settings, model.shape.pair)
         probabilities = await batcher.submit(texts)
         return {"predictions": [_prediction_out(p) for p in to_predictions(model, probabilities)]}
+
+    explaining = asyncio.Lock()  # one explanation at a time: each is many forward (and backward) passes
+
+    @app.post("/explain", response_model=ExplainResponse, response_model_exclude_none=True,
+              responses={413: {"description": f"more than {settings.max_explain_texts} texts, a too long text or a "
+                                              "too large body"},
+                         422: {"description": "malformed JSON, wrong types, or an empty list"}},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}})
+    async def explain(request: Request) -> dict:
+        """Why the model predicts what it does for ``texts`` (or one ``text``): the most probable label and each word
+        with its contribution to that label's probability (integrated gradients for a fine-tuned model, occlusion
+        for the other kinds)."""
+        texts = parse_request(await _read_body(request, settings.max_body_bytes), settings, model.shape.pair)
+        if len(texts) > settings.max_explain_texts:
+            raise RequestError(413, f"{len(texts)} texts to explain in one request; the limit is "
+                                    f"{settings.max_explain_texts} (each costs many predictions) — split the request")
+        async with explaining:
+            explained = await run_in_threadpool(model.explain, texts)
+        return {"explanations": [e.to_dict() for e in explained]}
 
     @app.get("/health")
     async def health() -> dict:
