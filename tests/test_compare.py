@@ -297,3 +297,27 @@ def test_the_ensemble_column_takes_the_known_best_weights_on_validation_not_test
     baseline_right = np.arange(len(data.test)) % 4 != 0
     assert entry["metrics"]["accuracy"] == pytest.approx(np.mean(~baseline_right))
     assert entry["model_check"]["split"] == "validation"
+
+
+def test_disagreements_md_explains_each_models_reading_of_the_rows_they_disagree_on(compared, tmp_path):
+    from textxfer.evaluation import report_explain
+
+    comparison = json.loads((compared / "comparison.json").read_text(encoding="utf-8"))
+    explained = comparison["disagreements"]["explained"]
+    assert (compared / "disagreements.md").is_file() and "](disagreements.md)" in \
+        (compared / "comparison.md").read_text(encoding="utf-8")
+    data = load_data(DataOptions(split=str(compared / "split.json")))
+    models = {name: classifier.load(compared / name) for name in ("baseline", "finetune")}
+    predicted = {name: m.predict_proba(data.test.texts).argmax(axis=1) for name, m in models.items()}
+    assert explained["disagreeing"] == int((predicted["baseline"] != predicted["finetune"]).sum())
+    # the fixture's two models agree everywhere: plant two disagreements to see what is written for them
+    planted = dict(predicted, finetune=predicted["finetune"].copy())
+    planted["finetune"][[3, 7]] = 1 - planted["finetune"][[3, 7]]
+    record = report_explain.write(tmp_path / "d.md", models, data.test, data.test.labels, planted, limit=1)
+    assert record == {"file": "disagreements.md", "disagreeing": 2, "explained": 1, "method": "occlusion"}
+    text = (tmp_path / "d.md").read_text(encoding="utf-8")
+    assert f"## Test row {data.test.rows[3]} (true label: {data.test.labels[3]})" in text
+    assert f"Test row {data.test.rows[7]}" not in text  # over the limit
+    for name, model in models.items():
+        [why] = model.explain([data.test.texts[3]], method="occlusion")
+        assert f"- **{name}** says **{why.label}** ({why.score:.3f}) — for: {report_explain._words(why, 1)}" in text

@@ -17,7 +17,7 @@ import numpy as np
 from textxfer.transformer import loss_curve
 from textxfer.data.dataset import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
-from textxfer.evaluation import report_calibration
+from textxfer.evaluation import report_calibration, report_explain
 from textxfer.evaluation.guard import check_model, check_multilabel, warning_line
 from textxfer.transformer.loss_curve import TRAINER_LOG
 from textxfer.core.manifest import read_manifest
@@ -103,6 +103,10 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
     disagreement_rows = write_disagreements(
         output / "disagreements.csv", data.test.texts, shown["truth"], shown["labels"], shown["scores"],
         data.test.rows, data.test.pairs)
+    log(f"explaining where {' and '.join(members)} disagree (disagreements.md)")
+    explained = report_explain.write(output / report_explain.DISAGREEMENTS_MD,
+                                     {name: m["model"] for name, m in members.items()}, data.test, shown["truth"],
+                                     {name: entries[name]["predictions"] for name in members})
     if multi:
         from textxfer.evaluation.report_multilabel import bootstrap_pairs
 
@@ -114,11 +118,12 @@ def compare(options: DataOptions, output: str | Path, configs: dict[str, object]
         "split": {"file": "split.json", "test_sha256": fingerprints.get("test"), "method": data.split_record["method"]},
         "models": {n: {k: v for k, v in e.items() if k not in ("predictions", "probabilities")} for n, e in entries.items()},
         **paired,
-        "disagreements": {"file": "disagreements.csv", "rows": disagreement_rows},
+        "disagreements": {"file": "disagreements.csv", "rows": disagreement_rows, "explained": explained},
         "settings": {n: _settings(configs.get(n), models.get(n)) for n in members},
     }
     comparison["files"] = {"json": "comparison.json", **write_report(comparison, output),
-                           "disagreements": "disagreements.csv", "split": "split.json"}
+                           "disagreements": "disagreements.csv", "explained_disagreements": explained["file"],
+                           "split": "split.json"}
     _write_json(output / "comparison.json", comparison)
     log(comparison_table(comparison))
     for name, entry in entries.items():

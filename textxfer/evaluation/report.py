@@ -217,6 +217,10 @@ def comparison_markdown(comparison: dict) -> str:
     if dis:
         out += ["## Disagreements", "", f"[{dis['file']}]({dis['file']}): {_n(dis['rows'], 'test text')} where the "
                 "models disagree or both are wrong.", ""]
+        why = dis.get("explained")
+        if why:
+            out += [f"[{why['file']}]({why['file']}): what each model read where the trained models disagree "
+                    f"({why['disagreeing']:,} texts; {why['explained']:,} explained by {why['method']}).", ""]
     settings = comparison.get("settings") or {}
     if settings:
         out += ["## Settings", ""]
