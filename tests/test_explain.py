@@ -3,6 +3,9 @@ kind and by integrated gradients for a fine-tuned model."""
 
 from __future__ import annotations
 
+import csv
+import json
+
 import numpy as np
 import pytest
 
@@ -138,7 +141,23 @@ def test_predict_explain_prints_the_words_for_and_against(trained_models, capsys
     assert best[1] > 0 and f"{best[0].text} {best[1]:+.3f}" in lines[1].split(" | ")[0]  # a mixed text: words on both
     worst = min(zip(why.words, why.contributions), key=lambda pair: pair[1])  # sides move the forest's vote
     assert worst[1] < 0 and f"{worst[0].text} {worst[1]:+.3f}" in lines[1].split(" | ")[1]
-    (tmp_path / "in.csv").write_text("text\n好\n", encoding="utf-8")
-    assert main(["predict", "--model", str(trained_models["baseline"]), "--explain", "--input",
-                 str(tmp_path / "in.csv")]) == 2
-    assert "--explain explains texts given on the command line" in capsys.readouterr().err
+    rows = ["房间，干净，服务，热情，脏。", "很差，失望"]
+    (tmp_path / "in.csv").write_text("id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(rows)), encoding="utf-8")
+    for suffix in ("csv", "jsonl"):
+        source = tmp_path / f"in.{suffix}"
+        if suffix == "jsonl":
+            source.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
+                                      for i, t in enumerate(rows)), encoding="utf-8")
+        output = tmp_path / f"out.{suffix}"
+        assert main(["predict", "--model", str(trained_models["baseline"]), "--explain", "--input", str(source),
+                     "--output", str(output), "--no-progress"]) == 0
+        expected = model.explain(rows)
+        if suffix == "csv":
+            with open(output, encoding="utf-8", newline="") as handle:
+                got = [json.loads(r["explanation"]) for r in csv.DictReader(handle)]
+            assert got == [[[w.text, pytest.approx(c, abs=1e-6)] for w, c in zip(e.words, e.contributions)]
+                           for e in expected]
+        else:
+            got = [json.loads(line)["explanation"] for line in output.read_text(encoding="utf-8").splitlines()]
+            assert [g["label"] for g in got] == [e.label for e in expected]
+            assert [[w["word"] for w in g["words"]] for g in got] == [[w.text for w in e.words] for e in expected]

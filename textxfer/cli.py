@@ -170,9 +170,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if why is not None:
                 print(_explanation_line(why))
         return 0
-    if args.explain:
-        raise TextxferError("--explain explains texts given on the command line; for a file, use "
-                            "textxfer.classifier.explain from Python")
     from textxfer.serving.predict_files import ProcessGroup, predict_file
 
     group = ProcessGroup()
@@ -181,7 +178,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                chunk_size=args.chunk_size, input_format=args.input_format,
                                output_format=args.output_format, encoding=args.encoding,
                                progress=not args.no_progress, rank=group.rank, world_size=group.world_size,
-                               barrier=group.barrier, text_pair_column=args.text_pair_column)
+                               barrier=group.barrier, text_pair_column=args.text_pair_column,
+                               explain=args.explain_method if args.explain else None)
     finally:
         group.close()
     if group.rank == 0 and summary["output"] != "-":
@@ -336,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "the CPU; on a GPU batches of up to 32,768 padded tokens)")
     predict.add_argument("--explain", action="store_true",
                          help="after each prediction, the words that raised and lowered its probability (jieba words "
-                              "for Chinese), with their contributions")
+                              "for Chinese), with their contributions; with --input, an 'explanation' column (CSV/TSV: "
+                              "a JSON list of [word, contribution]; JSONL: an object)")
     predict.add_argument("--explain-method", default="auto", choices=("auto", "integrated-gradients", "occlusion"),
                          help="auto: integrated gradients for a fine-tuned model, occlusion (the drop in probability "
                               "when a word is removed) for every other kind (default: auto)")

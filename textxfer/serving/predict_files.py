@@ -124,49 +124,61 @@ class ChunkWriter:
     first, joined by ``separator`` in CSV/TSV (a list in JSONL), and the score column is left out."""
 
     def __init__(self, fmt: str, label_values: list, input_header: list[str] | None, thresholds=None,
-                 separator: str = "|") -> None:
+                 separator: str = "|", explain: bool = False) -> None:
         self.fmt, self.values = fmt, label_values
         self.thresholds, self.separator = thresholds, separator
         existing = set(input_header or [])
         names = (["labels", None] if thresholds is not None else ["label", "score"]) + [
             f"prob_{value}" for value in label_values]
-        if existing & set(names + ["probabilities"]):
+        if existing & set(names + ["probabilities", "explanation"]):
             names = [name and f"predicted_{name}" for name in names]  # never overwrite an input column
         self.label_key, self.score_key = names[0], names[1]
         self.probability_keys = names[2:]
-        self.probabilities_key = "predicted_probabilities" if names[0].startswith("predicted_") else "probabilities"
-        names = [name for name in names if name]
+        prefix = "predicted_" if names[0].startswith("predicted_") else ""
+        self.probabilities_key = f"{prefix}probabilities"
+        self.explanation_key = f"{prefix}explanation" if explain else None  # each word with its contribution
+        names = [name for name in names if name] + ([self.explanation_key] if explain else [])
         self.header = (input_header or []) + names if fmt in DELIMITERS else names
 
     def header_text(self) -> str:
         """The header line (CSV/TSV) or nothing (JSONL)."""
         return self._csv_lines([self.header]) if self.fmt in DELIMITERS else ""
 
-    def lines(self, chunk: Chunk, probabilities) -> str:
-        """The output text of one predicted chunk."""
+    def lines(self, chunk: Chunk, probabilities, explanations=None) -> str:
+        """The output text of one predicted chunk (with each row's explanation when the writer was made to
+        ``explain``: in CSV/TSV a JSON list of ``[word, contribution]``, in JSONL the explanation object)."""
+        why = [self._explanation(e) for e in explanations] if self.explanation_key else [None] * len(chunk.records)
+        tail = (lambda w: [w]) if self.explanation_key else (lambda w: [])  # noqa: E731
+        more = (lambda w: {self.explanation_key: w}) if self.explanation_key else (lambda w: {})  # noqa: E731
         if self.thresholds is not None:
-            return self._multilabel_lines(chunk, probabilities)
+            return self._multilabel_lines(chunk, probabilities, why, tail, more)
         best = probabilities.argmax(axis=1)
         if self.fmt in DELIMITERS:
             return self._csv_lines(
-                record + [str(self.values[b]), _number(row[b])] + [_number(p) for p in row]
-                for record, row, b in zip(chunk.records, probabilities, best))
+                record + [str(self.values[b]), _number(row[b])] + [_number(p) for p in row] + tail(w)
+                for record, row, b, w in zip(chunk.records, probabilities, best, why))
         out = []
-        for record, row, b in zip(chunk.records, probabilities, best):
+        for record, row, b, w in zip(chunk.records, probabilities, best, why):
             extra = {self.label_key: self.values[b], self.score_key: float(row[b]),
-                     self.probabilities_key: {str(v): float(p) for v, p in zip(self.values, row)}}
+                     self.probabilities_key: {str(v): float(p) for v, p in zip(self.values, row)}, **more(w)}
             out.append(json.dumps({**record, **extra}, ensure_ascii=False) + "\n")
         return "".join(out)
 
-    def _multilabel_lines(self, chunk: Chunk, probabilities) -> str:
+    def _explanation(self, explanation):
+        if self.fmt in DELIMITERS:
+            return json.dumps([[w.text, round(c, 6)] for w, c in zip(explanation.words, explanation.contributions)],
+                              ensure_ascii=False)
+        return explanation.to_dict()
+
+    def _multilabel_lines(self, chunk: Chunk, probabilities, why, tail, more) -> str:
         chosen = [[self.values[j] for j in ids] for ids in chosen_labels(probabilities, self.thresholds)]
         if self.fmt in DELIMITERS:
-            return self._csv_lines(record + [self.separator.join(map(str, labels))] + [_number(p) for p in row]
-                                   for record, row, labels in zip(chunk.records, probabilities, chosen))
+            return self._csv_lines(record + [self.separator.join(map(str, labels))] + [_number(p) for p in row] + tail(w)
+                                   for record, row, labels, w in zip(chunk.records, probabilities, chosen, why))
         return "".join(json.dumps({**record, self.label_key: labels,
-                                   self.probabilities_key: {str(v): float(p) for v, p in zip(self.values, row)}},
-                                  ensure_ascii=False) + "\n"
-                       for record, row, labels in zip(chunk.records, probabilities, chosen))
+                                   self.probabilities_key: {str(v): float(p) for v, p in zip(self.values, row)},
+                                   **more(w)}, ensure_ascii=False) + "\n"
+                       for record, row, labels, w in zip(chunk.records, probabilities, chosen, why))
 
     def _csv_lines(self, rows) -> str:
         buffer = io.StringIO()
@@ -181,10 +193,11 @@ def _number(value: float) -> str:
 def predict_file(model, source: str, output: str | None, text_column: str = "text", chunk_size: int = 2048,
                  input_format: str | None = None, output_format: str | None = None, encoding: str = "utf-8",
                  progress: bool = True, rank: int = 0, world_size: int = 1, barrier=None,
-                 text_pair_column: str | None = None) -> dict:
+                 text_pair_column: str | None = None, explain: str | None = None) -> dict:
     """Predict every row of ``source`` with ``model`` and write ``output`` (``None`` or ``-``: stdout). A pair
     model reads each row's second text from ``text_pair_column`` (default: the column it was trained on); a
-    multi-label model writes each row's labels at or above their thresholds.
+    multi-label model writes each row's labels at or above their thresholds. ``explain`` (a method: ``auto``,
+    ``occlusion``, ``integrated-gradients``) adds an ``explanation`` column: each word's contribution to the label.
 
     With ``world_size`` > 1 this process handles chunks ``rank, rank + world_size, ...``; ``barrier``
     is called once every process has written its parts, and rank 0 then joins them in input order.
@@ -208,7 +221,7 @@ def predict_file(model, source: str, output: str | None, text_column: str = "tex
     reader = ChunkReader(source, fmt_in, text_column, chunk_size, encoding, pair_column)
     multi = model.labels.multi_label
     writer_options = {"thresholds": model.thresholds if multi else None,
-                      "separator": model.shape.label_separator or "|"}
+                      "separator": model.shape.label_separator or "|", "explain": explain is not None}
     target = Path(output) if not to_stdout else None
     if target is not None and target.is_dir():
         raise TextxferError(f"{target}: is a folder; pass a file name such as preds.csv or preds.jsonl")
@@ -224,7 +237,8 @@ def predict_file(model, source: str, output: str | None, text_column: str = "tex
                     handle.write(writer.header_text())
             if chunk.index % world_size != rank:
                 continue
-            text = writer.lines(chunk, model.predict_proba(chunk.texts))
+            text = writer.lines(chunk, model.predict_proba(chunk.texts),
+                                model.explain(chunk.texts, explain) if explain is not None else None)
             if handle is not None:
                 handle.write(text)
                 handle.flush()
