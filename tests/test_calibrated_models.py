@@ -205,3 +205,15 @@ def test_an_ensemble_weighs_its_calibrated_members_then_fits_its_own_temperature
     mixed = mix(calibrated, ensemble.weights_)
     assert ensemble.temperature == pytest.approx(fit_temperature(mixed, y), abs=1e-6)
     assert np.allclose(ensemble.predict_proba(validation.texts), scale(mixed, ensemble.temperature))
+
+
+def test_the_forest_gives_every_class_half_a_vote_so_no_probability_is_zero(baseline_run):
+    model = classifier.load(baseline_run[0])
+    texts = baseline_run[2].test.texts
+    own = model._forest_proba(model.features(texts)[0])
+    assert (own == 0).any()  # the trees alone leave some class at exactly 0
+    n, k, a = len(model.forest_.estimators_), len(model.labels), model.config.pseudo_votes
+    raw = model.raw_proba(texts)
+    assert a == 0.5 and raw == pytest.approx((n * own + a) / (n + k * a))
+    assert raw.min() >= a / (n + k * a) - 1e-12 and np.allclose(raw.sum(axis=1), 1)
+    assert np.array_equal(raw.argmax(axis=1), own.argmax(axis=1))

@@ -185,8 +185,8 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
 NOT_MODEL_SETTINGS = {"checkpoint_dir", "resume", "n_jobs", "eval_batch_size", "logging_steps", "feature_cache"}
 # A setting missing from an older run's manifest counts as its default, except these: before they existed the
 # run behaved as this value, which today's default may not mean (bundled encoders now pool by mean, E5 texts get
-# a prefix, and every model fits a temperature).
-BEFORE_IT_EXISTED = {"pooling": "cls", "text_prefix": "none", "calibration": "none"}
+# a prefix, every model fits a temperature, and a forest gives each class half a vote).
+BEFORE_IT_EXISTED = {"pooling": "cls", "text_prefix": "none", "calibration": "none", "pseudo_votes": 0.0}
 
 
 def finished_run(folder: Path, name: str, config, data: PreparedData) -> bool:
