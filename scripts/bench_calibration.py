@@ -121,15 +121,21 @@ def markdown(records: list[dict]) -> list[str]:
         rows = runs[0]["rows"]
         out += [f"**{name}** ({rows['train']:,} train / {rows['validation']:,} validation / {rows['test']:,} test; "
                 f"seeds {', '.join(str(r['seed']) for r in runs)}):", "",
-                "| model | test accuracy | temperature | test ECE before → after | test log loss before → after | "
-                "test Brier before → after |", "|---|---:|---:|---|---|---|"]
+                "| model | test accuracy | temperature | test ECE before → after | ECE of a perfectly calibrated model "
+                "here | validation ECE before → after | test log loss before → after | test Brier before → after |",
+                "|---|---:|---:|---|---:|---|---|---|"]
         for kind in ("baseline", "finetune"):
             got = [r["models"][kind] for r in runs]
             assert all(g["argmax_unchanged"] for g in got), f"{name} {kind}: the temperature moved a prediction"
             cells = [f"{mean_sd([g['test']['before'][key] for g in got])} → {mean_sd([g['test']['after'][key] for g in got])}"
                      for key in ("ece", "log_loss", "brier")]
+            floor = mean_sd([g["test"]["floor"] for g in got]) if all("floor" in g["test"] for g in got) else "n/a"
+            validation = (f"{mean_sd([g['validation']['before']['ece'] for g in got])} → "
+                          f"{mean_sd([g['validation']['after']['ece'] for g in got])}"
+                          if all(g.get("validation") for g in got) else "n/a")
             out.append(f"| {kind} | {mean_sd([g['accuracy'] for g in got])} | "
-                       f"{mean_sd([g['temperature'] for g in got], 3)} | " + " | ".join(cells) + " |")
+                       f"{mean_sd([g['temperature'] for g in got], 3)} | {cells[0]} | {floor} | {validation} | "
+                       + " | ".join(cells[1:]) + " |")
         out += ["", "| ensemble rule (weights chosen on validation) | test accuracy | gain over fine-tuned (points) | "
                 "weight of the baseline | test ECE (after its own temperature) |", "|---|---:|---:|---:|---:|"]
         for rule in runs[0]["ensembles"]:
