@@ -24,13 +24,18 @@ def describe(model) -> dict:
     return {"method": info["method"], "temperature": model.temperature, **({"why": info["why"]} if "why" in info else {})}
 
 
+def before_after(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray) -> dict:
+    """ECE, log loss and Brier score of one split's probabilities before (``raw``) and after calibration."""
+    return {"before": figures(raw, y), "after": figures(calibrated, y)}
+
+
 def entry(model, raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray) -> dict:
     """A compare entry's ``calibration``: :func:`describe`, the validation figures (when the temperature was fitted
     on validation), and on the test split (``raw``: before, ``calibrated``: after, ``y``: the truth) the figures and
     reliability bins before and after."""
     info = model.calibration or {}
     return {**describe(model), **({"validation": info["validation"]} if "validation" in info else {}),
-            "test": {"before": figures(raw, y), "after": figures(calibrated, y)},
+            "test": before_after(raw, calibrated, y),
             "reliability": {"before": reliability_bins(raw, y), "after": reliability_bins(calibrated, y)}}
 
 

@@ -12,7 +12,6 @@ from textxfer.data.dataset import DataOptions, PreparedData, load_data
 from textxfer.errors import TextxferError
 from textxfer.evaluation import report_calibration, self_training
 from textxfer.evaluation.guard import check_model, check_multilabel, warning_line
-from textxfer.core.calibration import figures
 from textxfer.core.manifest import read_manifest
 from textxfer.core.metrics import format_table, score_probabilities
 from textxfer.core.thresholds import chosen_labels
@@ -37,7 +36,7 @@ class RunResult:
 def evaluate_classifier(classifier, data: PreparedData, known: dict | None = None) -> tuple[dict[str, dict], dict, dict]:
     """Shared-scorer metrics of a fitted classifier on the non-empty evaluation splits, its (calibrated)
     probabilities per split (rows in the split's order, columns in label order), and the calibration figures per
-    split before and after its temperature (:func:`calibration_figures`); ``known``: probabilities before
+    split before and after its temperature (:func:`report_calibration.before_after`); ``known``: probabilities before
     calibration (``raw_proba``) already computed."""
     results, probabilities, calibration = {}, {}, {}
     for name in EVALUATION_SPLITS:
@@ -48,13 +47,9 @@ def evaluate_classifier(classifier, data: PreparedData, known: dict | None = Non
                 raw = classifier.raw_proba(dataset.inputs)
             probabilities[name] = classifier.calibrated(raw)
             results[name] = score_probabilities(data.labels, dataset.labels, probabilities[name], classifier.thresholds)
-            calibration[name] = calibration_figures(raw, probabilities[name], data.labels.targets(dataset.labels))
+            calibration[name] = report_calibration.before_after(raw, probabilities[name],
+                                                               data.labels.targets(dataset.labels))
     return results, probabilities, calibration
-
-
-def calibration_figures(raw, calibrated, y) -> dict:
-    """ECE, log loss and Brier score of one split's probabilities before (``raw``) and after calibration."""
-    return {"before": figures(raw, y), "after": figures(calibrated, y)}
 
 
 def calibration_record(classifier, splits: dict) -> dict:
