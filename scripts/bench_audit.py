@@ -33,15 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import corpora  # noqa: E402
+from bench_small_data import cached  # noqa: E402
+
 SHARE = 0.05
-
-
-def corpus_path(name: str) -> Path:
-    if name == "reviews":
-        return ROOT / "sample_data" / "reviews.csv"
-    import corpora
-
-    return corpora.build(name)
 
 
 def flipped_copy(source: Path, target: Path, seed: int) -> tuple[set[int], dict]:
@@ -95,7 +90,7 @@ def run_one(name: str, seed: int, output: Path, encoder: str | None) -> dict:
     from textxfer.transformer.pipeline import FinetuneConfig
 
     flipped_path = output / f"{name}-{seed}-flipped.csv"
-    flipped, sizes = flipped_copy(corpus_path(name), flipped_path, seed)
+    flipped, sizes = flipped_copy(corpora.build(name), flipped_path, seed)
     config = FinetuneConfig(feature_cache=str(output / "features"), **({"model": encoder} if encoder else {}))
     started = time.perf_counter()
     summary = audit(DataOptions(data=str(flipped_path)), output / f"{name}-{seed}-audit", configs={"finetune": config},
@@ -107,7 +102,7 @@ def run_one(name: str, seed: int, output: Path, encoder: str | None) -> dict:
     top = ranked[:k]
     hits = sum(int(r["row"]) in flipped for r in top)
     suggested = {int(r["row"]): r["suggested_label"] for r in top if r["suggested_label"]}
-    original = corpus_path(name)
+    original = corpora.build(name)
     accuracy = {"original labels": baseline_accuracy(original),
                 "flipped labels": baseline_accuracy(flipped_path),
                 "flipped, audit's top k dropped": baseline_accuracy(flipped_path, drop={int(r["row"]) for r in top}),
@@ -133,8 +128,8 @@ def markdown(records: list[dict]) -> list[str]:
     out = ["| corpus | audited texts | flipped (k) | precision at k | cleanlab's label issues (of which flipped) | "
            "auditor's out-of-fold accuracy | audit time (first seed: features computed) |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-    corpora = list(dict.fromkeys(r["corpus"] for r in records))
-    for name in corpora:
+    names = list(dict.fromkeys(r["corpus"] for r in records))
+    for name in names:
         runs = [r for r in records if r["corpus"] == name]
         out.append(f"| {name} | {runs[0]['audited']:,} | {runs[0]['flipped']:,} | "
                    f"{mean_sd([r['precision_at_k'] for r in runs], 3)} | "
@@ -145,7 +140,7 @@ def markdown(records: list[dict]) -> list[str]:
     out += ["", "Test accuracy of the baseline (word2vec + RandomForest, defaults, one job), mean ± sd over the seeds:", "",
             "| corpus | original labels | 5 % flipped | flipped, audit's top k dropped | flipped, top k relabelled |",
             "|---|---:|---:|---:|---:|"]
-    for name in corpora:
+    for name in names:
         runs = [r for r in records if r["corpus"] == name]
         cells = [mean_sd([r["test_accuracy"][key] for r in runs]) for key in runs[0]["test_accuracy"]]
         out.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -161,14 +156,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    records = []
-    for name in args.corpora:
-        for seed in range(42, 42 + args.seeds):
-            path = args.output / f"{name}-{seed}.json"
-            if not path.exists() and not args.report_only:
-                path.write_text(json.dumps(run_one(name, seed, args.output, args.encoder), indent=1), encoding="utf-8")
-            if path.exists():
-                records.append(json.loads(path.read_text(encoding="utf-8")))
+    records = [cached(path, lambda: run_one(name, seed, args.output, args.encoder))
+               for name in args.corpora for seed in range(42, 42 + args.seeds)
+               if (path := args.output / f"{name}-{seed}.json").is_file() or not args.report_only]
     text = "\n".join(markdown(records))
     (args.output / "bench_audit.md").write_text(text, encoding="utf-8")
     print(text)

@@ -23,7 +23,6 @@ corpus × seed is cached in ``--output`` (``<corpus>-<seed>.json``), so the grid
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,28 +32,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import corpora  # noqa: E402
+from bench_small_data import cached  # noqa: E402
+
 from textxfer.core.calibration import figures, fit_temperature, scale  # noqa: E402
 from textxfer.ensemble.weights import choose, mix  # noqa: E402
 
-WHEN = ("before", "after")
-PROBABILITIES = ""  # set by main: <output>/<corpus>-<seed>.npz, the raw validation/test probabilities and labels
 
-
-def corpus_path(name: str) -> Path:
-    if name == "reviews":
-        return ROOT / "sample_data" / "reviews.csv"  # make demo's data and split
-    import corpora
-
-    return corpora.build(name)
-
-
-def run_one(name: str, seed: int) -> dict:
-    """Both models on one corpus and seed: their raw and calibrated test figures, and the three ensembles."""
+def run_one(name: str, seed: int, output: Path) -> dict:
+    """Both models on one corpus and seed: their raw and calibrated test figures, and the three ensembles; the raw
+    validation and test probabilities and labels are kept in ``output/<corpus>-<seed>.npz``."""
     from textxfer.baseline.pipeline import BaselineClassifier, BaselineConfig
     from textxfer.data.dataset import DataOptions, load_data
     from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
 
-    data = load_data(DataOptions(data=str(corpus_path(name))))
+    data = load_data(DataOptions(data=str(corpora.build(name))))
     y = {split: data.labels.targets(getattr(data, split).labels) for split in ("validation", "test")}
     models = {"baseline": BaselineClassifier(BaselineConfig(seed=seed)),
               "finetune": FinetuneClassifier(FinetuneConfig(seed=seed, max_train_samples=2000, epochs=1, min_steps=0))}
@@ -79,7 +71,7 @@ def run_one(name: str, seed: int) -> dict:
     calibrated = {kind: {split: scale(p, temperatures[kind]) for split, p in raw[kind].items()} for kind in members}
     rules = {"auto on raw members (until now)": ("auto", raw), "auto on calibrated members (now)": ("auto", calibrated),
              "equal weights, raw members": ("equal", raw)}
-    np.savez_compressed(PROBABILITIES.format(name=name, seed=seed), **{
+    np.savez_compressed(output / f"{name}-{seed}.npz", **{
         f"{kind}_{split}": p for kind in members for split, p in raw[kind].items()},
         **{f"y_{split}": labels for split, labels in y.items()})
     record["ensembles"] = {}
@@ -156,16 +148,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="train nothing: report the cached runs")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    global PROBABILITIES
-    PROBABILITIES = str(args.output / "{name}-{seed}.npz")
-    records = []
-    for name in args.corpora:
-        for seed in range(42, 42 + args.seeds):
-            path = args.output / f"{name}-{seed}.json"
-            if not path.exists() and not args.report_only:
-                path.write_text(json.dumps(run_one(name, seed), indent=1), encoding="utf-8")
-            if path.exists():
-                records.append(json.loads(path.read_text(encoding="utf-8")))
+    records = [cached(path, lambda: run_one(name, seed, args.output))
+               for name in args.corpora for seed in range(42, 42 + args.seeds)
+               if (path := args.output / f"{name}-{seed}.json").is_file() or not args.report_only]
     text = "\n".join(markdown(records))
     (args.output / "bench_calibration.md").write_text(text, encoding="utf-8")
     print(text)

@@ -320,4 +320,4 @@ def test_disagreements_md_explains_each_models_reading_of_the_rows_they_disagree
     assert f"Test row {data.test.rows[7]}" not in text  # over the limit
     for name, model in models.items():
         [why] = model.explain([data.test.texts[3]], method="occlusion")
-        assert f"- **{name}** says **{why.label}** ({why.score:.3f}) — for: {report_explain._words(why, 1)}" in text
+        assert f"- **{name}** says **{why.label}** ({why.score:.3f}) — for: {why.listed(1, report_explain.SHOWN_WORDS)}" in text

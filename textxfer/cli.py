@@ -190,11 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _explanation_line(why, shown: int = 6) -> str:
     """One indented line: the words that speak for the label (most first) and against it, with their contributions."""
-    ranked = sorted(zip(why.words, why.contributions), key=lambda pair: -pair[1])
-    side = lambda pairs: ", ".join(f"{w.text} {c:+.3f}" for w, c in pairs) or "—"  # noqa: E731
-    label = f" (to {why.label!r})" if why.label is not None else ""
-    return (f"  {why.method}{label}: for: {side([p for p in ranked if p[1] > 0][:shown])} | against: "
-            f"{side([p for p in ranked[::-1] if p[1] < 0][:shown // 2])}")
+    return f"  {why.method} (to {why.label!r}): for: {why.listed(1, shown)} | against: {why.listed(-1, shown // 2)}"
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:

@@ -44,6 +44,13 @@ class Explanation:
         order = np.argsort(-np.asarray(self.contributions), kind="stable")[:k]
         return [(self.words[i], self.contributions[i]) for i in order]
 
+    def listed(self, sign: int = 1, shown: int = 5) -> str:
+        """The ``shown`` words that raised (``sign`` 1) or lowered (−1) the label's probability most, strongest
+        first, as "word +0.123, …" ("—" when none did)."""
+        pairs = sorted(zip(self.words, self.contributions), key=lambda pair: -sign * pair[1])
+        chosen = [(w, c) for w, c in pairs if sign * c > 0][:shown]
+        return ", ".join(f"{w.text} {c:+.3f}" for w, c in chosen) or "—"
+
     def to_dict(self) -> dict:
         """JSON-ready form (the API's and ``predict --explain``'s)."""
         return {"label": self.label, "score": round(float(self.score), 6), "method": self.method,

@@ -12,12 +12,6 @@ EXPLAINED = 20  # disagreements explained (each costs one prediction per word pe
 SHOWN_WORDS = 5
 
 
-def _words(explanation, sign: int) -> str:
-    pairs = sorted(zip(explanation.words, explanation.contributions), key=lambda p: -sign * p[1])
-    chosen = [(w, c) for w, c in pairs if sign * c > 0][:SHOWN_WORDS]
-    return ", ".join(f"{w.text} {c:+.3f}" for w, c in chosen) or "—"
-
-
 def disagreeing_rows(predictions: dict[str, np.ndarray]) -> list[int]:
     """Test rows (indices) where the models' predictions differ (multi-label: their label sets)."""
     first, *others = predictions.values()
@@ -47,7 +41,8 @@ def write(path: Path, models: dict, test, truth: list[str], predictions: dict[st
         out += [f"## Test row {test.rows[i]} (true label: {truth[i]})", "", "> " + " ".join(text.split())[:600], ""]
         for name in names:
             e = explained[name][k]
-            out.append(f"- **{name}** says **{e.label}** ({e.score:.3f}) — for: {_words(e, 1)}; against: {_words(e, -1)}")
+            out.append(f"- **{name}** says **{e.label}** ({e.score:.3f}) — for: {e.listed(1, SHOWN_WORDS)}; against: "
+                       f"{e.listed(-1, SHOWN_WORDS)}")
         out.append("")
     Path(path).write_text("\n".join(out), encoding="utf-8")
     return {"file": DISAGREEMENTS_MD, "disagreeing": len(rows), "explained": len(chosen), "method": "occlusion"}
