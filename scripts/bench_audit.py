@@ -6,9 +6,10 @@ Per corpus (``--corpora``: the Chinese reviews of ``sample_data/``, THUCNews hea
 so only training labels change and the test split is the original's. Per seed:
 
 - 5 % of the training rows get another label, drawn at random among the other classes;
-- ``textxfer audit`` (its defaults: a logistic regression per fold on the bundled encoder's frozen features) runs
-  on the flipped copy; with k = the number of flipped rows, the share of its k most suspect rows that were flipped
-  (precision at k) and the share of flipped rows among them (recall at k; equal to precision here, both over k);
+- ``textxfer audit`` (its defaults: ``--model auto``, the average of three cheap views — a logistic regression and a
+  nearest-neighbour vote on the bundled encoder's frozen features, a logistic regression on character n-grams; each
+  view alone: ``scripts/bench_audit_views.py``) runs on the flipped copy; with k = the number of flipped rows, the
+  share of its k most suspect rows that were flipped (precision at k) and the share of flipped rows among them (recall at k; equal to precision here, both over k);
 - the baseline (word2vec + RandomForest, defaults, ``n_jobs=1`` so runs repeat) trains on the original labels, on
   the flipped ones, and on the flipped ones with the audit's k most suspect rows dropped, or relabelled with its
   suggestion; test accuracy of each (the untouched test split).

@@ -4,7 +4,9 @@ what weighing calibrated members does to the ensemble (issue 27).
 
 Per corpus (``--corpora``; ``scripts/corpora.py`` builds them: the Chinese reviews of ``sample_data/`` on
 ``make demo``'s split, the 10-topic THUCNews headlines, the 5-topic BBC News articles in English) and per seed, on
-the corpus's one default split: the baseline at its defaults and the fine-tuned bundled encoder at ``make demo``'s
+the corpus's one default split: the baseline at its defaults — except ``--pseudo-votes 0``: the forest's own
+averaged votes, as in the first runs, made before that flag existed; ``scripts/bench_pseudo_votes.py`` adds the
+votes to the saved probabilities — and the fine-tuned bundled encoder at ``make demo``'s
 budget (2,000 training texts, 1 epoch, no step floor), each fitting its temperature on the validation split as
 every run now does. Reported on the test split, mean ± sd over the seeds:
 
@@ -17,7 +19,7 @@ every run now does. Reported on the test split, mean ± sd over the seeds:
 The weights, mixtures and temperatures are textxfer's own functions (``ensemble.weights.choose``/``mix``,
 ``core.calibration``), the ones ``EnsembleClassifier.fit_on`` calls (``tests/test_calibrated_models.py``). Each
 corpus × seed is cached in ``--output`` (``<corpus>-<seed>.json``), so the grid resumes. Run:
-``python scripts/bench_calibration.py [--corpora reviews thucnews bbc] [--seeds 3] [--report-only]``.
+``python scripts/bench_calibration.py [--corpora reviews thucnews bbc] [--seeds 3] [--first-seed 42] [--report-only]``.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def run_one(name: str, seed: int, output: Path) -> dict:
 
     data = load_data(DataOptions(data=str(corpora.build(name))))
     y = {split: data.labels.targets(getattr(data, split).labels) for split in ("validation", "test")}
-    models = {"baseline": BaselineClassifier(BaselineConfig(seed=seed)),
+    models = {"baseline": BaselineClassifier(BaselineConfig(seed=seed, pseudo_votes=0.0)),
               "finetune": FinetuneClassifier(FinetuneConfig(seed=seed, max_train_samples=2000, epochs=1, min_steps=0))}
     record = {"corpus": name, "seed": seed, "rows": {k: len(v) for k, v in data.splits().items()}, "models": {}}
     raw = {}
@@ -144,12 +146,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpora", nargs="+", default=["reviews", "thucnews", "bbc"])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=42, help="seeds first-seed … first-seed + seeds − 1")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench_calibration")
     parser.add_argument("--report-only", action="store_true", help="train nothing: report the cached runs")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     records = [cached(path, lambda: run_one(name, seed, args.output))
-               for name in args.corpora for seed in range(42, 42 + args.seeds)
+               for name in args.corpora for seed in range(args.first_seed, args.first_seed + args.seeds)
                if (path := args.output / f"{name}-{seed}.json").is_file() or not args.report_only]
     text = "\n".join(markdown(records))
     (args.output / "bench_calibration.md").write_text(text, encoding="utf-8")

@@ -91,6 +91,10 @@ def test_planted_problems_land_on_their_rows(tmp_path, tiny_bert):
     assert "label-case" in reasons[61] and "thin-class" in reasons[61]  # 'Positive' is also a class of one text
     entry = next(r for r in _read_csv(output / "audit.csv") if int(r["row"]) == 61)
     assert entry["suggested_label"] == rows[60][1].lower()
+    auditor = json.loads((output / "audit.json").read_text(encoding="utf-8"))["auditor"]  # the default: three views
+    assert auditor["model"] == "auto" and set(auditor["out_of_fold_accuracy_per_view"]) == {"regression", "neighbours",
+                                                                                            "ngrams"}
+    assert "nearest-neighbour" in auditor["description"] and "character 1–3-grams" in auditor["description"]
 
 
 def test_out_of_fold_probabilities_never_see_the_rows_own_label():
@@ -110,6 +114,33 @@ def test_out_of_fold_probabilities_never_see_the_rows_own_label():
     assert np.mean(first.argmax(axis=1) == targets) > 0.8  # and it learns
 
 
+def test_the_other_cheap_views_never_see_the_rows_own_label_and_learn():
+    # The neighbour vote and the n-gram regression: the same check as above, and each must learn (a vote that
+    # counted its own row, or reversed its weights, fails one of the two).
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(120, 6))
+    targets = (features[:, 0] + 0.3 * rng.normal(size=120) > 0).astype(int)
+    labels = LabelSet(("a", "b"))
+    held_out = [np.arange(i, 120, 4) for i in range(4)]
+    changed = targets.copy()
+    changed[0] = 1 - changed[0]
+    vote = crossfit.neighbour_out_of_fold(features, targets, labels, held_out, neighbours=10)
+    revote = crossfit.neighbour_out_of_fold(features, changed, labels, held_out, neighbours=10)
+    assert np.array_equal(vote[held_out[0]], revote[held_out[0]]) and not np.allclose(vote, revote)
+    assert np.allclose(vote.sum(axis=1), 1) and vote.min() > 0 and np.mean(vote.argmax(axis=1) == targets) >= 0.75
+    texts = [("好 " if t else "差 ") + " ".join(rng.choice(["房间", "服务", "早餐", "位置"], size=3)) for t in targets]
+    grams = crossfit.ngram_features(texts)
+    first = crossfit.regression_out_of_fold(grams, targets, labels, held_out, 1.0, 0)
+    second = crossfit.regression_out_of_fold(grams, changed, labels, held_out, 1.0, 0)
+    assert np.array_equal(first[held_out[0]], second[held_out[0]])
+    assert np.mean(first.argmax(axis=1) == targets) > 0.95
+    multi = np.column_stack([targets, 1 - targets, targets])  # multi-label: each label's own vote
+    both = crossfit.neighbour_out_of_fold(features, multi, LabelSet(("a", "b", "c"), multi_label=True), held_out,
+                                          neighbours=10)
+    assert both.shape == (120, 3) and np.allclose(both[:, 0], both[:, 2]) and np.allclose(both[:, 0] + both[:, 1], 1)
+    assert np.mean((both[:, 0] > 0.5) == targets) >= 0.75
+
+
 def test_label_issues_rank_the_contradicted_rows_first_single_and_multi_label():
     rng = np.random.default_rng(1)
     targets = rng.integers(0, 3, size=200)
@@ -122,6 +153,11 @@ def test_label_issues_rank_the_contradicted_rows_first_single_and_multi_label():
     flags, scores, ranked = findings.label_issues(targets, probabilities, ["x", "y", "z"], multi_label=False)
     assert sorted(ranked) == wrong and set(flags) == set(wrong)
     assert flags[50].suggested == ["x", "y", "z"][(targets[50] + 1) % 3] and scores[50] == pytest.approx(0.05)
+    spread = probabilities.copy()  # row 7's given label gets the least probability, the other two split the rest
+    spread[7] = 0.49
+    spread[7, targets[7]] = 0.02
+    _, _, ranked = findings.label_issues(targets, spread, ["x", "y", "z"], multi_label=False)
+    assert ranked[0] == 7  # flagged, and first (cleanlab's default filter skips it: no class is confident for it)
     indicators = np.zeros((200, 3), dtype=int)
     indicators[np.arange(200), targets] = 1
     sure = indicators * 0.9 + 0.05  # each label's probability agrees with the given set…

@@ -303,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="which labels are probably wrong: out-of-fold scores, duplicates, "
                                               "odd texts", description=cmd_audit.__doc__)
     _add_common(audit)
-    audit.add_argument("--model", dest="auditor", default="head-only", choices=AUDITORS,
-                       help=AUDITOR_HELP + " (default: head-only)")
+    audit.add_argument("--model", dest="auditor", default="auto", choices=AUDITORS,
+                       help=AUDITOR_HELP + " (default: auto)")
     audit.add_argument("--folds", type=int, default=5, help="cross-fitting folds (default: 5)")
     audit.add_argument("--fix-file", help="also write a copy of the --data file with a 'suspect' column (the reasons of "
                                           "each suspect row, empty elsewhere); the input is never modified")

@@ -49,7 +49,7 @@ def markdown(summary: dict, entries: list[dict]) -> str:
            f"{summary['test_rows']:,} rows are left alone, so cleaning never tunes the data to a model's view of the "
            "test set.", "",
            f"Auditor: {auditor['description']}; out-of-fold accuracy {auditor['out_of_fold_accuracy']:.4f} over "
-           f"{auditor['folds']} folds (every text scored by a model that never saw its label)."
+           f"{auditor['folds']} folds (every text scored by a model that never saw its label)" + _per_view(auditor) + "."
            if "out_of_fold_accuracy" in auditor else f"Auditor: {auditor['description']} ({auditor['folds']} folds).",
            "", f"**{summary['suspect_rows']:,} suspect rows** ({summary['suspect_share']:.1%}); cleanlab estimates "
            f"{summary['counts'].get('label-issue', 0):,} label errors.", "",
@@ -65,6 +65,13 @@ def markdown(summary: dict, entries: list[dict]) -> str:
     out += [f"| {e['split']} | {e['row']} | {_cell(e['text'])} | {_cell(e['given'], 24)} | "
             f"{_cell(e['suggested'] or '', 24)} | {e['score']:.3f} | {', '.join(e['reasons'])} |" for e in entries[:TOP]]
     return "\n".join(out) + "\n"
+
+
+def _per_view(auditor: dict) -> str:
+    views = auditor.get("out_of_fold_accuracy_per_view") or {}
+    if len(views) < 2:
+        return ""
+    return "; each view alone: " + ", ".join(f"{name} {accuracy:.4f}" for name, accuracy in views.items())
 
 
 def summary_line(summary: dict, folder: Path) -> str:

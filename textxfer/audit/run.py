@@ -14,10 +14,12 @@ from textxfer.core.runs import atomic_output_dir, check_writable
 from textxfer.data.dataset import DataOptions, PreparedData, TextDataset, load_data
 from textxfer.errors import TextxferError
 
-AUDITORS = ("head-only", "baseline", "finetune")
-AUDITOR_HELP = ("what scores the texts out-of-fold: head-only (a logistic regression per fold on the frozen encoder's "
-                "features, computed once; --finetune-model picks the encoder) | baseline (word2vec + forest, one per "
-                "fold) | finetune (the --finetune-* recipe, one fine-tuning per fold: slow)")
+AUDITORS = ("auto", "head-only", "baseline", "finetune")
+AUDITOR_HELP = ("what scores the texts out-of-fold: auto (the average of three cheap views: a logistic regression and "
+                f"a {crossfit.NEIGHBOURS}-nearest-neighbour vote on the frozen encoder's features, computed once — "
+                "--finetune-model picks the encoder — and a logistic regression on character 1–3-grams) | head-only "
+                "(the first view alone) | baseline (word2vec + forest, one per fold) | finetune (the --finetune-* "
+                "recipe, one fine-tuning per fold: slow)")
 
 
 def audited_rows(data: PreparedData) -> tuple[TextDataset, list[str]]:
@@ -30,7 +32,7 @@ def audited_rows(data: PreparedData) -> tuple[TextDataset, list[str]]:
     return joined, [name for name, d in parts for _ in range(len(d))]
 
 
-def audit(options: DataOptions, output: str | Path, auditor: str = "head-only", configs: dict | None = None,
+def audit(options: DataOptions, output: str | Path, auditor: str = "auto", configs: dict | None = None,
           folds: int = 5, fix_file: str | None = None, progress: bool = True, log=print) -> dict:
     """Audit the data described by ``options`` into ``output``; returns the summary (``audit.json``)."""
     from textxfer.evaluation.runner import describe_data
@@ -54,7 +56,7 @@ def audit(options: DataOptions, output: str | Path, auditor: str = "head-only", 
     targets = labels.targets(dataset.labels)
     held_out = crossfit.fold_indices(labels, targets, folds, options.seed)
     features, token_counts, max_tokens = None, None, None
-    if auditor == "head-only":
+    if auditor in ("auto", "head-only"):
         from textxfer.transformer.pipeline import FinetuneConfig
 
         config = configs.get("finetune") or FinetuneConfig(seed=options.seed)
@@ -62,16 +64,21 @@ def audit(options: DataOptions, output: str | Path, auditor: str = "head-only", 
         features, prepared = crossfit.frozen_features(config, dataset, labels, progress)
         token_counts, max_tokens = _token_counts(prepared, dataset.inputs)
         is_validation = np.array([split == "validation" for split in splits])
-        c, how = crossfit.choose_strength(features, targets, labels, is_validation, options.seed)
-        log(f"audit: {folds}-fold out-of-fold logistic regressions (C = {c:g}, chosen by {how})")
-        probabilities = crossfit.regression_out_of_fold(features, targets, labels, held_out, c, options.seed, progress)
-        description = (f"logistic regression (C = {c:g}) on the frozen features of {prepared.base_model}")
+        views = _cheap_views(auditor, features, prepared.base_model, dataset, targets, labels, held_out,
+                             is_validation, options.seed, progress, log)
+        probabilities = np.mean([p for p, _ in views.values()], axis=0)
+        parts = [what for _, what in views.values()]
+        description = parts[0] if len(parts) == 1 else f"the average of {', '.join(parts[:-1])} and {parts[-1]}"
+        view_accuracy = {name: _accuracy(p, targets, labels) for name, (p, _) in views.items()}
     else:
         make = _model_factory(auditor, configs, options.seed)
         probabilities = crossfit.model_out_of_fold(make, dataset, labels, held_out, progress, log)
         description = f"{auditor} ({'word2vec + RandomForest' if auditor == 'baseline' else 'the --finetune-* recipe'})"
+        view_accuracy = {}
     entries = _entries(data, dataset, splits, targets, probabilities, features, token_counts, max_tokens)
     summary = _summary(data, dataset, splits, entries, probabilities, targets, description, folds, auditor, started)
+    if view_accuracy and not labels.multi_label:
+        summary["auditor"]["out_of_fold_accuracy_per_view"] = view_accuracy
     with atomic_output_dir(output) as staging:
         report.write_csv(staging / "audit.csv", entries, dataset.pairs is not None)
         (staging / "audit.md").write_text(report.markdown(summary, entries), encoding="utf-8")
@@ -85,6 +92,34 @@ def audit(options: DataOptions, output: str | Path, auditor: str = "head-only", 
         log(f"audit: wrote {fix_file} (the data with a 'suspect' column; {len(suspects):,} rows marked)")
     log(report.summary_line(summary, Path(output)))
     return summary
+
+
+def _cheap_views(auditor: str, features: np.ndarray, encoder: str, dataset: TextDataset, targets: np.ndarray, labels, held_out,
+                 is_validation: np.ndarray, seed: int, progress: bool, log) -> dict[str, tuple[np.ndarray, str]]:
+    """The cheap auditor's out-of-fold probabilities, per view, with what each view is."""
+    c, how = crossfit.choose_strength(features, targets, labels, is_validation, seed)
+    log(f"audit: {len(held_out)}-fold out-of-fold logistic regressions on the encoder's features (C = {c:g}, "
+        f"chosen by {how})")
+    views = {"regression": (crossfit.regression_out_of_fold(features, targets, labels, held_out, c, seed, progress),
+                            f"a logistic regression (C = {c:g}) on the frozen features of {encoder}")}
+    if auditor == "head-only":
+        return views
+    views["neighbours"] = (crossfit.neighbour_out_of_fold(features, targets, labels, held_out),
+                           f"a {crossfit.NEIGHBOURS}-nearest-neighbour vote on the same features")
+    texts = [f"{t}\n{p}" for t, p in zip(dataset.texts, dataset.pairs)] if dataset.pairs is not None else dataset.texts
+    grams = crossfit.ngram_features(texts)
+    c, how = crossfit.choose_strength(grams, targets, labels, is_validation, seed)
+    log(f"audit: {len(held_out)}-fold out-of-fold logistic regressions on {grams.shape[1]:,} character n-grams "
+        f"(C = {c:g}, chosen by {how})")
+    views["ngrams"] = (crossfit.regression_out_of_fold(grams, targets, labels, held_out, c, seed, progress),
+                       f"a logistic regression on character 1–3-grams (C = {c:g})")
+    return views
+
+
+def _accuracy(probabilities: np.ndarray, targets: np.ndarray, labels) -> float | None:
+    if labels.multi_label:
+        return None
+    return round(float(np.mean(probabilities.argmax(axis=1) == targets)), 6)
 
 
 def _model_factory(auditor: str, configs: dict, seed: int):
@@ -149,7 +184,7 @@ def _summary(data, dataset, splits, entries, probabilities, targets, description
     multi = data.labels.multi_label
     auditor_record = {"model": auditor, "description": description, "folds": folds}
     if not multi:
-        auditor_record["out_of_fold_accuracy"] = round(float(np.mean(probabilities.argmax(axis=1) == targets)), 6)
+        auditor_record["out_of_fold_accuracy"] = _accuracy(probabilities, targets, data.labels)
     return {"audited": len(dataset), "splits": ", ".join(f"{splits.count(s):,} {s}" for s in dict.fromkeys(splits)),
             "test_rows": len(data.test), "auditor": auditor_record, "suspect_rows": len(entries),
             "suspect_share": len(entries) / len(dataset) if len(dataset) else 0.0, "counts": report.counts_of(entries),

@@ -57,7 +57,7 @@ def choose_c(train_x, train_y, validation_x, validation_y, num_labels: int, clas
     validation texts, of the best stratified k-fold cross-validated macro-F1 on the training texts
     (k = min(5, smallest class)); C = 1 when a class has a single training text."""
     scores = []
-    if validation_x is not None and len(validation_x):
+    if validation_x is not None and validation_x.shape[0]:
         for c in C_GRID:
             predicted = estimator(c, class_weighted, seed).fit(train_x, train_y).predict(validation_x)
             scores.append({"C": c, "validation_macro_f1": round(_macro_f1(validation_y, predicted, num_labels), 6),
@@ -85,7 +85,7 @@ def fit_labels(c: float, x: np.ndarray, targets: np.ndarray, class_weighted: boo
 
 
 def label_probabilities(models: list, x: np.ndarray) -> np.ndarray:
-    return np.column_stack([m.predict_proba(x)[:, 1] if not isinstance(m, bool) else np.full(len(x), float(m))
+    return np.column_stack([m.predict_proba(x)[:, 1] if not isinstance(m, bool) else np.full(x.shape[0], float(m))
                             for m in models])
 
 
@@ -95,7 +95,7 @@ def choose_c_multilabel(train_x, targets, validation_x, validation_targets, clas
     from textxfer.core.thresholds import tuned_micro_f1
 
     scores = []
-    if validation_x is not None and len(validation_x):
+    if validation_x is not None and validation_x.shape[0]:
         for c in C_GRID:
             probabilities = label_probabilities(fit_labels(c, train_x, targets, class_weighted, seed), validation_x)
             scores.append({"C": c, "validation_micro_f1": round(tuned_micro_f1(validation_targets, probabilities), 6)})
