@@ -10,7 +10,7 @@ The cheap views, each fitted per fold on label-free features computed once for a
 - character 1–3-grams (TF-IDF, fitted on all audited texts: it reads no label) and a logistic regression, C chosen
   as above.
 
-The default auditor averages the three (``scripts/bench_audit.py`` measured each alone and together). Any model
+The default auditor averages the three (``scripts/bench_audit_views.py`` measured each alone and together). Any model
 kind can audit instead (``--model baseline``, ``--model finetune`` with its flags): one fit per fold. Folds are
 stratified (iteratively for multi-label rows) and seeded.
 """

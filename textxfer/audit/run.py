@@ -94,8 +94,8 @@ def audit(options: DataOptions, output: str | Path, auditor: str = "auto", confi
     return summary
 
 
-def _cheap_views(auditor: str, features: np.ndarray, encoder: str, dataset: TextDataset, targets: np.ndarray, labels, held_out,
-                 is_validation: np.ndarray, seed: int, progress: bool, log) -> dict[str, tuple[np.ndarray, str]]:
+def _cheap_views(auditor: str, features: np.ndarray, encoder: str, dataset: TextDataset, targets: np.ndarray, labels,
+                 held_out, is_validation: np.ndarray, seed: int, progress: bool, log) -> dict[str, tuple[np.ndarray, str]]:
     """The cheap auditor's out-of-fold probabilities, per view, with what each view is."""
     c, how = crossfit.choose_strength(features, targets, labels, is_validation, seed)
     log(f"audit: {len(held_out)}-fold out-of-fold logistic regressions on the encoder's features (C = {c:g}, "
