@@ -13,9 +13,9 @@ scores every training and validation text out-of-fold with textxfer's own functi
 - ``forest`` (``--with-forest``): the baseline recipe, word2vec + RandomForest, one per fold (``--model baseline``);
 
 and the averages of their probabilities. With k = the number of flipped rows, precision at k of two rankings: by
-the probability of the given label alone, lowest first (the audit's order now: cleanlab's ``low_self_confidence``
-filter), and the rows flagged by cleanlab's default filter (``prune_by_noise_rate``) first, by that probability, then
-the rest (the audit's order until now). Run: ``python scripts/bench_audit_views.py [--corpora reviews thucnews
+the probability of the given label alone, lowest first (what the audit's list approaches, and reaches where
+cleanlab flags at least k rows), and the rows flagged by cleanlab's default filter (``prune_by_noise_rate``) first,
+by that probability, then the rest (the audit's order until now). ``bench_audit.py`` measures the audit's own list. Run: ``python scripts/bench_audit_views.py [--corpora reviews thucnews
 bbc] [--seeds 3] [--with-forest]``; each corpus × seed is cached in ``<output>/views-<corpus>-<seed>.json``, and the
 encoder's features in ``<output>/features`` (shared with ``bench_audit.py``).
 """
@@ -39,9 +39,9 @@ from bench_small_data import cached  # noqa: E402
 
 
 def precision(probabilities: np.ndarray, targets: np.ndarray, flipped: set[int], noise_rate_first: bool) -> float:
-    """Precision at k of the rows ranked by the probability of their given label (lowest first) — the audit's order
-    now — or, with ``noise_rate_first``, of the rows cleanlab's default filter (``prune_by_noise_rate``) flags first,
-    then the rest (the audit's order until now)."""
+    """Precision at k of the rows ranked by the probability of their given label (lowest first), or, with
+    ``noise_rate_first``, of the rows cleanlab's default filter (``prune_by_noise_rate``) flags first, then the rest
+    (the audit's order until now)."""
     from cleanlab.filter import find_label_issues
 
     k = len(flipped)

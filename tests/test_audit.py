@@ -158,6 +158,7 @@ def test_label_issues_rank_the_contradicted_rows_first_single_and_multi_label():
     spread[7, targets[7]] = 0.02
     _, _, ranked = findings.label_issues(targets, spread, ["x", "y", "z"], multi_label=False)
     assert ranked[0] == 7  # flagged, and first (cleanlab's default filter skips it: no class is confident for it)
+    assert sorted(ranked) == sorted(wrong + [7])  # and the lowest-self-confidence filter alone would drop one of those
     indicators = np.zeros((200, 3), dtype=int)
     indicators[np.arange(200), targets] = 1
     sure = indicators * 0.9 + 0.05  # each label's probability agrees with the given set…

@@ -51,8 +51,8 @@ def markdown(summary: dict, entries: list[dict]) -> str:
            f"Auditor: {auditor['description']}; out-of-fold accuracy {auditor['out_of_fold_accuracy']:.4f} over "
            f"{auditor['folds']} folds (every text scored by a model that never saw its label)" + _per_view(auditor) + "."
            if "out_of_fold_accuracy" in auditor else f"Auditor: {auditor['description']} ({auditor['folds']} folds).",
-           "", f"**{summary['suspect_rows']:,} suspect rows** ({summary['suspect_share']:.1%}); cleanlab estimates "
-           f"{summary['counts'].get('label-issue', 0):,} label errors.", "",
+           "", f"**{summary['suspect_rows']:,} suspect rows** ({summary['suspect_share']:.1%}); cleanlab flags "
+           f"{summary['counts'].get('label-issue', 0):,} of them as label errors.", "",
            "| reason | rows | what it means |", "|---|---:|---|"]
     out += [f"| {reason} | {n:,} | {REASONS.get(reason, '')} |" for reason, n in summary["counts"].items()]
     if summary.get("label_findings"):
