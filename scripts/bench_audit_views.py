@@ -15,9 +15,10 @@ scores every training and validation text out-of-fold with textxfer's own functi
 and the averages of their probabilities. With k = the number of flipped rows, precision at k of two rankings: by
 the probability of the given label alone, lowest first (what the audit's list approaches, and reaches where
 cleanlab flags at least k rows), and the rows flagged by cleanlab's default filter (``prune_by_noise_rate``) first,
-by that probability, then the rest (the audit's order until now). ``bench_audit.py`` measures the audit's own list. Run: ``python scripts/bench_audit_views.py [--corpora reviews thucnews
-bbc] [--seeds 3] [--with-forest]``; each corpus × seed is cached in ``<output>/views-<corpus>-<seed>.json``, and the
-encoder's features in ``<output>/features`` (shared with ``bench_audit.py``).
+by that probability, then the rest (the audit's order until now). ``bench_audit.py`` measures the audit's own list.
+Run: ``python scripts/bench_audit_views.py [--corpora reviews thucnews bbc] [--seeds 3] [--with-forest]``; each
+corpus × seed is cached in ``<output>/views-<corpus>-<seed>.json``, and the encoder's features in
+``<output>/features`` (shared with ``bench_audit.py``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def precision(probabilities: np.ndarray, targets: np.ndarray, flipped: set[int],
 
 def run_one(name: str, seed: int, output: Path, with_forest: bool) -> dict:
     from textxfer.audit import crossfit
-    from textxfer.audit.run import audited_rows
+    from textxfer.audit.run import audited_rows, cheap_views
     from textxfer.data.dataset import DataOptions, load_data
     from textxfer.transformer.pipeline import FinetuneConfig
 
@@ -68,12 +69,8 @@ def run_one(name: str, seed: int, output: Path, with_forest: bool) -> dict:
     is_validation = np.array([split == "validation" for split in splits])
     flipped = {i for i, row in enumerate(dataset.rows) if row in flipped_rows}
     features, _ = crossfit.frozen_features(FinetuneConfig(feature_cache=str(output / "features")), dataset, labels)
-    c, _ = crossfit.choose_strength(features, targets, labels, is_validation, 42)
-    grams = crossfit.ngram_features(dataset.texts)
-    c_grams, _ = crossfit.choose_strength(grams, targets, labels, is_validation, 42)
-    views = {"regression": crossfit.regression_out_of_fold(features, targets, labels, held_out, c, 42),
-             "neighbours": crossfit.neighbour_out_of_fold(features, targets, labels, held_out),
-             "ngrams": crossfit.regression_out_of_fold(grams, targets, labels, held_out, c_grams, 42)}
+    views = {view: p for view, (p, _) in cheap_views("auto", features, "", dataset, targets, labels, held_out,
+                                                        is_validation, 42, False, lambda _: None).items()}
     if with_forest:
         from textxfer.baseline.pipeline import BaselineClassifier, BaselineConfig
 
@@ -81,7 +78,7 @@ def run_one(name: str, seed: int, output: Path, with_forest: bool) -> dict:
                                                      dataset, labels, held_out, log=lambda _: None)
     combined = {" + ".join(names): np.mean([views[n] for n in names], axis=0)
                 for size in range(1, len(views) + 1) for names in combinations(views, size)}
-    record = {"corpus": name, "seed": seed, "flipped": len(flipped), "C": {"regression": c, "ngrams": c_grams},
+    record = {"corpus": name, "seed": seed, "flipped": len(flipped),
               "views": {key: {"accuracy": float(np.mean(p.argmax(axis=1) == targets)),
                               "precision_by_score": precision(p, targets, flipped, False),
                               "precision_noise_rate_first": precision(p, targets, flipped, True)}

@@ -64,7 +64,7 @@ def audit(options: DataOptions, output: str | Path, auditor: str = "auto", confi
         features, prepared = crossfit.frozen_features(config, dataset, labels, progress)
         token_counts, max_tokens = _token_counts(prepared, dataset.inputs)
         is_validation = np.array([split == "validation" for split in splits])
-        views = _cheap_views(auditor, features, prepared.base_model, dataset, targets, labels, held_out,
+        views = cheap_views(auditor, features, prepared.base_model, dataset, targets, labels, held_out,
                              is_validation, options.seed, progress, log)
         probabilities = np.mean([p for p, _ in views.values()], axis=0)
         parts = [what for _, what in views.values()]
@@ -94,9 +94,10 @@ def audit(options: DataOptions, output: str | Path, auditor: str = "auto", confi
     return summary
 
 
-def _cheap_views(auditor: str, features: np.ndarray, encoder: str, dataset: TextDataset, targets: np.ndarray, labels,
-                 held_out, is_validation: np.ndarray, seed: int, progress: bool, log) -> dict[str, tuple[np.ndarray, str]]:
-    """The cheap auditor's out-of-fold probabilities, per view, with what each view is."""
+def cheap_views(auditor: str, features: np.ndarray, encoder: str, dataset: TextDataset, targets: np.ndarray, labels,
+                held_out, is_validation: np.ndarray, seed: int, progress: bool, log) -> dict[str, tuple[np.ndarray, str]]:
+    """The cheap auditor's out-of-fold probabilities, per view, with what each view is (``auditor``: auto, all
+    three; head-only, the regression alone); ``scripts/bench_audit_views.py`` measures them one by one."""
     c, how = crossfit.choose_strength(features, targets, labels, is_validation, seed)
     log(f"audit: {len(held_out)}-fold out-of-fold logistic regressions on the encoder's features (C = {c:g}, "
         f"chosen by {how})")
