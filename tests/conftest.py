@@ -167,8 +167,9 @@ def build_tiny_bert(folder: Path, **config) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, **config)
+    settings = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                    max_position_embeddings=64) | config
+    config = BertConfig(vocab_size=len(vocab), **settings)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(str(folder))
     return folder

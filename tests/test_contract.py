@@ -59,6 +59,14 @@ def models_by_kind(trained_models, tmp_path_factory):
         folders["onnx"] = export_onnx(trained_models["finetune"], tmp_path_factory.mktemp("onnx") / "model")
     from textxfer.ensemble.pipeline import EnsembleClassifier, EnsembleConfig
 
+    from textxfer.data.dataset import DataOptions
+    from textxfer.evaluation.runner import run
+    from textxfer.static.pipeline import StaticClassifier, StaticConfig
+
+    folders["static"] = tmp_path_factory.mktemp("static") / "model"
+    run(StaticClassifier(StaticConfig(model=str(trained_models["finetune"]))),
+        DataOptions(split=str(trained_models["finetune"] / "split.json")), folders["static"], progress=False,
+        log=lambda *_: None)
     members = [classifier.load(trained_models["baseline"]), classifier.load(trained_models["finetune"])]
     folders["ensemble"] = tmp_path_factory.mktemp("ensemble") / "model"
     EnsembleClassifier(members, EnsembleConfig("0.4,0.6")).fit(None, None).save(folders["ensemble"])
@@ -95,7 +103,7 @@ def test_every_kind_keeps_the_contract(kind, models_by_kind, tmp_path):
     assert np.array_equal(probabilities.argmax(axis=1), raw.argmax(axis=1))
     if kind == "onnx":  # (tests/test_export.py exports a model whose temperature is not 1)
         assert model.temperature == 1.0
-    elif kind in ("baseline", "finetune"):  # trained with a validation split: a temperature fitted on it, saved
+    elif kind in ("baseline", "finetune", "static"):  # trained with a validation split: a temperature fitted on it, saved
         assert model.calibration["method"] == "temperature" and model.temperature == model.calibration["temperature"]
     # A text's row depends neither on the order of the texts nor on the others in the batch.
     assert np.allclose(model.predict_proba(TEXTS[::-1])[::-1], probabilities, atol=1e-6)

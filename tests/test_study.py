@@ -536,3 +536,38 @@ def test_a_finished_cell_whose_automatic_choices_changed_is_trained_again(tmp_pa
         "self_training": {"kept": "without"}}))  # kept the first model: its recipe must come from a search
     assert not same_automatic_choices(folder, small, FinetuneConfig())
     assert same_automatic_choices(folder, Cell(Variant("baseline", "baseline"), 64, 42), None)
+
+
+def test_distill_variants_learn_from_their_teacher_cells_and_are_rebuilt_with_them(tmp_path, sample_csv, capsys):
+    output = tmp_path / "distil"
+    argv = ["study", "--data", str(sample_csv), "--output", str(output), "--no-progress", "--variants", "baseline",
+            "distill:baseline@baseline", "--sizes", "40", "90", "--seeds", "1", *FAST]
+    assert main(argv) == 0
+    study = json.loads((output / "study.json").read_text(encoding="utf-8"))
+    cells = {(c["variant"], c["size"]): c for c in study["cells"]}
+    assert len(cells) == 4
+    for size in (40, 90):
+        student, teacher = (output / cells[(v, size)]["folder"] for v in ("distill:baseline@baseline", "baseline"))
+        record = json.loads((student / "report.json").read_text(encoding="utf-8"))["distillation"]
+        assert record["teacher"] == str(teacher) and record["training_texts"] == size
+        assert json.loads((student / "textxfer.json").read_text(encoding="utf-8"))["kind"] == "baseline"
+        rows = [json.loads((f / "split.json").read_text())["splits"]["train"]["rows"] for f in (student, teacher)]
+        assert rows[0] == rows[1]
+    capsys.readouterr()
+    assert main(argv) == 0  # everything finished: nothing is rebuilt
+    assert "4 cells, 4 already finished" in capsys.readouterr().out
+    import shutil
+
+    shutil.rmtree(output / cells[("baseline", 40)]["folder"])  # a teacher cell to retrain …
+    assert main(argv) == 0
+    assert "4 cells, 2 already finished" in capsys.readouterr().out  # … and its student with it
+
+
+def test_distill_variant_refusals(sample_csv, tmp_path, capsys):
+    for variants, message in [(["distill:tiny", "baseline"], "distill:<student>"),
+                              (["distill:static@finetune", "baseline"], "not among --variants"),
+                              (["distill:static,teacher=x", "baseline"], "not a name=value setting"),
+                              (["distill:static,keep_every=x", "baseline"], "keep_every='x'")]:
+        refused_study(["--data", str(sample_csv), "--output", str(tmp_path / "study"), "--variants", *variants,
+                       "--sizes", "40"], capsys, message, variants[0])
+        assert not (tmp_path / "study").exists()

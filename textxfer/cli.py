@@ -132,6 +132,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Train a smaller, faster student on a teacher run's soft labels (its training texts plus --unlabelled texts)
+    and score it on the teacher's split; the result is an ordinary run folder of the student's kind."""
+    from textxfer.core.runs import default_run_dir
+    from textxfer.distill.run import DistillConfig, distill
+
+    data, config = _options(args, DistillConfig)
+    output = args.output or default_run_dir(f"distill-{config.student}")
+    result = distill(config, data, output, progress=not args.no_progress)
+    print(f"saved to {result.output} (a {result.model.kind} model, split.json, metrics.json, report.json: "
+          "distillation)")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Score every training and validation text out-of-fold and list the rows whose label is probably wrong (confident
     learning), near-duplicates under different labels, texts with nothing to read or too long, texts in another
@@ -234,7 +248,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List the bundled offline encoders."""
+    """List the bundled offline encoders, and which student of `textxfer distill` to pick for what."""
     from textxfer.transformer.bundled import list_bundled
 
     rows = [("name", "installed", "ready", "size", "languages", "path")]
@@ -245,6 +259,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    from textxfer.distill.advice import lines
+
+    print("\nfaster students of a trained model (textxfer distill --teacher RUN --student …; BENCHMARKS.md):")
+    for line in lines():
+        print(f"  {line}")
     return 0
 
 
@@ -290,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(study)
     study.add_argument("--variants", nargs="+", default=["baseline", "finetune"],
                        help="pipelines with settings, e.g. baseline finetune finetune:strategy=head-only "
-                            "'finetune:strategy=full,layer_lr_decay=0.9' (default: baseline finetune)")
+                            "'finetune:strategy=full,layer_lr_decay=0.9'; ensemble:baseline+finetune (the cells of "
+                            "two variants combined); distill:static or 'distill:shallow,keep_every=2@finetune' (a "
+                            "student of another variant's cells, textxfer distill) (default: baseline finetune)")
     study.add_argument("--sizes", nargs="+", default=["100", "300", "1000", "all"],
                        help="training-set sizes: whole numbers or 'all' (default: 100 300 1000 all)")
     study.add_argument("--seeds", type=int, default=3, help="seeds per cell: --seed, --seed+1, … (default: 3)")
@@ -300,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     study.set_defaults(handler=cmd_study)
     from textxfer.audit.run import AUDITOR_HELP, AUDITORS
 
+    distill = commands.add_parser("distill", help="a faster student trained on a teacher run's soft labels",
+                                  description=cmd_distill.__doc__)
+    _add_common(distill)
+    from textxfer.distill.run import DistillConfig
+
+    add_arguments(distill, DistillConfig, "distillation", skip=("seed",))
+    distill.set_defaults(handler=cmd_distill)
     audit = commands.add_parser("audit", help="which labels are probably wrong: out-of-fold scores, duplicates, "
                                               "odd texts", description=cmd_audit.__doc__)
     _add_common(audit)
@@ -382,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     _add_device(server)
     server.set_defaults(handler=cmd_serve)
-    models = commands.add_parser("models", help="list the bundled offline encoders", description=cmd_models.__doc__)
+    models = commands.add_parser("models", help="list the bundled offline encoders, and which distilled student to "
+                                 "pick", description=cmd_models.__doc__)
     models.set_defaults(handler=cmd_models)
     return parser
 

@@ -16,13 +16,15 @@ from textxfer.core.contract import ClassifierBase
 from textxfer.core.manifest import read_manifest
 from textxfer.ensemble.pipeline import EnsembleClassifier
 from textxfer.errors import TextxferError
+from textxfer.static.pipeline import StaticClassifier
 from textxfer.transformer.onnx_pipeline import OnnxClassifier
 from textxfer.transformer.pipeline import FinetuneClassifier
 
 # Every model kind: its manifest ``kind`` → its ``Classifier`` class. A kind added later joins here (and the
 # manifest's list of kinds); tests/test_contract.py runs the contract over this mapping.
 KINDS: dict[str, type[ClassifierBase]] = {
-    cls.kind: cls for cls in (BaselineClassifier, FinetuneClassifier, OnnxClassifier, EnsembleClassifier)
+    cls.kind: cls for cls in (BaselineClassifier, FinetuneClassifier, OnnxClassifier, EnsembleClassifier,
+                            StaticClassifier)
 }
 
 

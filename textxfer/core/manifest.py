@@ -13,7 +13,7 @@ from textxfer.data.labels import LabelSet
 
 MANIFEST_NAME = "textxfer.json"
 FORMAT_VERSION = 1
-KINDS = ("baseline", "finetune", "onnx", "ensemble")  # as textxfer.registry.KINDS
+KINDS = ("baseline", "finetune", "onnx", "ensemble", "static")  # as textxfer.registry.KINDS
 # The ``files`` roles each kind writes: (required, optional). A missing required role or a role of another kind
 # means the manifest was edited, or its kind or files were taken from another folder.
 FILE_ROLES = {
@@ -21,6 +21,7 @@ FILE_ROLES = {
     "finetune": ({"config", "weights"}, {"tokenizer", "trainer_log"}),
     "onnx": ({"config", "weights"}, {"tokenizer", "weights_data"}),
     "ensemble": ({"members"}, set()),
+    "static": ({"table", "tokenizer"}, {"tokenizer_config"}),
 }
 _LIBRARIES = ("textxfer", "numpy", "scikit-learn", "gensim", "skops", "safetensors", "jieba", "rjieba",
               "evaluate", "datasets", "torch", "transformers", "accelerate")

@@ -29,7 +29,8 @@ from textxfer.data.splits import differing_part, read_split_file, write_split_fi
 
 MODEL_SIZE_SKIPS = (*RUN_RECORDS, TRAINER_LOG)  # not counted in a model's size on disk
 DESCRIPTIONS = {"baseline": "word2vec + RandomForest", "finetune": "fine-tuned transformer",
-                "onnx": "fine-tuned transformer (ONNX)", "ensemble": "ensemble"}
+                "onnx": "fine-tuned transformer (ONNX)", "ensemble": "ensemble",
+                "static": "static token vectors + linear head"}
 WARM_UP_TEXTS = 8
 
 

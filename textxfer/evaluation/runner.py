@@ -129,6 +129,19 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     else:
         classifier.fit(data.train, data.validation, labels=data.labels, progress=progress)
     fit_seconds = time.perf_counter() - started
+    report, data_info = {}, {}
+    if self_trained is not None:
+        report["self_training"] = self_trained
+        data_info["unlabelled"] = {"source": self_trained["source"], "sha256": self_trained["sha256"]}
+    return score_and_write(classifier, data, output, fit_seconds, log, known, report, data_info)
+
+
+def score_and_write(classifier, data: PreparedData, output: str | Path, fit_seconds: float, log=print,
+                    known: dict | None = None, extra_report: dict | None = None,
+                    extra_data: dict | None = None) -> RunResult:
+    """Score the fitted ``classifier`` on ``data``'s evaluation splits and write its run folder atomically (model,
+    split, metrics, report, predictions); ``extra_report`` and ``extra_data`` join ``report.json`` and the manifest's
+    ``data`` (a self-training or distillation record). ``known``: raw probabilities per split already computed."""
     started = time.perf_counter()
     metrics, probabilities, calibration = evaluate_classifier(classifier, data, known)
     predictions = {name: predicted_ids(classifier, p) for name, p in probabilities.items()}
@@ -143,8 +156,7 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
         "timing": {"fit_seconds": round(fit_seconds, 3), "evaluate_seconds": round(predict_seconds, 3),
                    "predict_texts_per_second": round(evaluated / predict_seconds, 1) if predict_seconds else None},
     }
-    if self_trained is not None:
-        report["self_training"] = self_trained
+    report |= extra_report or {}
     report["model_check"] = ((check_multilabel(metrics["validation"]) if data.labels.multi_label
                               else check_model(metrics["validation"], data.train.labels, data.labels))
                              if "validation" in metrics else {"degenerate": None, "reasons": [],
@@ -152,8 +164,7 @@ def run_prepared(classifier, data: PreparedData, output: str | Path, progress: b
     data_info = {"fingerprints": {name: entry["sha256"] for name, entry in data.split_record["splits"].items()},
                  "sources": {name: entry["source"] for name, entry in data.split_record["splits"].items()},
                  "counts": data.counts, "split_method": data.split_record["method"]}
-    if self_trained is not None:
-        data_info["unlabelled"] = {"source": self_trained["source"], "sha256": self_trained["sha256"]}
+    data_info |= extra_data or {}
     if is_main_process():
         with atomic_output_dir(output) as staging:
             classifier.write(staging, data_info)

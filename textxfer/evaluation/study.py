@@ -30,6 +30,8 @@ from textxfer.evaluation.runner import describe_data, finished_run, run_prepared
 from textxfer.data.splits import write_split_file
 
 ENSEMBLE = "ensemble"
+DISTILL = "distill"  # a student of another variant's cells (textxfer distill)
+DERIVED = (ENSEMBLE, DISTILL)  # variants made from other variants' cells of the same size and seed
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,12 @@ class Cell:
 
 def parse_variant(text: str, config_classes: dict[str, type]) -> Variant:
     """``"finetune:strategy=head-only,layer_lr_decay=0.9"`` → :class:`Variant` (values typed by the config);
-    ``"ensemble:baseline+finetune"`` → the ensemble of two other variants' cells (weights chosen on validation)."""
+    ``"ensemble:baseline+finetune"`` → the ensemble of two other variants' cells (weights chosen on validation);
+    ``"distill:static"``, ``"distill:shallow,keep_every=2@finetune:strategy=full"`` → a student of that kind (with
+    ``textxfer distill`` settings) distilled from another variant's cells (after ``@``; default ``finetune``)."""
     pipeline, _, rest = text.strip().partition(":")
+    if pipeline == DISTILL:
+        return _distill_variant(text)
     if pipeline == ENSEMBLE:
         members = [part.strip() for part in rest.split("+")]
         if len(members) < 2 or not all(members):
@@ -85,6 +91,30 @@ def parse_variant(text: str, config_classes: dict[str, type]) -> Variant:
             raise TextxferError(f"variant {text!r}: {name} is set by the study itself (use --sizes and --seeds)")
         settings[name] = parse_field(config_classes[pipeline], name, value.strip())
     return Variant(text.strip(), pipeline, settings)
+
+
+def _distill_variant(text: str) -> Variant:
+    from textxfer.distill.run import STUDENTS, DistillConfig
+
+    rest = text.strip().partition(":")[2]
+    student_part, at, teacher = rest.partition("@")
+    teacher = teacher.strip() if at else "finetune"
+    student, *items = [part.strip() for part in student_part.split(",")]
+    if student not in STUDENTS or not teacher or teacher.partition(":")[0] == DISTILL:
+        raise TextxferError(f"variant {text!r}: write distill:<student>[,name=value…][@<teacher variant>] with a "
+                            f"student of {list(STUDENTS)}, e.g. distill:static or distill:shallow,keep_every=2@finetune")
+    settings = {"student": student, "teacher_variant": teacher}
+    for item in filter(None, items):
+        name, equals, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not equals or name in ("teacher", "student", "seed"):
+            raise TextxferError(f"variant {text!r}: {item!r} is not a name=value setting of the student "
+                                "(the teacher comes after @, the seed from --seeds)")
+        try:
+            settings[name] = parse_field(DistillConfig, name, value.strip())
+        except TextxferError as exc:
+            raise TextxferError(f"variant {text!r}: {exc}") from None
+    return Variant(text.strip(), DISTILL, settings)
 
 
 def parse_sizes(values: list[str], train_size: int) -> list[int]:
@@ -139,24 +169,34 @@ def subset(data: PreparedData, order: list[int], size: int) -> PreparedData:
 def plan(variants: list[Variant], sizes: list[int], seeds: list[int]) -> list[Cell]:
     """Every cell, smallest sizes first (so a curve fills in from the left); at each size the ensembles come
     after the cells they combine."""
-    ordered = [v for v in variants if v.pipeline != ENSEMBLE] + [v for v in variants if v.pipeline == ENSEMBLE]
+    rank = {DISTILL: 1, ENSEMBLE: 2}  # students after their teachers; ensembles last (they may combine students)
+    ordered = sorted(variants, key=lambda v: rank.get(v.pipeline, 0))
     return [Cell(v, n, s) for n in sizes for v in ordered for s in seeds]
 
 
+def _made_from(variant: Variant) -> list[str]:
+    """The variants whose cells ``variant``'s cells are made from (none for a plain variant)."""
+    if variant.pipeline == ENSEMBLE:
+        return list(variant.settings["members"])
+    return [variant.settings["teacher_variant"]] if variant.pipeline == DISTILL else []
+
+
 def check_members(variants: list[Variant]) -> None:
-    """Every ensemble's members are variants of this study (the ensemble combines their cells)."""
+    """Every ensemble's members and every student's teacher are variants of this study (made from their cells)."""
     texts = {v.text for v in variants}
-    for variant in (v for v in variants if v.pipeline == ENSEMBLE):
-        missing = [m for m in variant.settings["members"] if m not in texts]
+    for variant in variants:
+        missing = [m for m in _made_from(variant) if m not in texts]
         if missing:
-            raise TextxferError(f"variant {variant.text!r}: {missing} not among --variants; an ensemble combines "
+            raise TextxferError(f"variant {variant.text!r}: {missing} not among --variants; "
+                                f"{'an ensemble combines' if variant.pipeline == ENSEMBLE else 'a student learns from'} "
                                 "the study's own cells — add them to --variants")
 
 
 def member_cells(cell: Cell, variants: list[Variant]) -> list[Cell]:
-    """The cells an ensemble cell combines: its member variants' cells of the same size and seed."""
+    """The cells an ensemble cell combines, or a student cell's teacher: those variants' cells of the same size and
+    seed."""
     by_text = {v.text: v for v in variants}
-    return [Cell(by_text[m], cell.size, cell.seed) for m in cell.variant.settings["members"]]
+    return [Cell(by_text[m], cell.size, cell.seed) for m in _made_from(cell.variant)]
 
 
 def cell_config(cell: Cell, base: dict[str, object], output: Path):
@@ -165,6 +205,12 @@ def cell_config(cell: Cell, base: dict[str, object], output: Path):
         from textxfer.ensemble.pipeline import EnsembleConfig
 
         return EnsembleConfig("auto")
+    if cell.variant.pipeline == DISTILL:
+        from textxfer.distill.run import DistillConfig
+
+        settings = {k: v for k, v in cell.variant.settings.items() if k != "teacher_variant"}
+        teacher = Cell(Variant(cell.variant.settings["teacher_variant"], ""), cell.size, cell.seed)
+        return DistillConfig(teacher=str(output / teacher.folder), seed=cell.seed, **settings)
     config = replace(base[cell.variant.pipeline], **cell.variant.settings, seed=cell.seed)
     if cell.variant.pipeline == "finetune":
         config = replace(config, max_train_samples=None,
@@ -260,6 +306,23 @@ def run_ensemble_cell(members: list[Path], data: PreparedData, folder: Path) -> 
     run_prepared(model, data, folder, progress=False, log=lambda *_: None)
 
 
+def run_distill_cell(config, data: PreparedData, folder: Path) -> None:
+    """Distil a student cell from its finished teacher cell (``config.teacher``) on the teacher's rows."""
+    from textxfer.distill.run import distill_prepared
+
+    distill_prepared(config, data, folder, progress=False, log=lambda *_: None)
+
+
+def _finished(folder: Path, cell: Cell, config, data: PreparedData) -> bool:
+    """Whether ``folder`` holds this cell, finished with today's settings and choices on the same rows."""
+    if cell.variant.pipeline == DISTILL:
+        from textxfer.distill.run import finished_distillation
+
+        return finished_distillation(folder, config, data)
+    return (finished_run(folder, cell.variant.pipeline, config, data)
+            and same_automatic_choices(folder, cell, config))
+
+
 def run_cell(pipeline: str, config, data: PreparedData, folder: Path) -> None:
     """Train and score one cell into ``folder`` (an ordinary run folder), then drop its checkpoints."""
     run_prepared(_classifier(pipeline, config), data, folder, progress=False, log=lambda *_: None)
@@ -316,10 +379,9 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     orders = {seed: nested_order(data.train.labels, seed) for seed in seed_list}
     prepared = {(n, s): subset(data, orders[s], n) for n in chosen_sizes for s in seed_list}
     configs = {c: cell_config(c, base, output) for c in cells}
-    done = {c for c in cells if finished_run(output / c.folder, c.variant.pipeline, configs[c], prepared[(c.size, c.seed)])
-            and same_automatic_choices(output / c.folder, c, configs[c])}
-    # An ensemble cell whose member cells are to be (re)trained is rebuilt from them.
-    done -= {c for c in done if c.variant.pipeline == ENSEMBLE and not done.issuperset(member_cells(c, variants))}
+    done = {c for c in cells if _finished(output / c.folder, c, configs[c], prepared[(c.size, c.seed)])}
+    # An ensemble or student cell whose member or teacher cells are to be (re)trained is rebuilt from them.
+    done -= {c for c in done if c.variant.pipeline in DERIVED and not done.issuperset(member_cells(c, variants))}
     log(f"study: {len(variants)} variant(s) × {len(chosen_sizes)} size(s) {chosen_sizes} × {seeds} seed(s) "
         f"= {len(cells)} cells, {len(done)} already finished; output {output}")
     if len(done) < len(cells):
@@ -329,7 +391,7 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
     bar = tqdm(total=len(cells), initial=len(done), unit="cell", disable=not progress, desc="study")
     for cell in cells:
         folder = output / cell.folder
-        members = member_cells(cell, variants) if cell.variant.pipeline == ENSEMBLE else []
+        members = member_cells(cell, variants) if cell.variant.pipeline in DERIVED else []
         if cell not in done:
             bar.set_postfix_str(f"{cell.variant.text} n={cell.size} seed={cell.seed}")
             config = configs[cell]
@@ -337,8 +399,11 @@ def run_study(options: DataOptions, variants: list[Variant], sizes: list[str], s
             try:
                 if lost:
                     raise CellSkipped(f"its member cell {lost[0].folder} did not finish")
-                if members:
+                if cell.variant.pipeline == ENSEMBLE:
                     run_ensemble_cell([output / m.folder for m in members], prepared[(cell.size, cell.seed)], folder)
+                elif cell.variant.pipeline == DISTILL:
+                    run = in_child_process if isolate and config.student == "shallow" else (lambda f, *a: f(*a))
+                    run(run_distill_cell, config, prepared[(cell.size, cell.seed)], folder)
                 elif isolate and cell.variant.pipeline == "finetune":
                     in_child_process(run_cell, cell.variant.pipeline, config, prepared[(cell.size, cell.seed)], folder)
                 else:

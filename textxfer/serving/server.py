@@ -174,6 +174,14 @@ def model_info(folder: Path, model) -> dict:
     if (folder / "metrics.json").is_file():
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     config = manifest.get("config") or {}
+    distillation = None
+    if (folder / "report.json").is_file():
+        try:
+            distillation = json.loads((folder / "report.json").read_text(encoding="utf-8")).get("distillation")
+        except (OSError, ValueError):
+            distillation = None
+    from textxfer.distill.advice import serving_note
+
     return {"kind": manifest["kind"], "labels": [model.labels.value(n) for n in model.labels.names],
             "base_model": config.get("base_model"), "created": manifest.get("created"),
             "metrics": {split: {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "micro_f1") if k in m}
@@ -182,7 +190,8 @@ def model_info(folder: Path, model) -> dict:
                      "text_pair_column": model.shape.text_pair_column,
                      **({"thresholds": dict(zip(map(str, model.labels.names), map(float, model.thresholds)))}
                         if model.labels.multi_label else {})},
-            "folder": str(folder), "device": model.device, "precision": model.precision}
+            "folder": str(folder), "device": model.device, "precision": model.precision,
+            "speed_note": serving_note(manifest["kind"], distillation)}
 
 
 def create_app(settings: ServeSettings) -> FastAPI:

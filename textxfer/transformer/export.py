@@ -56,9 +56,9 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise TextxferError(f"unknown --quantize {quantize!r}; choose one of {list(QUANTIZE_CHOICES)} or leave it out")
     manifest = read_manifest(model_dir)
-    if manifest["kind"] == "baseline":
-        raise TextxferError(f"{model_dir}: a baseline model is already cheap to run on CPU; nothing to export "
-                            "(export a `textxfer finetune` folder)")
+    if manifest["kind"] in ("baseline", "static"):
+        raise TextxferError(f"{model_dir}: a {manifest['kind']} model is already cheap to run on CPU; nothing to "
+                            "export (export a `textxfer finetune` folder, or a shallow student of `textxfer distill`)")
     if manifest["kind"] == "onnx":
         raise TextxferError(f"{model_dir}: already an ONNX export; export its source model "
                             f"({manifest['config'].get('source_model', 'the fine-tuned folder')}) instead")

@@ -46,7 +46,7 @@ def estimator(c: float, class_weighted: bool, seed: int):
                               random_state=seed)
 
 
-def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:
     from sklearn.metrics import f1_score
 
     return float(f1_score(y_true, y_pred, labels=list(range(num_labels)), average="macro", zero_division=0))
@@ -60,7 +60,7 @@ def choose_c(train_x, train_y, validation_x, validation_y, num_labels: int, clas
     if validation_x is not None and validation_x.shape[0]:
         for c in C_GRID:
             predicted = estimator(c, class_weighted, seed).fit(train_x, train_y).predict(validation_x)
-            scores.append({"C": c, "validation_macro_f1": round(_macro_f1(validation_y, predicted, num_labels), 6),
+            scores.append({"C": c, "validation_macro_f1": round(macro_f1(validation_y, predicted, num_labels), 6),
                            "validation_accuracy": round(float(np.mean(predicted == validation_y)), 6)})
         best = max(scores, key=lambda s: s["validation_macro_f1"])  # max keeps the first of equal scores
         return best["C"], scores, "validation macro-F1"

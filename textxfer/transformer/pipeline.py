@@ -139,13 +139,17 @@ class FinetuneClassifier(ClassifierBase):
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, train: TextDataset, validation: TextDataset | None = None, labels: LabelSet | None = None,
-            progress: bool = False) -> "FinetuneClassifier":
+            progress: bool = False, soft_targets: np.ndarray | None = None) -> "FinetuneClassifier":
         """Fine-tune on ``train``; ``validation`` drives early stopping and best-model selection (and, for multi-label
         texts, each label's threshold). Text pairs are read as one input each (:func:`encoding.encode`); multi-label
-        texts train sigmoid outputs with binary cross-entropy."""
+        texts train sigmoid outputs with binary cross-entropy. ``soft_targets``: a teacher's probabilities, one row
+        per training text, trained on instead of the labels (``textxfer distill``)."""
         from textxfer.transformer.training import train_model
 
         cfg = self.config
+        if soft_targets is not None and (cfg.max_train_samples or cfg.augment != "none"):
+            raise TextxferError("training on a teacher's probabilities keeps every training text as it is: leave out "
+                                "--max-train-samples and --augment")
         self.labels = self.begin_fit(train, labels)
         train = _subset(train, cfg.max_train_samples, cfg.seed)
         given = len(train)
@@ -154,7 +158,8 @@ class FinetuneClassifier(ClassifierBase):
         length_stats = self.prepare(train.inputs + (validation.inputs if has_validation else []), progress)
         self._encoded = {}  # tokenized texts, kept for this fit only
         try:
-            self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress)
+            self.log_history_, train_stats = train_model(self, train, validation if has_validation else None, progress,
+                                                         soft_targets)
         finally:
             del self._encoded
         self.end_fit(validation if has_validation else None, cfg.threshold, cfg.calibration)

@@ -222,8 +222,33 @@ def _smallest_over_processes(batch: int, world_size: int) -> int:
     return int(value.item())
 
 
-def train_model(classifier, train: TextDataset, validation: TextDataset | None, progress: bool):
-    """Train ``classifier.model_`` in place with the ``Trainer``; returns ``(log_history, stats)``."""
+def _soft_target_loss(num_labels: int):
+    """Cross-entropy against a teacher's class probabilities (``compute_loss_func`` of a distillation): KL(teacher ‖
+    student) plus the teacher's entropy, a constant, so the same gradients as KL. Validation rows carry class ids,
+    which ``cross_entropy`` takes as well."""
+    import torch
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        logits = logits.view(-1, num_labels).float()
+        rows = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else len(logits),
+                               device=logits.device, dtype=torch.float32)
+        if labels.dim() == 2:  # the Trainer counted each row's probabilities as items: a row is num_labels of them
+            labels, rows = labels.float(), rows / num_labels
+        if num_items_in_batch is None:
+            return torch.nn.functional.cross_entropy(logits, labels)
+        # A step run as several passes: each returns its share of the step's mean over rows (see _class_weighted_loss).
+        return torch.nn.functional.cross_entropy(logits, labels, reduction="sum") / rows
+
+    return loss
+
+
+def train_model(classifier, train: TextDataset, validation: TextDataset | None, progress: bool,
+                soft_targets: np.ndarray | None = None):
+    """Train ``classifier.model_`` in place with the ``Trainer``; returns ``(log_history, stats)``. ``soft_targets``
+    (a distillation's teacher probabilities, one row per training text): the body and head train on them (strategy
+    ``full`` or ``freeze-embeddings``; a multi-label model's outputs by binary cross-entropy on each label's
+    probability) instead of on ``train``'s labels."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, default_data_collator
 
@@ -231,6 +256,9 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     pooling = pooling_of(model)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     no_search = None
+    if soft_targets is not None and cfg.strategy not in ("full", "freeze-embeddings"):
+        raise TextxferError(f"training on a teacher's probabilities needs --strategy full or freeze-embeddings, not "
+                            f"{cfg.strategy!r}")
     if cfg.strategy == "auto":  # choose on validation (textxfer.transformer.auto_choice) where there is one
         from textxfer.transformer import auto_choice, auto_search
 
@@ -251,8 +279,8 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     if announcement and int(os.environ.get("RANK", "0")) == 0:
         print(announcement, flush=True)
     apply_strategy(model, strategy)
-    y_train = labels.targets(train.labels)
-    if labels.multi_label and not fits_head(strategy, cfg.head_solver):
+    y_train = labels.targets(train.labels) if soft_targets is None else np.asarray(soft_targets, dtype=np.float32)
+    if labels.multi_label and not fits_head(strategy, cfg.head_solver) and soft_targets is None:
         start_at_label_shares(model, y_train)
     y_validation = labels.targets(validation.labels) if validation is not None else np.zeros(0, dtype=np.int64)
     features = lambda texts, module: classifier_inputs(  # noqa: E731
@@ -317,6 +345,8 @@ def train_model(classifier, train: TextDataset, validation: TextDataset | None, 
     if strategy == "gradual-unfreeze":
         callbacks.append(gradual_unfreeze_callback(model, recipe["epochs"]))
     loss = _class_weighted_loss(y_train, len(labels)) if cfg.class_weighted and strategy != "head-only" else None
+    if soft_targets is not None:  # a multi-label model's own loss is binary cross-entropy, which takes probabilities
+        loss = None if labels.multi_label else _soft_target_loss(len(labels))
     trainer = Trainer(model=trained, args=arguments, data_collator=collator, train_dataset=train_set,
                       eval_dataset=validation_set, processing_class=classifier.tokenizer_ if trained is model else None,
                       compute_metrics=_compute_metrics(labels), compute_loss_func=loss, callbacks=callbacks,

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Distilled students against their teacher (issue 28): accuracy, texts/s and peak memory, on 2 CPU cores.
+
+Per corpus (``--corpora``; ``scripts/corpora.py``: the Chinese reviews of ``sample_data/`` and the 10-topic THUCNews
+headlines), on the corpus's default split (seed 42):
+
+1. the teacher: the bundled encoder fine-tuned at ``make demo``'s budget (2,000 training texts, 1 epoch, no step
+   floor) — the model a user with few labels has;
+2. its soft labels for every training text. Neither corpus has 20,000 texts beyond its split, so the unlabelled
+   texts are the training split without its labels (13,890 reviews, 8,000 headlines) — the teacher saw the labels of
+   2,000 of them. Computed once and handed to each ``distill`` call (``teacher_labels``);
+3. the students, each an ordinary ``textxfer distill`` run: ``shallow`` (every 4th layer: 3 of 12), ``static``,
+   ``baseline``; and the int8 ONNX export of the shallow student (``textxfer export --quantize int8``);
+4. every model loaded fresh and timed on the same texts — the test split — in this one process, after a warm-up of 8
+   texts: texts/s, test accuracy, and agreement with the teacher. Ratios are against the teacher's texts/s measured
+   here, in the same process.
+
+``--rss N``: afterwards, each model's peak RSS predicting N texts (the test texts repeated to N, written once as a
+CSV) through ``textxfer predict --input … --output …`` — the streaming path a nightly job would use — each in its own
+process, under ``--rss-timeout`` seconds (a model that runs out of time is reported as not measured, with how far it
+got). Results go to ``--output`` (``<corpus>/results.json``, ``<corpus>/rss.json``); finished runs are reused.
+Run: ``python scripts/bench_distill.py [--corpora reviews thucnews] [--rss 100000] [--report-only]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import corpora  # noqa: E402
+
+STUDENTS = ("shallow", "static", "baseline")
+MODELS = ("teacher", "shallow", "shallow-int8", "static", "baseline")
+
+
+def finished(folder: Path) -> bool:
+    return (folder / "metrics.json").is_file() and (folder / "textxfer.json").is_file()
+
+
+def build(name: str, output: Path, log=print) -> Path:
+    """Teacher, students and export of corpus ``name`` under ``output/<name>`` (finished ones reused)."""
+    from textxfer.data.dataset import DataOptions, load_data
+    from textxfer.distill.run import DistillConfig, distill, distillation_texts
+    from textxfer.distill.teacher import soft_labels
+    from textxfer.evaluation.runner import run
+    from textxfer.registry import load
+    from textxfer.transformer.export import export_onnx
+    from textxfer.transformer.pipeline import FinetuneClassifier, FinetuneConfig
+
+    root = output / name
+    root.mkdir(parents=True, exist_ok=True)
+    teacher = root / "teacher"
+    if not finished(teacher):
+        log(f"{name}: training the teacher")
+        run(FinetuneClassifier(FinetuneConfig(seed=42, max_train_samples=2000, epochs=1, min_steps=0)),
+            DataOptions(data=str(corpora.build(name))), teacher, progress=False, log=log)
+    labels_file = root / "teacher-labels.npy"
+    if not labels_file.is_file():
+        data = load_data(DataOptions(split=str(teacher / "split.json")))
+        texts, _ = distillation_texts(data)
+        started = time.perf_counter()
+        np.save(labels_file, soft_labels(load(teacher), texts, progress=True))
+        (root / "teacher-labels.json").write_text(json.dumps({"texts": len(texts), "seconds": round(
+            time.perf_counter() - started, 1)}), encoding="utf-8")
+    targets = np.load(labels_file)
+    for student in STUDENTS:
+        if not finished(root / student):
+            log(f"{name}: distilling the {student} student")
+            started = time.perf_counter()
+            distill(DistillConfig(teacher=str(teacher), student=student), DataOptions(), root / student,
+                    progress=True, log=log, teacher_labels=targets)
+            log(f"{name}: {student} in {time.perf_counter() - started:.0f} s")
+    if not (root / "shallow-int8" / "textxfer.json").is_file() and finished(root / "shallow"):
+        export_onnx(root / "shallow", root / "shallow-int8", quantize="int8", log=log)
+    return root
+
+
+def measure(name: str, root: Path, log=print) -> dict:
+    """Each model's texts/s, accuracy and agreement with the teacher on the test split, loaded in this process."""
+    from textxfer.data.dataset import DataOptions, load_data
+    from textxfer.registry import load
+
+    data = load_data(DataOptions(split=str(root / "teacher" / "split.json")))
+    texts, truth = data.test.texts, data.labels.targets(data.test.labels)
+    results, teacher_predicted = {}, None
+    for model_name in MODELS:
+        folder = root / model_name
+        if not (folder / "textxfer.json").is_file():
+            continue
+        model = load(folder, device="cpu")
+        model.predict_proba(texts[:8])
+        started = time.perf_counter()
+        predicted = model.predict_proba(texts).argmax(axis=1)
+        seconds = time.perf_counter() - started
+        if model_name == "teacher":
+            teacher_predicted = predicted
+        report = folder / "report.json"
+        fit = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {}
+        results[model_name] = {
+            "kind": model.kind, "texts_per_second": round(len(texts) / seconds, 1), "seconds": round(seconds, 2),
+            "accuracy": round(float(np.mean(predicted == truth)), 4),
+            "agreement_with_teacher": round(float(np.mean(predicted == teacher_predicted)), 4),
+            "fit_seconds": (fit.get("timing") or {}).get("fit_seconds"),
+            "size_mib": round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20, 1)}
+        log(f"{name} · {model_name}: {results[model_name]}")
+        del model
+    for entry in results.values():
+        entry["speed_vs_teacher"] = round(entry["texts_per_second"] / results["teacher"]["texts_per_second"], 1)
+        entry["points_vs_teacher"] = round(100 * (entry["accuracy"] - results["teacher"]["accuracy"]), 2)
+    record = {"corpus": name, "test_texts": len(texts), "torch_threads": _threads(), "models": results}
+    (root / "results.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def rss(name: str, root: Path, count: int, timeout: int, log=print) -> dict:
+    """Peak RSS of ``textxfer predict`` over ``count`` texts for every model, each in its own process."""
+    import csv
+
+    from textxfer.data.dataset import DataOptions, load_data
+
+    data = load_data(DataOptions(split=str(root / "teacher" / "split.json")))
+    source = root / f"predict-{count}.csv"
+    if not source.is_file():
+        with source.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text"])
+            for i in range(count):
+                writer.writerow([data.test.texts[i % len(data.test)]])
+    record = {}
+    for model_name in MODELS:
+        folder = root / model_name
+        if not (folder / "textxfer.json").is_file():
+            continue
+        target = root / f"predicted-{model_name}.csv"
+        command = [sys.executable, "-c", CHILD, str(folder), str(source), str(target), str(timeout)]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        lines = done.stdout.strip().splitlines()
+        if not lines:
+            raise SystemExit(f"{model_name}: {done.stderr[-2000:]}")
+        record[model_name] = {**json.loads(lines[-1]), "wall_seconds": round(time.perf_counter() - started, 1)}
+        target.unlink(missing_ok=True)
+        log(f"{name} · {model_name} · {count:,} texts: {record[model_name]}")
+    (root / "rss.json").write_text(json.dumps({"texts": count, "models": record}, indent=1), encoding="utf-8")
+    return record
+
+
+# Runs `textxfer predict --input SOURCE --output TARGET` in this process (a thread watches the time), then prints
+# peak RSS and how many rows were written.
+CHILD = """
+import json, resource, sys, threading, time, os
+folder, source, target, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+started = time.perf_counter()
+def rows_written():
+    try:
+        with open(target, encoding="utf-8") as handle:
+            return max(sum(1 for _ in handle) - 1, 0)
+    except OSError:
+        return 0
+def watch():
+    time.sleep(timeout)
+    print(json.dumps({"finished": False, "rows_done": rows_written(), "seconds": round(time.perf_counter() - started, 1),
+                      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}), flush=True)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+from textxfer.cli import main
+code = main(["predict", "--model", folder, "--input", source, "--output", target, "--device", "cpu"])
+print(json.dumps({"finished": code == 0, "rows_done": rows_written(), "seconds": round(time.perf_counter() - started, 1),
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}), flush=True)
+"""
+
+
+def table(records: list[dict], memory: dict) -> str:
+    lines = ["| corpus | model | kind | test accuracy | vs teacher (points) | agreement with teacher | texts/s | "
+             "× teacher | size (MiB) | peak RSS, 100k texts (MiB) |", "|" + "---|" * 10]
+    for record in records:
+        for name, m in record["models"].items():
+            peak = (memory.get(record["corpus"]) or {}).get(name)
+            shown = ("not measured" if peak is None else f"{peak['peak_rss_mib']:,}" if peak["finished"]
+                     else f"not measured ({peak['rows_done']:,} rows in {peak['seconds']:.0f} s)")
+            lines.append(f"| {record['corpus']} | {name} | {m['kind']} | {m['accuracy']:.4f} | {m['points_vs_teacher']:+.2f} "
+                         f"| {m['agreement_with_teacher']:.3f} | {m['texts_per_second']:,.0f} | {m['speed_vs_teacher']:.1f} "
+                         f"| {m['size_mib']} | {shown} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpora", nargs="+", default=["reviews", "thucnews"])
+    parser.add_argument("--output", default=str(ROOT / "runs" / "bench_distill"))
+    parser.add_argument("--rss", type=int, default=0, help="also measure peak RSS predicting this many texts")
+    parser.add_argument("--rss-timeout", type=int, default=900)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    output = Path(args.output)
+    records, memory = [], {}
+    for name in args.corpora:
+        root = output / name
+        if not args.report_only:
+            build(name, output)
+            measure(name, root)
+            if args.rss:
+                rss(name, root, args.rss, args.rss_timeout)
+        if (root / "results.json").is_file():
+            records.append(json.loads((root / "results.json").read_text(encoding="utf-8")))
+        if (root / "rss.json").is_file():
+            memory[name] = json.loads((root / "rss.json").read_text(encoding="utf-8"))["models"]
+    print(table(records, memory))
+
+
+if __name__ == "__main__":
+    main()
