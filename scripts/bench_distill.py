@@ -7,10 +7,11 @@ headlines), on the corpus's default split (seed 42):
 1. the teacher: the bundled encoder fine-tuned at ``make demo``'s budget (2,000 training texts, 1 epoch, no step
    floor) — the model a user with few labels has;
 2. its soft labels for every training text. Neither corpus has 20,000 texts beyond its split, so the unlabelled
-   texts are the training split without its labels (13,890 reviews, 8,000 headlines) — the teacher saw the labels of
+   texts are the training split without its labels (13,891 reviews, 8,000 headlines) — the teacher saw the labels of
    2,000 of them. Computed once and handed to each ``distill`` call (``teacher_labels``);
-3. the students, each an ordinary ``textxfer distill`` run: ``shallow`` (every 4th layer: 3 of 12), ``static``,
-   ``baseline``; and the int8 ONNX export of the shallow student (``textxfer export --quantize int8``);
+3. the students, each an ordinary ``textxfer distill`` run: ``shallow`` (every 4th layer: 3 of 12; ``--keep-every
+   4 6 12`` adds ``shallow-k6`` and ``shallow-k12``, 2 layers and 1), ``static``, ``baseline``; and the int8 ONNX
+   export of each shallow student (``textxfer export --quantize int8``);
 4. every model loaded fresh and timed on the same texts — the test split — in this one process, after a warm-up of 8
    texts: texts/s, test accuracy, and agreement with the teacher. Ratios are against the teacher's texts/s measured
    here, in the same process.
@@ -40,17 +41,28 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import corpora  # noqa: E402
 
 STUDENTS = ("shallow", "static", "baseline")
-MODELS = ("teacher", "shallow", "shallow-int8", "static", "baseline")
+DEFAULT_EVERY = 4  # DistillConfig's --keep-every
+
+
+def shallow_name(every: int) -> str:
+    return "shallow" if every == DEFAULT_EVERY else f"shallow-k{every}"
+
+
+def model_names(everies: list[int]) -> list[str]:
+    """The folders measured: the teacher, each shallow student and its int8 export, the static and baseline ones."""
+    shallow = [name for every in everies for name in (shallow_name(every), f"{shallow_name(every)}-int8")]
+    return ["teacher", *shallow, "static", "baseline"]
 
 
 def finished(folder: Path) -> bool:
     return (folder / "metrics.json").is_file() and (folder / "textxfer.json").is_file()
 
 
-def build(name: str, output: Path, log=print) -> Path:
+def build(name: str, output: Path, everies: list[int], log=print) -> Path:
     """Teacher, students and export of corpus ``name`` under ``output/<name>`` (finished ones reused)."""
     from textxfer.data.dataset import DataOptions, load_data
-    from textxfer.distill.run import DistillConfig, distill, distillation_texts
+    from textxfer.distill.students import DistillConfig, distillation_texts
+    from textxfer.evaluation.distillation import distill
     from textxfer.distill.teacher import soft_labels
     from textxfer.evaluation.runner import run
     from textxfer.registry import load
@@ -73,19 +85,21 @@ def build(name: str, output: Path, log=print) -> Path:
         (root / "teacher-labels.json").write_text(json.dumps({"texts": len(texts), "seconds": round(
             time.perf_counter() - started, 1)}), encoding="utf-8")
     targets = np.load(labels_file)
-    for student in STUDENTS:
-        if not finished(root / student):
-            log(f"{name}: distilling the {student} student")
+    jobs = [(shallow_name(every), "shallow", every) for every in everies]
+    jobs += [(student, student, DEFAULT_EVERY) for student in STUDENTS if student != "shallow"]
+    for folder, student, every in jobs:
+        if not finished(root / folder):
+            log(f"{name}: distilling the {folder} student")
             started = time.perf_counter()
-            distill(DistillConfig(teacher=str(teacher), student=student), DataOptions(), root / student,
-                    progress=True, log=log, teacher_labels=targets)
-            log(f"{name}: {student} in {time.perf_counter() - started:.0f} s")
-    if not (root / "shallow-int8" / "textxfer.json").is_file() and finished(root / "shallow"):
-        export_onnx(root / "shallow", root / "shallow-int8", quantize="int8", log=log)
+            distill(DistillConfig(teacher=str(teacher), student=student, keep_every=every), DataOptions(),
+                    root / folder, progress=True, log=log, teacher_labels=targets)
+            log(f"{name}: {folder} in {time.perf_counter() - started:.0f} s")
+        if student == "shallow" and not (root / f"{folder}-int8" / "textxfer.json").is_file():
+            export_onnx(root / folder, root / f"{folder}-int8", quantize="int8", log=log)
     return root
 
 
-def measure(name: str, root: Path, log=print) -> dict:
+def measure(name: str, root: Path, everies: list[int], log=print) -> dict:
     """Each model's texts/s, accuracy and agreement with the teacher on the test split, loaded in this process."""
     from textxfer.data.dataset import DataOptions, load_data
     from textxfer.registry import load
@@ -93,7 +107,7 @@ def measure(name: str, root: Path, log=print) -> dict:
     data = load_data(DataOptions(split=str(root / "teacher" / "split.json")))
     texts, truth = data.test.texts, data.labels.targets(data.test.labels)
     results, teacher_predicted = {}, None
-    for model_name in MODELS:
+    for model_name in model_names(everies):
         folder = root / model_name
         if not (folder / "textxfer.json").is_file():
             continue
@@ -128,7 +142,7 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def rss(name: str, root: Path, count: int, timeout: int, log=print) -> dict:
+def rss(name: str, root: Path, count: int, timeout: int, everies: list[int], log=print) -> dict:
     """Peak RSS of ``textxfer predict`` over ``count`` texts for every model, each in its own process."""
     import csv
 
@@ -143,7 +157,7 @@ def rss(name: str, root: Path, count: int, timeout: int, log=print) -> dict:
             for i in range(count):
                 writer.writerow([data.test.texts[i % len(data.test)]])
     record = {}
-    for model_name in MODELS:
+    for model_name in model_names(everies):
         folder = root / model_name
         if not (folder / "textxfer.json").is_file():
             continue
@@ -206,6 +220,8 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "runs" / "bench_distill"))
     parser.add_argument("--rss", type=int, default=0, help="also measure peak RSS predicting this many texts")
     parser.add_argument("--rss-timeout", type=int, default=900)
+    parser.add_argument("--keep-every", type=int, nargs="+", default=[DEFAULT_EVERY],
+                        help="shallow students to make: every k-th layer kept (4: the default student)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     output = Path(args.output)
@@ -213,10 +229,10 @@ def main() -> None:
     for name in args.corpora:
         root = output / name
         if not args.report_only:
-            build(name, output)
-            measure(name, root)
+            build(name, output, args.keep_every)
+            measure(name, root, args.keep_every)
             if args.rss:
-                rss(name, root, args.rss, args.rss_timeout)
+                rss(name, root, args.rss, args.rss_timeout, args.keep_every)
         if (root / "results.json").is_file():
             records.append(json.loads((root / "results.json").read_text(encoding="utf-8")))
         if (root / "rss.json").is_file():

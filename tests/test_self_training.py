@@ -43,7 +43,7 @@ def test_a_validation_or_test_text_among_the_unlabelled_is_refused_naming_both_r
     with pytest.raises(TextxferError) as caught:
         load_data(DataOptions(data=str(sample_csv), unlabelled=str(path)))
     message = str(caught.value)
-    assert f"row 2's text" in message and f"test row {data.test.rows[3]}" in message and "leak" in message
+    assert "row 2's text" in message and f"test row {data.test.rows[3]}" in message and "leak" in message
     assert "\n" not in message
     # training texts are allowed in the file (a study trains on subsets) and left out of each fit
     path.write_text("全新的一句话\n" + data.train.texts[0] + "\n", encoding="utf-8")

@@ -136,7 +136,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     """Train a smaller, faster student on a teacher run's soft labels (its training texts plus --unlabelled texts)
     and score it on the teacher's split; the result is an ordinary run folder of the student's kind."""
     from textxfer.core.runs import default_run_dir
-    from textxfer.distill.run import DistillConfig, distill
+    from textxfer.distill.students import DistillConfig
+    from textxfer.evaluation.distillation import distill
 
     data, config = _options(args, DistillConfig)
     output = args.output or default_run_dir(f"distill-{config.student}")
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill = commands.add_parser("distill", help="a faster student trained on a teacher run's soft labels",
                                   description=cmd_distill.__doc__)
     _add_common(distill)
-    from textxfer.distill.run import DistillConfig
+    from textxfer.distill.students import DistillConfig
 
     add_arguments(distill, DistillConfig, "distillation", skip=("seed",))
     distill.set_defaults(handler=cmd_distill)

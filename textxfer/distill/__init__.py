@@ -1,1 +1,2 @@
-"""``textxfer distill``: students trained on a teacher run's soft labels (:mod:`textxfer.distill.run`)."""
+"""The students of ``textxfer distill`` (:mod:`textxfer.distill.students`), made from a teacher run; the workflow that
+trains and scores them is :mod:`textxfer.evaluation.distillation`."""

@@ -4,7 +4,7 @@ DistilBERT initialised its 6-layer student from every other layer of BERT-base (
 student keeps layers ``k-1, 2k-1, …, n-1`` of the teacher's ``n`` — every k-th counted from the top, so the last
 layer, whose output the teacher's classifier head was trained to read, stays under that head — with the teacher's
 embeddings, pooling and head. ``--keep-every 4`` on the 12-layer bundled encoder keeps layers 4, 8 and 12 (3 of
-12). The student then trains on the teacher's probabilities with the ``Trainer`` (:mod:`textxfer.distill.run`),
+12). The student then trains on the teacher's probabilities with the ``Trainer`` (:mod:`textxfer.distill.students`),
 its word-embedding matrix frozen, as the teacher's own default recipe freezes it: on the bundled encoder that matrix
 is 96M of the 3-layer student's 102M parameters. Trainable, a step of 16 reviews took 2.5–3 s (measured while tests
 shared the 2 cores, so not a clean ratio); frozen, 0.25 s on idle cores.

@@ -94,7 +94,7 @@ def parse_variant(text: str, config_classes: dict[str, type]) -> Variant:
 
 
 def _distill_variant(text: str) -> Variant:
-    from textxfer.distill.run import STUDENTS, DistillConfig
+    from textxfer.distill.students import STUDENTS, DistillConfig
 
     rest = text.strip().partition(":")[2]
     student_part, at, teacher = rest.partition("@")
@@ -206,7 +206,7 @@ def cell_config(cell: Cell, base: dict[str, object], output: Path):
 
         return EnsembleConfig("auto")
     if cell.variant.pipeline == DISTILL:
-        from textxfer.distill.run import DistillConfig
+        from textxfer.distill.students import DistillConfig
 
         settings = {k: v for k, v in cell.variant.settings.items() if k != "teacher_variant"}
         teacher = Cell(Variant(cell.variant.settings["teacher_variant"], ""), cell.size, cell.seed)
@@ -308,7 +308,7 @@ def run_ensemble_cell(members: list[Path], data: PreparedData, folder: Path) -> 
 
 def run_distill_cell(config, data: PreparedData, folder: Path) -> None:
     """Distil a student cell from its finished teacher cell (``config.teacher``) on the teacher's rows."""
-    from textxfer.distill.run import distill_prepared
+    from textxfer.evaluation.distillation import distill_prepared
 
     distill_prepared(config, data, folder, progress=False, log=lambda *_: None)
 
@@ -316,7 +316,7 @@ def run_distill_cell(config, data: PreparedData, folder: Path) -> None:
 def _finished(folder: Path, cell: Cell, config, data: PreparedData) -> bool:
     """Whether ``folder`` holds this cell, finished with today's settings and choices on the same rows."""
     if cell.variant.pipeline == DISTILL:
-        from textxfer.distill.run import finished_distillation
+        from textxfer.evaluation.distillation import finished_distillation
 
         return finished_distillation(folder, config, data)
     return (finished_run(folder, cell.variant.pipeline, config, data)

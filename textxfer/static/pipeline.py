@@ -240,12 +240,13 @@ def _ridge_on_logits(x, soft, vx, vy, num_labels: int):
     scores, alpha, how = [], 1.0, "fixed: no validation split"
     if vx is not None:
         for a in RIDGE_GRID[::-1]:  # strongest first: max keeps the first of equal scores
-            predicted = Ridge(alpha=a).fit(x, logits).predict(vx).argmax(axis=1)
+            predicted = Ridge(alpha=a, solver="svd").fit(x, logits).predict(vx).argmax(axis=1)
             scores.append({"alpha": a, "validation_macro_f1": round(macro_f1(vy, predicted, num_labels), 6),
                            "validation_accuracy": round(float(np.mean(predicted == vy)), 6)})
         alpha = max(scores, key=lambda s: s["validation_macro_f1"])["alpha"]
         how = "validation macro-F1"
-    fitted = Ridge(alpha=alpha).fit(x, logits)
+    fitted = Ridge(alpha=alpha, solver="svd").fit(x, logits)  # svd: exact where nearly collinear vectors make
+    # the default Cholesky solve ill-conditioned (and warn)
     return (np.asarray(fitted.coef_, dtype=np.float64), np.asarray(fitted.intercept_, dtype=np.float64),
             {"solver": "ridge regression onto the teacher's logits (MSE on logits)", "alpha": alpha, "chosen_by": how,
              "scores": scores})
