@@ -142,8 +142,10 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def rss(name: str, root: Path, count: int, timeout: int, everies: list[int], log=print) -> dict:
-    """Peak RSS of ``textxfer predict`` over ``count`` texts for every model, each in its own process."""
+def rss(name: str, root: Path, count: int, timeout: int, everies: list[int], only: list[str] | None = None,
+        log=print) -> dict:
+    """Peak RSS of ``textxfer predict`` over ``count`` texts for every model (or those in ``only``, merged into the
+    earlier ``rss.json``), each in its own process."""
     import csv
 
     from textxfer.data.dataset import DataOptions, load_data
@@ -156,10 +158,11 @@ def rss(name: str, root: Path, count: int, timeout: int, everies: list[int], log
             writer.writerow(["text"])
             for i in range(count):
                 writer.writerow([data.test.texts[i % len(data.test)]])
-    record = {}
+    earlier = root / "rss.json"
+    record = json.loads(earlier.read_text(encoding="utf-8"))["models"] if only and earlier.is_file() else {}
     for model_name in model_names(everies):
         folder = root / model_name
-        if not (folder / "textxfer.json").is_file():
+        if not (folder / "textxfer.json").is_file() or (only and model_name not in only):
             continue
         target = root / f"predicted-{model_name}.csv"
         command = [sys.executable, "-c", CHILD, str(folder), str(source), str(target), str(timeout)]
@@ -176,27 +179,33 @@ def rss(name: str, root: Path, count: int, timeout: int, everies: list[int], log
 
 
 # Runs `textxfer predict --input SOURCE --output TARGET` in this process (a thread watches the time), then prints
-# peak RSS and how many rows were written.
+# its peak RSS (VmHWM) and how many rows were written.
 CHILD = """
-import json, resource, sys, threading, time, os
+import json, sys, threading, time, os
 folder, source, target, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 started = time.perf_counter()
-def rows_written():
-    try:
-        with open(target, encoding="utf-8") as handle:
-            return max(sum(1 for _ in handle) - 1, 0)
-    except OSError:
-        return 0
+def rows_written():  # the finished file, or the temporary one predict writes before renaming it
+    import glob
+    for path in [target, *glob.glob(os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".tmp-*"))]:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return max(sum(1 for _ in handle) - 1, 0)
+        except OSError:
+            continue
+    return 0
+def peak_mib():  # VmHWM: this process's own peak (ru_maxrss keeps the parent's peak across fork and exec)
+    with open("/proc/self/status") as handle:
+        return round(int(next(line for line in handle if line.startswith("VmHWM:")).split()[1]) / 1024)
 def watch():
     time.sleep(timeout)
     print(json.dumps({"finished": False, "rows_done": rows_written(), "seconds": round(time.perf_counter() - started, 1),
-                      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}), flush=True)
+                      "peak_rss_mib": peak_mib()}), flush=True)
     os._exit(0)
 threading.Thread(target=watch, daemon=True).start()
 from textxfer.cli import main
 code = main(["predict", "--model", folder, "--input", source, "--output", target, "--device", "cpu"])
 print(json.dumps({"finished": code == 0, "rows_done": rows_written(), "seconds": round(time.perf_counter() - started, 1),
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}), flush=True)
+                  "peak_rss_mib": peak_mib()}), flush=True)
 """
 
 
@@ -207,7 +216,7 @@ def table(records: list[dict], memory: dict) -> str:
         for name, m in record["models"].items():
             peak = (memory.get(record["corpus"]) or {}).get(name)
             shown = ("not measured" if peak is None else f"{peak['peak_rss_mib']:,}" if peak["finished"]
-                     else f"not measured ({peak['rows_done']:,} rows in {peak['seconds']:.0f} s)")
+                     else f"{peak['peak_rss_mib']:,} after {peak['rows_done']:,} rows (stopped at {peak['seconds']:.0f} s)")
             lines.append(f"| {record['corpus']} | {name} | {m['kind']} | {m['accuracy']:.4f} | {m['points_vs_teacher']:+.2f} "
                          f"| {m['agreement_with_teacher']:.3f} | {m['texts_per_second']:,.0f} | {m['speed_vs_teacher']:.1f} "
                          f"| {m['size_mib']} | {shown} |")
@@ -220,6 +229,8 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "runs" / "bench_distill"))
     parser.add_argument("--rss", type=int, default=0, help="also measure peak RSS predicting this many texts")
     parser.add_argument("--rss-timeout", type=int, default=900)
+    parser.add_argument("--rss-only", nargs="+", help="measure the peak RSS of these models alone (no training, no "
+                                                      "timing), merged into the earlier rss.json")
     parser.add_argument("--keep-every", type=int, nargs="+", default=[DEFAULT_EVERY],
                         help="shallow students to make: every k-th layer kept (4: the default student)")
     parser.add_argument("--report-only", action="store_true")
@@ -228,7 +239,9 @@ def main() -> None:
     records, memory = [], {}
     for name in args.corpora:
         root = output / name
-        if not args.report_only:
+        if args.rss_only:
+            rss(name, root, args.rss, args.rss_timeout, args.keep_every, args.rss_only)
+        elif not args.report_only:
             build(name, output, args.keep_every)
             measure(name, root, args.keep_every)
             if args.rss:

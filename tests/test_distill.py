@@ -203,3 +203,20 @@ def test_an_ensemble_teacher_teaches_and_lends_its_fine_tuned_members_encoder(ha
     record = json.loads((tmp_path / "student" / "report.json").read_text())["distillation"]
     assert record["teacher_kind"] == "ensemble" and record["encoder"] == str(found)
     assert record["test_agreement_with_teacher"] >= 0.75  # the hard fixture: a static student reaches ~0.84
+
+
+def test_the_soft_target_loss_is_the_mean_cross_entropy_per_text_however_the_trainer_counts():
+    import torch
+
+    from textxfer.transformer.training import _soft_target_loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    soft = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    expected = float(-(soft * torch.log_softmax(logits, dim=1)).sum(dim=1).mean())
+    loss = _soft_target_loss(3)
+    assert float(loss({"logits": logits}, soft)) == pytest.approx(expected)
+    # the Trainer counts a 2-D target's entries as items: 2 texts × 3 labels = 6, still the mean over 2 texts
+    assert float(loss({"logits": logits}, soft, num_items_in_batch=6)) == pytest.approx(expected)
+    ids = torch.tensor([0, 2])  # validation rows carry class ids
+    assert float(loss({"logits": logits}, ids, num_items_in_batch=2)) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, ids)))

@@ -177,7 +177,8 @@ def model_info(folder: Path, model) -> dict:
     distillation = None
     if (folder / "report.json").is_file():
         try:
-            distillation = json.loads((folder / "report.json").read_text(encoding="utf-8")).get("distillation")
+            report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+            distillation = report.get("distillation") if isinstance(report, dict) else None
         except (OSError, ValueError):
             distillation = None
     from textxfer.distill.advice import serving_note
