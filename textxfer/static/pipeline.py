@@ -1,7 +1,8 @@
 """The static-vector classifier: a text's tokens' static vectors averaged (:mod:`textxfer.static.vectors`), then a
 linear head — as cheap to run as the baseline, no transformer at prediction.
 
-The head is fitted, not trained in steps:
+The head is first fitted in closed form, then (``tune_epochs``, with a validation split) trained together with the
+token vectors by the ``Trainer`` (:mod:`textxfer.static.tuning`):
 
 - on labels (``fit``): a logistic regression, its strength chosen on validation macro-F1 (as ``--strategy head-only``
   chooses it, :func:`textxfer.transformer.head_fit.choose_c`);
@@ -9,7 +10,8 @@ The head is fitted, not trained in steps:
   ridge regression onto the teacher's logits (``log P`` centred per row) — the mean squared error on logits, solved
   in closed form, its strength chosen on validation macro-F1. MSE on logits rather than KL on probabilities because a
   linear head on fixed features then has an exact solution (no training loop, no learning rate), and logits keep
-  how sure the teacher was where probabilities near 0 or 1 flatten it.
+  how sure the teacher was where probabilities near 0 or 1 flatten it. The tuning that follows minimises
+  cross-entropy against the same probabilities (or the labels), starting from that head.
 
 Single-label texts only: a pair or multi-label task is refused in one line.
 """
@@ -63,11 +65,10 @@ class StaticClassifier(ClassifierBase):
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, train: TextDataset, validation: TextDataset | None = None, labels: LabelSet | None = None,
-            progress: bool = False, soft_targets: np.ndarray | None = None,
-            vocabulary_texts: Sequence[str] = ()) -> "StaticClassifier":
-        """Distil the token vectors of the training texts (and ``vocabulary_texts``) from the encoder, then fit the
-        head on ``train``'s labels — or, given ``soft_targets`` (rows of class probabilities aligned with ``train``),
-        on those (see the module docstring)."""
+            progress: bool = False, soft_targets: np.ndarray | None = None) -> "StaticClassifier":
+        """Distil the token vectors of the training texts from the encoder, then fit the head on ``train``'s labels —
+        or, given ``soft_targets`` (rows of class probabilities aligned with ``train``), on those — and tune both (see
+        the module docstring)."""
         import time
 
         started = time.perf_counter()
@@ -76,7 +77,7 @@ class StaticClassifier(ClassifierBase):
             raise TextxferError(f"a static-vector model classifies single texts into one class; this data is "
                                 f"{self.shape.describe()} — use `textxfer finetune` or `textxfer baseline`")
         self.tokenizer_, encoder, self.source_ = _load_encoder(self.config)
-        ids = used_ids(self.tokenizer_, list(train.texts) + list(vocabulary_texts))
+        ids = used_ids(self.tokenizer_, list(train.texts))
         self.table_ = TokenTable.centred(ids, encode_tokens(encoder, self.tokenizer_, ids, progress))
         del encoder
         vectors_seconds = time.perf_counter() - started
