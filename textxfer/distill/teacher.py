@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from textxfer.core.manifest import read_manifest
+from textxfer.data.shape import TaskShape
 from textxfer.errors import TextxferError
 
 LABEL_CHUNK = 512  # texts per teacher call while labelling (a progress step)
@@ -21,10 +22,10 @@ def check_teacher(folder: str | Path) -> dict:
     if not (folder / "split.json").is_file():
         raise TextxferError(f"--teacher {folder}: no split.json beside the model, so its split is unknown; pass a run "
                             "folder written by textxfer (finetune, baseline, ensemble, export, distill)")
-    shape = (manifest.get("task") or {}).get("shape") or {}
-    if shape.get("multi_label") or shape.get("text_pair_column"):
+    shape = TaskShape.from_dict((manifest.get("task") or {}).get("shape"))
+    if not shape.single:
         raise TextxferError(f"--teacher {folder}: distillation takes single-label models of single texts; this one "
-                            "was trained on " + ("multi-label texts" if shape.get("multi_label") else "text pairs"))
+                            f"was trained on {shape.describe()}")
     return manifest
 
 

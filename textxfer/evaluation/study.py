@@ -81,16 +81,27 @@ def parse_variant(text: str, config_classes: dict[str, type]) -> Variant:
         return Variant(text.strip(), ENSEMBLE, {"members": members})
     if pipeline not in config_classes:
         raise TextxferError(f"variant {text!r}: unknown pipeline {pipeline!r}; start with one of {list(config_classes)}")
+    study_sets = "is set by the study itself (use --sizes and --seeds)"
+    reserved = {name: study_sets for name in ("seed", "max_train_samples", "checkpoint_dir", "resume")}
+    return Variant(text.strip(), pipeline, _settings(text, config_classes[pipeline], rest.split(","), reserved))
+
+
+def _settings(text: str, config_class: type, items: list[str], reserved: dict[str, str]) -> dict:
+    """Variant ``text``'s ``name=value`` items, typed by ``config_class``; a name in ``reserved`` is refused with its
+    reason, as is any item that does not parse."""
     settings = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
+    for item in filter(None, (part.strip() for part in items)):
         name, equals, value = item.partition("=")
         if not equals:
             raise TextxferError(f"variant {text!r}: {item!r} is not name=value")
         name = name.strip().replace("-", "_")
-        if name in ("seed", "max_train_samples", "checkpoint_dir", "resume"):
-            raise TextxferError(f"variant {text!r}: {name} is set by the study itself (use --sizes and --seeds)")
-        settings[name] = parse_field(config_classes[pipeline], name, value.strip())
-    return Variant(text.strip(), pipeline, settings)
+        if name in reserved:
+            raise TextxferError(f"variant {text!r}: {name} {reserved[name]}")
+        try:
+            settings[name] = parse_field(config_class, name, value.strip())
+        except TextxferError as exc:
+            raise TextxferError(f"variant {text!r}: {exc}") from None
+    return settings
 
 
 def _distill_variant(text: str) -> Variant:
@@ -103,18 +114,11 @@ def _distill_variant(text: str) -> Variant:
     if student not in STUDENTS or not teacher or teacher.partition(":")[0] == DISTILL:
         raise TextxferError(f"variant {text!r}: write distill:<student>[,name=value…][@<teacher variant>] with a "
                             f"student of {list(STUDENTS)}, e.g. distill:static or distill:shallow,keep_every=2@finetune")
-    settings = {"student": student, "teacher_variant": teacher}
-    for item in filter(None, items):
-        name, equals, value = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not equals or name in ("teacher", "student", "seed"):
-            raise TextxferError(f"variant {text!r}: {item!r} is not a name=value setting of the student "
-                                "(the teacher comes after @, the seed from --seeds)")
-        try:
-            settings[name] = parse_field(DistillConfig, name, value.strip())
-        except TextxferError as exc:
-            raise TextxferError(f"variant {text!r}: {exc}") from None
-    return Variant(text.strip(), DISTILL, settings)
+    reserved = {"teacher": "is not a name=value setting of the student: the teacher variant comes after @",
+                "student": "is not a name=value setting of the student: the student comes first, after distill:",
+                "seed": "is set by the study itself (use --seeds)"}
+    return Variant(text.strip(), DISTILL, {"student": student, "teacher_variant": teacher,
+                                           **_settings(text, DistillConfig, items, reserved)})
 
 
 def parse_sizes(values: list[str], train_size: int) -> list[int]:

@@ -30,7 +30,7 @@ from textxfer.core.manifest import build_manifest, write_manifest
 from textxfer.data.dataset import TextDataset
 from textxfer.data.labels import LabelSet
 from textxfer.errors import TextxferError
-from textxfer.static.vectors import TokenTable, encode_tokens, used_ids
+from textxfer.static.vectors import TokenTable, distinct_ids, encode_tokens, token_ids
 
 TABLE_FILE = "static.safetensors"
 RIDGE_GRID = tuple(float(a) for a in np.logspace(-4, 1, 11))  # ridge strengths tried (features are unit vectors)
@@ -77,13 +77,15 @@ class StaticClassifier(ClassifierBase):
             raise TextxferError(f"a static-vector model classifies single texts into one class; this data is "
                                 f"{self.shape.describe()} — use `textxfer finetune` or `textxfer baseline`")
         self.tokenizer_, encoder, self.source_ = _load_encoder(self.config)
-        ids = used_ids(self.tokenizer_, list(train.texts))
+        train_ids = token_ids(self.tokenizer_, train.texts)  # each text tokenized once for everything below
+        ids = distinct_ids(train_ids, self.tokenizer_.unk_token_id)
         self.table_ = TokenTable.centred(ids, encode_tokens(encoder, self.tokenizer_, ids, progress))
         del encoder
         vectors_seconds = time.perf_counter() - started
-        x, empty = self.table_.embed(self.tokenizer_, train.texts)
+        x, empty = self.table_.features(train_ids)
         has_validation = validation is not None and len(validation) > 0
-        vx = self.table_.embed(self.tokenizer_, validation.texts)[0] if has_validation else None
+        validation_ids = token_ids(self.tokenizer_, validation.texts) if has_validation else []
+        vx = self.table_.features(validation_ids)[0] if has_validation else None
         vy = self.labels.encode(validation.labels) if has_validation else None
         if soft_targets is not None:
             self.coef_, self.intercept_, head = _ridge_on_logits(x, np.asarray(soft_targets), vx, vy, len(self.labels))
@@ -94,8 +96,8 @@ class StaticClassifier(ClassifierBase):
             from textxfer.static.tuning import tune
 
             vectors, self.coef_, self.intercept_, head["tuned"] = tune(
-                self.table_, self.tokenizer_, self.coef_, self.intercept_, train.texts,
-                soft_targets if soft_targets is not None else self.labels.encode(train.labels), validation.texts, vy,
+                self.table_, self.coef_, self.intercept_, train_ids,
+                soft_targets if soft_targets is not None else self.labels.encode(train.labels), validation_ids, vy,
                 self.config.tune_epochs, self.config.tune_learning_rate, self.config.seed, progress)
             self.table_ = TokenTable(self.table_.ids, vectors)
         elif self.config.tune_epochs:

@@ -50,10 +50,11 @@ def _collate(features: list[dict]) -> dict:
     return {"rows": rows, "offsets": offsets, "labels": labels}
 
 
-def tune(table, tokenizer, coef: np.ndarray, intercept: np.ndarray, texts, targets: np.ndarray, validation_texts,
+def tune(table, coef: np.ndarray, intercept: np.ndarray, train_ids, targets: np.ndarray, validation_ids,
          validation_y: np.ndarray, epochs: int, learning_rate: float, seed: int, progress: bool = False):
-    """``(vectors, coef, intercept, record)`` after training ``table``'s rows and the head on ``texts`` with
-    ``targets`` (probabilities per row, or class ids), the best epoch by validation macro-F1 kept."""
+    """``(vectors, coef, intercept, record)`` after training ``table``'s rows and the head on the texts of
+    ``train_ids`` (their :func:`textxfer.static.vectors.token_ids`) with ``targets`` (probabilities per text, or class
+    ids), the best epoch by validation macro-F1 kept."""
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments
 
     from textxfer.transformer.head_fit import macro_f1
@@ -62,8 +63,8 @@ def tune(table, tokenizer, coef: np.ndarray, intercept: np.ndarray, texts, targe
         return [{"rows": rows, "labels": label} for rows, label in zip(rows_of, labels)]
 
     targets = np.asarray(targets, dtype=np.float32 if np.asarray(targets).ndim == 2 else np.int64)
-    train_set = dataset(table.rows(tokenizer, texts), targets)
-    validation_set = dataset(table.rows(tokenizer, validation_texts), np.asarray(validation_y, dtype=np.int64))
+    train_set = dataset(table.rows(train_ids), targets)
+    validation_set = dataset(table.rows(validation_ids), np.asarray(validation_y, dtype=np.int64))
     model = _module(table.vectors, coef, intercept)
 
     def metrics(evaluation) -> dict:

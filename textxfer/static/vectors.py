@@ -36,10 +36,9 @@ def token_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
         hf_logging.set_verbosity(verbosity)
 
 
-def used_ids(tokenizer, texts: Sequence[str]) -> np.ndarray:
-    """The sorted distinct token ids of ``texts``, the unknown token's left out."""
-    ids = np.unique(np.fromiter((i for row in token_ids(tokenizer, texts) for i in row), dtype=np.int64))
-    unknown = tokenizer.unk_token_id
+def distinct_ids(id_rows: list[list[int]], unknown: int | None) -> np.ndarray:
+    """The sorted distinct token ids of ``id_rows`` (:func:`token_ids`), the unknown token's left out."""
+    ids = np.unique(np.fromiter((i for row in id_rows for i in row), dtype=np.int64))
     return ids[ids != unknown] if unknown is not None else ids
 
 
@@ -85,31 +84,36 @@ class TokenTable:
     def width(self) -> int:
         return self.vectors.shape[1]
 
-    def rows(self, tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
-        """Each text's table rows: its known tokens' (in order, repeats kept)."""
-        result = []
-        for ids in token_ids(tokenizer, texts):
-            ids = np.asarray(ids, dtype=np.int64)
-            found = self._row[ids[ids < len(self._row)]]
-            result.append(found[found >= 0])
-        return result
+    def _positions(self, id_rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, lengths)``: every token's row in the table (-1: no vector), all texts' tokens in one array,
+        and each text's number of tokens."""
+        lengths = np.fromiter((len(r) for r in id_rows), dtype=np.int64, count=len(id_rows))
+        flat = np.fromiter((i for r in id_rows for i in r), dtype=np.int64, count=int(lengths.sum()))
+        positions = np.full(len(flat), -1, dtype=np.int64)
+        inside = flat < len(self._row)
+        positions[inside] = self._row[flat[inside]]
+        return positions, lengths
 
-    def embed(self, tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, int]:
-        """``(features, texts without a known token)``: each text's mean known-token row, L2-normalised (a text
-        with no known token: a zero row)."""
+    def rows(self, id_rows: list[list[int]]) -> list[np.ndarray]:
+        """Each text's table rows (from its :func:`token_ids`): its known tokens' (in order, repeats kept)."""
+        positions, lengths = self._positions(id_rows)
+        return [part[part >= 0] for part in np.split(positions, np.cumsum(lengths)[:-1])] if len(id_rows) else []
+
+    def features(self, id_rows: list[list[int]]) -> tuple[np.ndarray, int]:
+        """``(features, texts without a known token)`` of texts given by their :func:`token_ids`: each text's mean
+        known-token row, L2-normalised (a text with no known token: a zero row)."""
         from scipy import sparse
 
-        rows = token_ids(tokenizer, texts)
-        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        flat = np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(lengths.sum()))
-        text_of = np.repeat(np.arange(len(rows)), lengths)
-        inside = flat < len(self._row)
-        position = np.full(len(flat), -1, dtype=np.int64)
-        position[inside] = self._row[flat[inside]]
-        known = position >= 0
-        counts = sparse.csr_matrix((np.ones(int(known.sum()), dtype=np.float32), (text_of[known], position[known])),
-                                   shape=(len(rows), len(self.ids)))
+        positions, lengths = self._positions(id_rows)
+        text_of = np.repeat(np.arange(len(id_rows)), lengths)
+        known = positions >= 0
+        counts = sparse.csr_matrix((np.ones(int(known.sum()), dtype=np.float32), (text_of[known], positions[known])),
+                                   shape=(len(id_rows), len(self.ids)))
         features = np.asarray(counts @ self.vectors, dtype=np.float32)
         norms = np.linalg.norm(features, axis=1, keepdims=True)
         features = np.divide(features, norms, out=np.zeros_like(features), where=norms > 0)
         return features, int(np.sum(norms[:, 0] == 0))
+
+    def embed(self, tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """:meth:`features` of ``texts``, tokenized here."""
+        return self.features(token_ids(tokenizer, texts))
